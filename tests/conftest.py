@@ -1,0 +1,44 @@
+"""Shared fixtures: offline stand-in models, built once per test session."""
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+import pytest
+import torch
+
+import sna_utils as su
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+def pytest_report_header(config):
+    return (f"SNA_GPT2_TOKENIZER={os.environ.get('SNA_GPT2_TOKENIZER')} "
+            f"SNA_SST2_DIR={os.environ.get('SNA_SST2_DIR')}")
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    """3-layer GPT-2-architecture model, random weights at initializer_range=0.2."""
+    return su.load_model("tiny", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def tiny_pythia():
+    """3-layer GPT-NeoX (Pythia) architecture, parallel attention/MLP, random weights."""
+    return su.load_model("tiny-pythia", device="cpu")
+
+
+@pytest.fixture(scope="session", params=["tiny", "tiny-pythia"])
+def any_tiny(request, tiny, tiny_pythia):
+    return {"tiny": tiny, "tiny-pythia": tiny_pythia}[request.param]
+
+
+@pytest.fixture(scope="session")
+def tasks():
+    return su.load_tasks()
+
+
+@pytest.fixture(scope="session")
+def neutral():
+    return su.split_neutral(su.load_neutral())
