@@ -226,15 +226,16 @@ def _engine_weights(hf) -> EngineWeights:
     raise SNAError(f"Architecture {cfg.model_type!r} is not supported: the kit runs GPT-2 and GPT-NeoX (Pythia).")
 
 
-def wrap_hf_model(hf, tokenizer, name: str, device: str | None = None):
+def wrap_hf_model(hf, tokenizer, name: str, device: str | None = None, dtype: torch.dtype = torch.float32):
     """Wrap a Hugging Face GPT-2/GPT-NeoX model in a TransformerLens ``TransformerBridge`` for SNA."""
     from transformer_lens.model_bridge import TransformerBridge
 
     device = device or default_device()
-    hf = hf.to(device).eval()
+    hf = hf.to(device=device, dtype=dtype).eval()
     weights = _engine_weights(hf)  # before the bridge rewires the modules
     arch_id = "gpt2" if weights.arch == "gpt2" else "EleutherAI/pythia-160m"
-    model = TransformerBridge.boot_transformers(arch_id, hf_model=hf, tokenizer=tokenizer, device=device)
+    model = TransformerBridge.boot_transformers(arch_id, hf_model=hf, tokenizer=tokenizer, device=device,
+                                                dtype=dtype)
     model.eval()
     model.sna_name = name
     model.sna_engine = weights
@@ -242,14 +243,18 @@ def wrap_hf_model(hf, tokenizer, name: str, device: str | None = None):
 
 
 def load_model(name_or_path: str, device: str | None = None, *, seed: int = 0,
-               initializer_range: float | None = None):
-    """Load a model by kit name (METHOD table), local checkpoint folder, or offline stand-in."""
+               initializer_range: float | None = None, dtype: torch.dtype = torch.float32):
+    """Load a model by kit name (METHOD table), local checkpoint folder, or offline stand-in.
+
+    Stand-ins are built from ``seed`` at ``initializer_range`` (default: the architecture's own,
+    0.2 for the tiny test models); ``dtype`` float64 is for exactness tests.
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     name = str(name_or_path)
     if name in STANDINS:
         hf = build_random_hf_model(name, seed=seed, initializer_range=initializer_range)
-        return wrap_hf_model(hf, gpt2_tokenizer(), name, device)
+        return wrap_hf_model(hf, gpt2_tokenizer(), name, device, dtype)
     if name in HUB_MODELS:
         hub_id = HUB_MODELS[name]
         _require_hub(hub_id, "config.json", f"model {name!r}",
@@ -262,9 +267,9 @@ def load_model(name_or_path: str, device: str | None = None, *, seed: int = 0,
         source = name
     else:
         raise SNAError(f"Unknown model {name!r}: use one of {MODEL_NAMES} or a local checkpoint folder.")
-    hf = AutoModelForCausalLM.from_pretrained(source, attn_implementation="eager", dtype=torch.float32)
+    hf = AutoModelForCausalLM.from_pretrained(source, attn_implementation="eager", dtype=dtype)
     tokenizer = AutoTokenizer.from_pretrained(source)
-    return wrap_hf_model(hf, tokenizer, name, device)
+    return wrap_hf_model(hf, tokenizer, name, device, dtype)
 
 
 def model_name(model) -> str:
@@ -501,7 +506,7 @@ def last_token_activations(model, prompts: Sequence[str], layers: Sequence[int],
         rows = torch.arange(tokens.shape[0])
         _, cache = model.run_with_cache(tokens, names_filter=lambda n: n in names, return_type=None)
         for L in layers:
-            out[L].append(cache[hook_name(L)][rows, batch.last[sl]].float().cpu())
+            out[L].append(cache[hook_name(L)][rows, batch.last[sl]].cpu())
     return {L: torch.cat(v) for L, v in out.items()}
 
 
@@ -615,7 +620,7 @@ def amplify(model, intervention: Intervention, last: torch.Tensor | None = None)
 @torch.no_grad()
 def next_token_logits(model, prompts: Sequence[str], intervention: Intervention | None = None,
                       batch_size: int = 32) -> torch.Tensor:
-    """Logits of the next token at each prompt's last real token ``[n_prompts, d_vocab]`` (CPU, float32)."""
+    """Logits of the next token at each prompt's last real token ``[n_prompts, d_vocab]`` (on CPU)."""
     if intervention is not None:
         intervention.check(model)
     batch = encode_prompts(model, prompts)
@@ -626,7 +631,7 @@ def next_token_logits(model, prompts: Sequence[str], intervention: Intervention 
         ctx = amplify(model, intervention, last) if intervention is not None else contextlib.nullcontext()
         with ctx:
             logits = model(tokens, return_type="logits")
-        out.append(logits[torch.arange(len(last)), last.to(logits.device)].float().cpu())
+        out.append(logits[torch.arange(len(last)), last.to(logits.device)].cpu())
     return torch.cat(out)
 
 
@@ -643,7 +648,7 @@ def target_probs(model, prompts: Sequence[str], targets: Sequence[str],
 
 def kl_divergence(base_logits: torch.Tensor, new_logits: torch.Tensor) -> torch.Tensor:
     """KL(base || new) of next-token distributions ``[n]`` in nats."""
-    lp, lq = base_logits.log_softmax(-1), new_logits.log_softmax(-1)
+    lp, lq = base_logits.double().log_softmax(-1), new_logits.double().log_softmax(-1)
     return (lp.exp() * (lp - lq)).sum(-1).clamp_min(0.0)
 
 
@@ -829,7 +834,7 @@ def engine_logits(model, state: LayerState, layer: int, configs: Sequence[Config
             resid.append(state.resid_after + (delta if positions == "all" else delta * at_last))
         x = torch.cat(resid)  # [c * n, T, d]
         logits = _logits_from_resid(eng, x, layer, state.last.repeat(len(resid)))
-        out.append(logits.float().cpu().view(len(resid), n, -1))
+        out.append(logits.cpu().view(len(resid), n, -1))
     return torch.cat(out)
 
 
@@ -954,6 +959,7 @@ def _sweep_rows(model, task: Task, layer: int, ranking: torch.Tensor, ks, ms, po
     return rows
 
 
+@torch.no_grad()
 def run_sweep(model, tasks: Sequence[Task], layers: Sequence[int], ks: Sequence[int],
               multipliers: Sequence[float], positions: Positions = "all", out: str | os.PathLike | None = None,
               neutral: NeutralSet | None = None, score_method: str = "mean_diff", seed: int = 0,
