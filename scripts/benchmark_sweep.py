@@ -36,18 +36,27 @@ def floor_seconds(model, layers, n_configs, prompt_lengths, rate) -> tuple[float
 
 
 def time_plain(model, task, neutral, layers, ks, ms, sample, seed) -> tuple[float, int]:
-    """Seconds per configuration of the plain loop, over a fixed-seed sample of the grid."""
+    """Seconds per configuration of the plain loop, over a fixed-seed sample of the grid.
+
+    Baselines and discovery are computed once (as the engine does); each configuration then
+    runs four full hooked forward passes: SNA and control neurons, on the evaluation prompts
+    (target probabilities) and on the held-out neutral prompts (side effect).
+    """
     grid = [(L, k, m) for L in layers for k in ks for m in ms]
     picked = random.Random(seed).sample(grid, min(sample, len(grid)))
+    prompts = [i.prompt for i in task.evaluation]
+    base = su.baseline_of(su.target_token_ids(model, task.evaluation), su.next_token_logits(model, prompts))
+    neutral_base = su.next_token_logits(model, neutral.heldout)
     rankings = {}
     t0 = time.perf_counter()
     for L, k, m in picked:
         if L not in rankings:  # discovery once per layer, as the engine does
             scores = su.neuron_scores(model, [i.prompt for i in task.discovery], neutral.discovery, L)
             rankings[L] = su.rank_neurons(scores)
-        su.measure(model, task.evaluation, su.Intervention(L, rankings[L][:k].tolist(), m), neutral.heldout)
-        control = su.random_neurons(su.d_mlp(model), k, seed, L)
-        su.measure(model, task.evaluation, su.Intervention(L, control, m), neutral.heldout)
+        for neurons in (rankings[L][:k].tolist(), su.random_neurons(su.d_mlp(model), k, seed, L)):
+            iv = su.Intervention(L, neurons, m)
+            su.outcome_of(base, su.next_token_logits(model, prompts, iv), neutral_base,
+                          su.next_token_logits(model, neutral.heldout, iv))
     return (time.perf_counter() - t0) / len(picked), len(picked)
 
 
@@ -63,12 +72,19 @@ def main() -> None:
     ap.add_argument("--task", default="addition")
     ap.add_argument("--plain-sample", type=int, default=24, help="configurations the plain loop times")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--layers", default="all", help="comma-separated layers (default: all)")
+    ap.add_argument("--n-eval", type=int, default=0, help="evaluation prompts to use (default: all)")
+    ap.add_argument("--n-neutral", type=int, default=0, help="held-out neutral prompts to use (default: all)")
     args = ap.parse_args()
 
     model = su.load_model(args.model, device=args.device)
     task = su.load_tasks([args.task])[0]
     neutral = su.split_neutral(su.load_neutral())
-    layers = list(range(su.n_layers(model)))
+    if args.n_eval:
+        task = su.Task(task.name, task.category, task.description, task.discovery, task.evaluation[: args.n_eval])
+    if args.n_neutral:
+        neutral = su.NeutralSet(neutral.discovery, neutral.heldout[: args.n_neutral])
+    layers = list(range(su.n_layers(model))) if args.layers == "all" else [int(x) for x in args.layers.split(",")]
     ks, ms = su.PAPER_KS, su.PAPER_MULTIPLIERS
     n_grid = len(layers) * len(ks) * len(ms)
     print(f"model {args.model} on {args.device} ({torch.get_num_threads()} CPU threads); task {task.name}: "
