@@ -180,10 +180,17 @@ class EngineWeights:
     rotary: torch.nn.Module | None  # GPT-NeoX rotary embedding module (cos, sin)
 
 
-def _engine_weights(hf) -> EngineWeights:
-    """Read a GPT-2 or GPT-NeoX Hugging Face model's weights before TransformerLens wraps it."""
+def _activation(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The MLP nonlinearity as one fused kernel (HF's ``gelu_new`` runs ~7 separate ones)."""
     from transformers.activations import ACT2FN
 
+    fused = {"gelu_new": lambda x: F.gelu(x, approximate="tanh"), "gelu_pytorch_tanh":
+             lambda x: F.gelu(x, approximate="tanh"), "gelu": F.gelu, "relu": F.relu}
+    return fused.get(name) or ACT2FN[name]
+
+
+def _engine_weights(hf) -> EngineWeights:
+    """Read a GPT-2 or GPT-NeoX Hugging Face model's weights before TransformerLens wraps it."""
     cfg = hf.config
     if cfg.model_type == "gpt2":
         blocks = [
@@ -198,7 +205,7 @@ def _engine_weights(hf) -> EngineWeights:
         ]
         return EngineWeights("gpt2", blocks, (hf.transformer.ln_f.weight, hf.transformer.ln_f.bias),
                              hf.get_output_embeddings().weight, cfg.n_head, cfg.layer_norm_epsilon,
-                             ACT2FN[cfg.activation_function], False, None)
+                             _activation(cfg.activation_function), False, None)
     if cfg.model_type == "gpt_neox":
         d, n_heads = cfg.hidden_size, cfg.num_attention_heads
         d_head = d // n_heads
@@ -221,7 +228,7 @@ def _engine_weights(hf) -> EngineWeights:
             ))
         ln_f = hf.gpt_neox.final_layer_norm
         return EngineWeights("neox", blocks, (ln_f.weight, ln_f.bias), hf.get_output_embeddings().weight, n_heads,
-                             cfg.layer_norm_eps, ACT2FN[cfg.hidden_act], bool(cfg.use_parallel_residual),
+                             cfg.layer_norm_eps, _activation(cfg.hidden_act), bool(cfg.use_parallel_residual),
                              hf.gpt_neox.rotary_emb)
     raise SNAError(f"Architecture {cfg.model_type!r} is not supported: the kit runs GPT-2 and GPT-NeoX (Pythia).")
 
@@ -760,6 +767,11 @@ def _layer_norm(x: torch.Tensor, wb: tuple[torch.Tensor, torch.Tensor], eps: flo
     return F.layer_norm(x, (x.shape[-1],), wb[0], wb[1], eps)
 
 
+def _affine(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``x @ w + b`` as one fused matmul-with-bias, ``[..., d_in] -> [..., d_out]``."""
+    return torch.addmm(b, x.reshape(-1, x.shape[-1]), w).view(*x.shape[:-1], w.shape[1])
+
+
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
     h = x.shape[-1] // 2
     return torch.cat((-x[..., h:], x[..., :h]), dim=-1)
@@ -774,7 +786,7 @@ def _attention(eng: EngineWeights, w: BlockWeights, h: torch.Tensor, last: torch
     """Causal self-attention of normalised ``h`` ``[B, T, d]``; only at rows' ``last`` positions if given."""
     B, T, d = h.shape
     nh, dh = eng.n_heads, d // eng.n_heads
-    q, k, v = (h @ w.w_qkv + w.b_qkv).split(d, dim=-1)
+    q, k, v = _affine(h, w.w_qkv, w.b_qkv).split(d, dim=-1)
     q, k, v = (t.view(B, T, nh, dh).transpose(1, 2) for t in (q, k, v))  # [B, nh, T, dh]
     if eng.rotary is not None:
         pos = torch.arange(T, device=h.device)[None]
@@ -782,16 +794,16 @@ def _attention(eng: EngineWeights, w: BlockWeights, h: torch.Tensor, last: torch
         q, k = _apply_rotary(q, cos[:, None], sin[:, None]), _apply_rotary(k, cos[:, None], sin[:, None])
     if last is None:
         z = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        return z.transpose(1, 2).reshape(B, T, d) @ w.w_o + w.b_o
+        return _affine(z.transpose(1, 2).reshape(B, T, d), w.w_o, w.b_o)
     rows = torch.arange(B, device=h.device)
     q = q[rows, :, last][:, :, None]  # [B, nh, 1, dh]
     mask = (torch.arange(T, device=h.device)[None] <= last[:, None])[:, None, None]  # [B, 1, 1, T]
     z = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-    return z.reshape(B, d) @ w.w_o + w.b_o
+    return _affine(z.reshape(B, d), w.w_o, w.b_o)
 
 
 def _mlp(eng: EngineWeights, w: BlockWeights, h: torch.Tensor) -> torch.Tensor:
-    return eng.act(h @ w.w_in + w.b_in) @ w.w_out + w.b_out
+    return _affine(eng.act(_affine(h, w.w_in, w.b_in)), w.w_out, w.b_out)
 
 
 def _block(eng: EngineWeights, layer: int, x: torch.Tensor, last: torch.Tensor | None = None) -> torch.Tensor:
