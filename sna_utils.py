@@ -830,20 +830,34 @@ def _logits_from_resid(eng: EngineWeights, resid_after: torch.Tensor, layer: int
 
 
 @dataclass
-class LayerState:
-    """One prompt set at one layer, without intervention (kept on the model's device)."""
+class LengthGroup:
+    """Prompts of one token length at one layer, without intervention (on the model's device)."""
 
-    resid_after: torch.Tensor  # residual stream after block L  [n, T, d_model]
-    act: torch.Tensor  # hook_post of layer L                   [n, T, d_mlp]
-    last: torch.Tensor  # last real position                     [n]
+    index: torch.Tensor  # where these prompts sit in the prompt set  [n_g]
+    resid_after: torch.Tensor  # residual stream after block L          [n_g, T_g, d_model]
+    act: torch.Tensor  # hook_post of layer L                           [n_g, T_g, d_mlp]
+
+
+@dataclass
+class LayerState:
+    """One prompt set at one layer, grouped by prompt length so the engine never computes padding."""
+
+    n_prompts: int
+    groups: list[LengthGroup]
 
 
 @torch.no_grad()
 def layer_state(model, batch: Batch, layer: int) -> LayerState:
-    """Run the unmodified model once and keep what the engine needs at ``layer``."""
+    """Run the unmodified model once per prompt length and keep what the engine needs at ``layer``."""
     dev = model_device(model)
-    cache = run_and_capture(model, batch.tokens.to(dev), [hook_name(layer), f"blocks.{layer}.hook_resid_post"])
-    return LayerState(cache[f"blocks.{layer}.hook_resid_post"], cache[hook_name(layer)], batch.last.to(dev))
+    lengths = batch.last + 1
+    groups = []
+    for T in sorted(set(lengths.tolist())):
+        index = (lengths == T).nonzero().squeeze(1)
+        cache = run_and_capture(model, batch.tokens[index, :T].to(dev),
+                                [hook_name(layer), f"blocks.{layer}.hook_resid_post"])
+        groups.append(LengthGroup(index, cache[f"blocks.{layer}.hook_resid_post"], cache[hook_name(layer)]))
+    return LayerState(len(lengths), groups)
 
 
 @dataclass(frozen=True)
@@ -857,24 +871,29 @@ class Config:
 @torch.no_grad()
 def engine_logits(model, state: LayerState, layer: int, configs: Sequence[Config],
                   positions: Positions = "all", max_tokens: int = 16384) -> torch.Tensor:
-    """Logits at the last real token for every (configuration, prompt) ``[n_configs, n_prompts, V]`` (CPU)."""
+    """Logits at the last token for every (configuration, prompt) ``[n_configs, n_prompts, V]`` (CPU)."""
     eng = model.sna_engine
-    n, T, d = state.resid_after.shape
     w_out = eng.blocks[layer].w_out
-    at_last = torch.zeros(n, T, 1, device=w_out.device, dtype=w_out.dtype)
-    at_last[torch.arange(n), state.last] = 1.0
-    per_step = max(1, max_tokens // (n * T))
-    out = []
-    for sl in _chunks(len(configs), per_step):
-        resid = []
-        for c in configs[sl]:
-            idx = torch.tensor(c.neurons, device=w_out.device)
-            delta = (c.multiplier - 1.0) * state.act[..., idx] @ w_out[idx]  # [n, T, d]
-            resid.append(state.resid_after + (delta if positions == "all" else delta * at_last))
-        x = torch.cat(resid)  # [c * n, T, d]
-        logits = _logits_from_resid(eng, x, layer, state.last.repeat(len(resid)))
-        out.append(logits.cpu().view(len(resid), n, -1))
-    return torch.cat(out)
+    out = torch.empty(len(configs), state.n_prompts, eng.w_u.shape[0], dtype=w_out.dtype)
+    for g in state.groups:
+        n, T, _ = g.resid_after.shape
+        for sl in _chunks(len(configs), max(1, max_tokens // (n * T))):
+            resid = []
+            for c in configs[sl]:
+                idx = torch.tensor(c.neurons, dtype=torch.long, device=w_out.device)
+                delta = (c.multiplier - 1.0) * g.act[..., idx] @ w_out[idx]  # [n, T, d]
+                if positions == "last":
+                    delta[:, :-1] = 0.0
+                resid.append(g.resid_after + delta)
+            x = torch.cat(resid)  # [configs * n, T, d]
+            last = torch.full((x.shape[0],), T - 1, device=x.device)
+            out[sl, g.index] = _logits_from_resid(eng, x, layer, last).cpu().view(len(resid), n, -1)
+    return out
+
+
+def base_logits(model, state: LayerState, layer: int) -> torch.Tensor:
+    """The prompt set's logits without intervention, through the same engine ``[n_prompts, V]``."""
+    return engine_logits(model, state, layer, [Config((), 1.0)])[0]
 
 
 # --- the sweep table -------------------------------------------------------
@@ -1039,7 +1058,7 @@ def run_sweep(model, tasks: Sequence[Task], layers: Sequence[int], ks: Sequence[
     n_cfg = len(tasks) * len(layers) * len(ks) * len(ms)
     n_todo = len(todo) * len(ks) * len(ms)
 
-    seq = int(np.mean([len(b.tokens[0]) for b in eval_batches.values()]))
+    seq = int(round(float(np.mean([(b.last + 1).float().mean() for b in eval_batches.values()]))))
     flops = sum(grid_flop_floor(model, L, 2 * len(ks) * len(ms), len(t.evaluation) + len(neutral.heldout), seq)
                 for t, L in todo)
     dev = model_device(model)
@@ -1057,7 +1076,7 @@ def run_sweep(model, tasks: Sequence[Task], layers: Sequence[int], ks: Sequence[
         if not layer_todo:
             continue
         neutral_state = layer_state(model, neutral_batch, L)
-        neutral_base = _logits_from_resid(model.sna_engine, neutral_state.resid_after, L, neutral_state.last).cpu()
+        neutral_base = base_logits(model, neutral_state, L)
         control_cache: dict = {}
         for t in layer_todo:
             if t.name not in rankings:  # discovery once per task, all layers at once
@@ -1067,8 +1086,7 @@ def run_sweep(model, tasks: Sequence[Task], layers: Sequence[int], ks: Sequence[
                 rankings[t.name] = {LL: rank_neurons(scores_from_activations(acts[LL], neutral_acts[LL],
                                                                              score_method)) for LL in layers}
             state = layer_state(model, eval_batches[t.name], L)
-            base = baseline_of(ids[t.name], _logits_from_resid(model.sna_engine, state.resid_after, L,
-                                                              state.last).cpu())
+            base = baseline_of(ids[t.name], base_logits(model, state, L))
             new = _sweep_rows(model, t, L, rankings[t.name][L], ks, ms, positions, base, state,
                               neutral_base, neutral_state, control_cache, seed, max_tokens)
             new = [r for r in new if (r["task"], r["layer"], r["k"], r["multiplier"]) not in done]
