@@ -1157,6 +1157,397 @@ def golden_zone(df: pd.DataFrame, min_improvement_pct: float = 10.0, max_kl: flo
     return df[(df["improvement_pct"] >= min_improvement_pct) & (df["side_effect_kl"] <= max_kl)]
 
 
+def golden_zone_summary(df: pd.DataFrame, min_improvement_pct: float = 10.0, max_kl: float = 0.05) -> pd.DataFrame:
+    """Per (model, task): how many configurations are golden, and the best golden one."""
+    gold = golden_zone(df, min_improvement_pct, max_kl)
+    counts = df.groupby(["model", "task"]).agg(category=("category", "first"), p_base=("p_base", "first"),
+                                               zone=("zone", "first"), n_configs=("improvement_pct", "size"))
+    counts["n_golden"] = gold.groupby(["model", "task"]).size().reindex(counts.index).fillna(0).astype(int)
+    counts["share_golden"] = counts["n_golden"] / counts["n_configs"]
+    best = best_per_task(gold)[["model", "task", "improvement_pct", "side_effect_kl", "layer", "k", "multiplier"]] \
+        if len(gold) else pd.DataFrame(columns=["model", "task"])
+    best = best.rename(columns={c: f"golden_best_{c}" for c in best.columns if c not in ("model", "task")})
+    return counts.reset_index().merge(best, on=["model", "task"], how="left").sort_values(
+        ["model", "p_base"], ignore_index=True)
+
+
+# --- Tables the notebooks show: baselines, control, layers, interference, overlap ---
+
+PAPER_NUMBERS = {  # METHOD, "What the paper reports"
+    "configurations": 24192, "spearman_rho": -0.762, "spearman_p": 0.004, "zone1_mean_improvement_pct": 27.85,
+    "zone1_best_improvement_pct": 70.3, "zone3_rarely_above_pct": 7.0, "sst2_uncertain_change_pp": 57.3,
+    "pythia_zone1_mean_improvement_pct": 178.98,
+}
+PAPER_BEST_LAYERS = {"mathematics": 8, "logical_reasoning": 10, "abstract_semantics": 21, "coding": 22}
+
+TABLE_MAKERS = {  # results table (file name or prefix) -> the notebook that writes it
+    "validation.parquet": "01_gpt2_small_validation",
+    "sweep_": "03_gpt2_medium_sweep",
+    "interference_": "03_gpt2_medium_sweep",
+    "sst2_examples.parquet": "04_sst2_zone_analysis",
+    "pythia.parquet": "06_pythia_160m",
+}
+
+
+def is_random_model(name: str) -> bool:
+    """True for the offline stand-ins (random weights): their numbers say nothing about GPT-2."""
+    return str(name) in STANDINS
+
+
+def model_note(name: str | Sequence[str], profile: str | None = None) -> str:
+    """One line naming the model(s) (and profile) that flags random-weight stand-ins."""
+    names = [name] if isinstance(name, str) else list(dict.fromkeys(name))
+    note = f"model{'s' if len(names) > 1 else ''} {', '.join(map(str, names))}" + (f", profile {profile}" if profile else "")
+    random_ = [n for n in names if is_random_model(n)]
+    if random_:
+        note += f" (RANDOM WEIGHTS: {', '.join(random_)} {'is an offline stand-in' if len(random_) == 1 else 'are offline stand-ins'}, says nothing about GPT-2)"
+    return note
+
+
+def safe_name(name: str) -> str:
+    """A model name as part of a file name: 'random:gpt2-small' -> 'random-gpt2-small'; a folder -> its name."""
+    import re
+
+    name = Path(str(name)).name if ("/" in str(name) or os.sep in str(name)) else str(name)
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "model"
+
+
+def sweep_table_name(model: str) -> str:
+    """File name of a model's sweep table in a profile's results folder (written by notebook 03)."""
+    return f"sweep_{safe_name(model)}.parquet"
+
+
+def interference_table_name(model: str) -> str:
+    """File name of a model's cross-task interference table (written by notebook 03)."""
+    return f"interference_{safe_name(model)}.parquet"
+
+
+def results_table(name: str, profile: str, root: str | os.PathLike | None = None) -> pd.DataFrame:
+    """Read table ``name`` of ``profile``; a missing one raises naming the notebook that writes it."""
+    path = results_dir(profile, root) / name
+    if not path.is_file():
+        maker = next((nb for key, nb in TABLE_MAKERS.items() if name == key or name.startswith(key)), None)
+        raise SNAError(f"Missing results table {path}: it is written by notebook "
+                       f"{maker or '(none of the series)'}. Run that notebook in profile {profile!r} first "
+                       f"(`make run PROFILE={profile}` runs the whole series in order).")
+    return read_table(path)
+
+
+def task_table(tasks: Sequence[Task]) -> pd.DataFrame:
+    """One row per task: name, category, number of items and of discovery/evaluation prompts."""
+    return pd.DataFrame([dict(task=t.name, category=t.category, items=len(t.items), discovery=len(t.discovery),
+                              evaluation=len(t.evaluation)) for t in tasks])
+
+
+def task_baselines(model, tasks: Sequence[Task], batch_size: int = 32) -> pd.DataFrame:
+    """Per task, without intervention, on the evaluation half: mean target probability, zone, top-1 accuracy."""
+    rows = []
+    for t in tasks:
+        ids = target_token_ids(model, t.evaluation)
+        base = baseline_of(ids, next_token_logits(model, [i.prompt for i in t.evaluation], batch_size=batch_size))
+        rows.append(dict(model=model_name(model), task=t.name, category=t.category, n_eval=len(ids),
+                         p_base=base.p_mean, zone=zone_of(base.p_mean), top1_base=float(base.top1.float().mean())))
+    return pd.DataFrame(rows).sort_values(["model", "p_base"], ignore_index=True)
+
+
+def control_comparison(df: pd.DataFrame) -> pd.DataFrame:
+    """Per (model, task): SNA against the random-neuron control over the grid, and at SNA's best configuration."""
+    out = df.groupby(["model", "task"]).agg(
+        category=("category", "first"), p_base=("p_base", "first"), zone=("zone", "first"),
+        n_configs=("improvement_pct", "size"), mean_improvement_pct=("improvement_pct", "mean"),
+        mean_control_improvement_pct=("control_improvement_pct", "mean"),
+        share_sna_beats_control=("gain_over_control_pct", lambda s: float((s > 0).mean())))
+    best = best_per_task(df)[["model", "task", "improvement_pct", "control_improvement_pct", "layer", "k",
+                              "multiplier"]].rename(columns={
+        "improvement_pct": "best_improvement_pct", "control_improvement_pct": "control_at_best_pct",
+        "layer": "best_layer", "k": "best_k", "multiplier": "best_multiplier"})
+    return out.reset_index().merge(best, on=["model", "task"]).sort_values(["model", "p_base"], ignore_index=True)
+
+
+def layer_profile(df: pd.DataFrame) -> pd.DataFrame:
+    """Best improvement over (k, multiplier) for every (model, task, layer)."""
+    return df.groupby(["model", "category", "task", "layer"], as_index=False)["improvement_pct"].max()
+
+
+def layer_specialisation(df: pd.DataFrame) -> pd.DataFrame:
+    """Per (model, category): the layer whose best improvement, averaged over the category's tasks, is highest,
+    and each task's own best layer."""
+    per_layer = layer_profile(df)
+    cat = per_layer.groupby(["model", "category", "layer"], as_index=False)["improvement_pct"].mean()
+    best = cat.loc[cat.groupby(["model", "category"])["improvement_pct"].idxmax()]
+    task_best = per_layer.loc[per_layer.groupby(["model", "task"])["improvement_pct"].idxmax()]
+    listing = task_best.groupby(["model", "category"]).apply(
+        lambda g: ", ".join(f"{t}: {L}" for t, L in zip(g["task"], g["layer"])), include_groups=False)
+    out = best.rename(columns={"layer": "best_layer", "improvement_pct": "mean_best_improvement_pct"})
+    out["task_best_layers"] = [listing[(m, c)] for m, c in zip(out["model"], out["category"])]
+    out["paper_best_layer"] = out["category"].map(PAPER_BEST_LAYERS)
+    return out.reset_index(drop=True)
+
+
+def best_shared_config(df: pd.DataFrame) -> dict:
+    """The (layer, k, multiplier) with the highest improvement averaged over tasks (one model's table)."""
+    if df["model"].nunique() != 1:
+        raise SNAError(f"best_shared_config needs one model's table, got {sorted(df['model'].unique())}.")
+    mean = df.groupby(["layer", "k", "multiplier"])["improvement_pct"].mean()
+    layer, k, m = mean.idxmax()
+    return dict(layer=int(layer), k=int(k), multiplier=float(m), mean_improvement_pct=float(mean.max()))
+
+
+def zones_by_model(summary: pd.DataFrame) -> pd.DataFrame:
+    """:func:`zone_summary` per model, with the tasks of each zone named."""
+    parts = []
+    for model, s in summary.groupby("model"):
+        z = zone_summary(s)
+        z.insert(0, "model", model)
+        z["tasks"] = [", ".join(s.loc[s["zone"] == zz, "task"]) for zz in z["zone"]]
+        parts.append(z)
+    return pd.concat(parts, ignore_index=True)
+
+
+def neuron_overlap(neuron_sets: dict[str, Sequence[int]]) -> pd.DataFrame:
+    """Jaccard index |A & B| / |A | B| between every pair of named neuron sets (a square DataFrame)."""
+    if not isinstance(neuron_sets, dict) or not neuron_sets:
+        raise SNAError("Give a non-empty dict {name: neuron indices}.")
+    sets = {}
+    for name, ns in neuron_sets.items():
+        ns = ns.tolist() if hasattr(ns, "tolist") else ns
+        if isinstance(ns, (str, bytes)) or not isinstance(ns, Iterable):
+            raise SNAError(f"Neuron set {name!r} must be a list of neuron indices, got {ns!r}.")
+        ns = list(ns)
+        if not ns:
+            raise SNAError(f"Neuron set {name!r} is empty: Jaccard overlap is undefined.")
+        bad = [v for v in ns if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0]
+        if bad:
+            raise SNAError(f"Neuron set {name!r} holds {bad[:3]}: neuron indices are integers >= 0.")
+        sets[name] = {int(v) for v in ns}
+    names = list(sets)
+    mat = [[len(sets[a] & sets[b]) / len(sets[a] | sets[b]) for b in names] for a in names]
+    return pd.DataFrame(mat, index=pd.Index(names, name="set"), columns=names)
+
+
+def discovery_scores(model, tasks: Sequence[Task], layers: Sequence[int] | None = None,
+                     neutral: NeutralSet | None = None, method: str = "mean_diff", seed: int = 0) -> pd.DataFrame:
+    """Differential score of every neuron of ``layers`` (default all) for every task: one row per
+    (task, layer, neuron), with its rank (0 = selected first)."""
+    layers = list(range(n_layers(model))) if layers is None else [check_layer(model, L) for L in layers]
+    neutral = neutral or split_neutral(load_neutral(), seed)
+    ref = last_token_activations(model, neutral.discovery, layers)
+    parts = []
+    for t in tasks:
+        acts = last_token_activations(model, [i.prompt for i in t.discovery], layers)
+        for L in layers:
+            scores = scores_from_activations(acts[L], ref[L], method)
+            rank = torch.empty_like(scores, dtype=torch.long)
+            rank[rank_neurons(scores)] = torch.arange(len(scores))
+            parts.append(pd.DataFrame(dict(task=t.name, category=t.category, layer=L, neuron=np.arange(len(scores)),
+                                           score=scores.numpy(), rank=rank.numpy())))
+    out = pd.concat(parts, ignore_index=True)
+    out.insert(0, "model", model_name(model))
+    return out
+
+
+def top_neurons_by_task(scores: pd.DataFrame, layer: int, k: int) -> pd.DataFrame:
+    """Per task at ``layer``: its top-k neurons (a list, best first) and their scores."""
+    sub = scores[(scores["layer"] == layer) & (scores["rank"] < k)].sort_values(["task", "rank"])
+    if sub.empty:
+        raise SNAError(f"No scores for layer {layer} (layers present: {sorted(scores['layer'].unique())}).")
+    return sub.groupby(["task", "category"], sort=False).agg(
+        neurons=("neuron", list), top_score=("score", "max"), mean_topk_score=("score", "mean")).reset_index()
+
+
+def top_activating_prompts(model, layer: int, neuron: int, prompts: Sequence[str], n: int = 5,
+                           sources: Sequence[str] | None = None) -> pd.DataFrame:
+    """The ``n`` prompts on which ``neuron`` of ``layer`` fires most at the last token (highest first);
+    ``sources`` optionally labels each prompt (e.g. its task)."""
+    check_layer(model, layer)
+    neuron = check_neurons(model, [neuron])[0]
+    prompts = check_prompts(prompts)
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise SNAError(f"n={n!r}: ask for at least 1 prompt.")
+    if sources is not None and len(sources) != len(prompts):
+        raise SNAError(f"{len(sources)} source labels for {len(prompts)} prompts.")
+    acts = last_token_activations(model, prompts, [layer])[layer][:, neuron]
+    order = torch.sort(acts, descending=True, stable=True).indices[:n].tolist()
+    out = pd.DataFrame(dict(rank=range(1, len(order) + 1), prompt=[prompts[i] for i in order],
+                            activation=acts[order].double().numpy()))
+    if sources is not None:
+        out.insert(1, "source", [sources[i] for i in order])
+    return out
+
+
+@torch.no_grad()
+def cross_task_interference(model, tasks: Sequence[Task], layer: int, k: int, multiplier: float,
+                            positions: Positions = "all", neutral: NeutralSet | None = None,
+                            score_method: str = "mean_diff", seed: int = 0, max_tokens: int = 16384) -> pd.DataFrame:
+    """Every (source, target) task pair: the source's top-k neurons (its discovery half against neutral
+    prose) amplified by ``multiplier`` at ``layer``, measured on the target's evaluation half."""
+    tasks = list(tasks)
+    if not tasks:
+        raise SNAError("No tasks given.")
+    names = [t.name for t in tasks]
+    if len(set(names)) != len(names):
+        raise SNAError(f"Task names repeat: {names}.")
+    layer, k, m = check_layer(model, layer), check_k(model, k), check_multiplier(multiplier)
+    check_positions(positions)
+    if score_method not in ("mean_diff", "zscore"):
+        raise SNAError(f"Unknown scoring method {score_method!r}: use 'mean_diff' or 'zscore'.")
+    neutral = neutral or split_neutral(load_neutral(), seed)
+    ids = {t.name: target_token_ids(model, t.evaluation) for t in tasks}  # check every target first
+    eng = model.sna_engine
+    ref = last_token_activations(model, neutral.discovery, [layer])[layer]
+    sets = {t.name: tuple(top_neurons(scores_from_activations(
+        last_token_activations(model, [i.prompt for i in t.discovery], [layer])[layer], ref, score_method), k))
+        for t in tasks}
+    configs = [Config(sets[n], m) for n in names]
+    nstate = layer_state(model, encode_prompts(model, neutral.heldout), layer)
+    nbase = base_logits(model, nstate, layer)
+    kl = [float(kl_divergence(nbase, lg).mean()) for lg in engine_logits(model, nstate, layer, configs, positions,
+                                                                         max_tokens)]
+    jac = neuron_overlap({n: list(s) for n, s in sets.items()})
+    cat = {t.name: t.category for t in tasks}
+    rows = []
+    for tgt in tasks:
+        state = layer_state(model, encode_prompts(model, [i.prompt for i in tgt.evaluation]), layer)
+        base = baseline_of(ids[tgt.name], base_logits(model, state, layer))
+        for i, lg in enumerate(engine_logits(model, state, layer, configs, positions, max_tokens)):
+            o = outcome_of(base, lg, None, None)
+            rows.append(dict(model=model_name(model), layer=layer, k=k, multiplier=m, positions=positions,
+                             source_task=names[i], source_category=cat[names[i]], target_task=tgt.name,
+                             target_category=tgt.category, same_task=names[i] == tgt.name,
+                             jaccard=float(jac.loc[names[i], tgt.name]), p_base=base.p_mean,
+                             target_zone=zone_of(base.p_mean), p_sna=o.p_sna, improvement_pct=o.improvement_pct,
+                             success_rate=o.success_rate, top1_base=float(base.top1.float().mean()),
+                             top1_sna=o.top1_sna, side_effect_kl=kl[i], score_method=score_method, seed=seed,
+                             neurons=",".join(map(str, configs[i].neurons))))
+    return pd.DataFrame(rows)
+
+
+def restrict_to_single_token(model, tasks: Sequence[Task]) -> tuple[list[Task], pd.DataFrame]:
+    """Drop the items whose target is not exactly one token for ``model``'s tokenizer (e.g. Pythia's);
+    returns the kept tasks and a table of what was dropped."""
+    kept, dropped = [], []
+    for t in tasks:
+        halves = []
+        for half_name, half in (("discovery", t.discovery), ("evaluation", t.evaluation)):
+            ok = []
+            for it in half:
+                n = len(model.tokenizer(it.target, add_special_tokens=False)["input_ids"])
+                (ok.append(it) if n == 1 else dropped.append(dict(task=t.name, half=half_name, prompt=it.prompt,
+                                                                   target=it.target, n_tokens=n)))
+            halves.append(tuple(ok))
+        if not halves[0] or not halves[1]:
+            raise SNAError(f"Task {t.name!r} has no single-token targets left in one half for {model_name(model)}.")
+        kept.append(Task(t.name, t.category, t.description, *halves))
+    return kept, pd.DataFrame(dropped, columns=["task", "half", "prompt", "target", "n_tokens"])
+
+
+def n_layers_of(name: str) -> int:
+    """Number of layers of a model by kit name or checkpoint folder, without loading its weights."""
+    known = {"gpt2-small": 12, "gpt2-medium": 24, "pythia-160m": 12}  # METHOD, "Models"
+    if name in STANDINS:
+        overrides = STANDINS[name][1]
+        return int(overrides.get("n_layer", overrides.get("num_hidden_layers", 0)))
+    if name in known:
+        return known[name]
+    config = Path(name) / "config.json"
+    if config.is_file():
+        cfg = json.loads(config.read_text())
+        return int(cfg.get("n_layer") or cfg.get("num_hidden_layers"))
+    raise SNAError(f"Unknown model {name!r}: use one of {MODEL_NAMES} or a local checkpoint folder.")
+
+
+def sweep_grid(models: Sequence[str], n_tasks: int, layers: Sequence[int] | None, ks: Sequence[int],
+               multipliers: Sequence[float]) -> pd.DataFrame:
+    """The size of a sweep per model: tasks x layers (``None`` = all) x k x multipliers."""
+    rows = []
+    for m in models:
+        n_l = n_layers_of(m) if layers is None else len(set(layers))
+        rows.append(dict(model=m, tasks=n_tasks, layers=n_l, ks=len(set(ks)), multipliers=len(set(multipliers)),
+                         configurations=n_tasks * n_l * len(set(ks)) * len(set(multipliers))))
+    return pd.DataFrame(rows)
+
+
+def prompt_pool(tasks: Sequence[Task], neutral: NeutralSet | None = None) -> tuple[list[str], list[str]]:
+    """Every task prompt (and the held-out neutral prompts), with the name of the set each comes from."""
+    prompts = [i.prompt for t in tasks for i in t.items]
+    sources = [t.name for t in tasks for _ in t.items]
+    if neutral is not None:
+        prompts += list(neutral.heldout)
+        sources += ["neutral"] * len(neutral.heldout)
+    return prompts, sources
+
+
+def interference_summary(inter: pd.DataFrame) -> pd.DataFrame:
+    """Per source task: the gain on its own task, the mean effect on the other tasks of its category and of
+    other categories, and the mean Jaccard overlap of its neurons with theirs."""
+    rows = []
+    for (model, src), g in inter.groupby(["model", "source_task"], sort=False):
+        own = g[g["same_task"]]
+        same_cat = g[~g["same_task"] & (g["target_category"] == g["source_category"])]
+        other = g[g["target_category"] != g["source_category"]]
+        rows.append(dict(model=model, source_task=src, category=g["source_category"].iloc[0],
+                         own_improvement_pct=float(own["improvement_pct"].mean()),
+                         same_category_mean_pct=float(same_cat["improvement_pct"].mean()) if len(same_cat) else float("nan"),
+                         other_categories_mean_pct=float(other["improvement_pct"].mean()) if len(other) else float("nan"),
+                         n_targets_hurt=int((g.loc[~g["same_task"], "improvement_pct"] < 0).sum()),
+                         mean_jaccard_others=float(g.loc[~g["same_task"], "jaccard"].mean()) if len(g) > 1 else float("nan")))
+    return pd.DataFrame(rows)
+
+
+def first_available_table(names: Sequence[str], profile: str,
+                          root: str | os.PathLike | None = None) -> tuple[str | None, pd.DataFrame | None]:
+    """The first of ``names`` present in ``profile``'s results folder, read; ``(None, None)`` if none is."""
+    for name in names:
+        if (results_dir(profile, root) / name).is_file():
+            return name, read_table(results_dir(profile, root) / name)
+    return None, None
+
+
+def paper_comparison(sweep: pd.DataFrame | None, profile: str, sst2_report: pd.DataFrame | None = None,
+                     sst2_model: str | None = None, pythia: pd.DataFrame | None = None) -> pd.DataFrame:
+    """METHOD's published numbers beside this run's, with the model and profile behind each.
+
+    Our readings: 'Zone 1 mean improvement' is the mean over Zone-1 tasks of each task's best configuration,
+    'best configuration' the largest of those; the SST-2 claim is the accuracy change (pp) of Zone-1 examples.
+    """
+    rows = []
+    nan = float("nan")
+
+    def add(claim, paper, value, unit, model):
+        rows.append(dict(claim=claim, paper=paper, this_run=float(value), unit=unit, model=model, profile=profile))
+
+    P = PAPER_NUMBERS
+    sweep = sweep if sweep is not None else pd.DataFrame(columns=["model", "task"])
+    if len(sweep):
+        add("configurations in the grid", P["configurations"], len(sweep), "rows",
+            ", ".join(sorted(sweep["model"].unique())))
+    for model, s in (task_summary(sweep).groupby("model") if len(sweep) else []):
+        rho, p = confidence_gain_correlation(s)
+        z1, z3 = s[s["zone"] == 1]["best_improvement_pct"], s[s["zone"] == 3]["best_improvement_pct"]
+        add(f"Spearman rho, P_base vs best improvement (n = {len(s)} tasks)", P["spearman_rho"], rho, "", model)
+        add("Spearman p-value", P["spearman_p"], p, "", model)
+        add(f"Zone 1 mean improvement ({len(z1)} tasks)", P["zone1_mean_improvement_pct"],
+            z1.mean() if len(z1) else nan, "%", model)
+        add("Zone 1 best configuration", P["zone1_best_improvement_pct"], z1.max() if len(z1) else nan, "%", model)
+        add(f"Zone 3 best improvement, 'rarely above' ({len(z3)} tasks)", P["zone3_rarely_above_pct"],
+            z3.max() if len(z3) else nan, "%", model)
+        spec = layer_specialisation(sweep[sweep["model"] == model]).set_index("category")["best_layer"]
+        for cat, layer in PAPER_BEST_LAYERS.items():
+            add(f"best layer: {cat}", layer, spec.get(cat, nan), "layer", model)
+    if sst2_report is not None:
+        z = sst2_report[sst2_report["view"] == "METHOD zone"].set_index("group")["accuracy_change_pp"]
+        add("SST-2 accuracy change, Zone 1 (uncertain) examples", P["sst2_uncertain_change_pp"],
+            z.get(ZONE_NAMES[1], nan), "pp", sst2_model)
+        add("SST-2 accuracy change, Zone 3 (confident) examples: 'stable'", 0.0, z.get(ZONE_NAMES[3], nan), "pp",
+            sst2_model)
+    if pythia is not None:
+        for model, s in task_summary(pythia).groupby("model"):
+            z1 = s[s["zone"] == 1]["best_improvement_pct"]
+            add(f"Pythia Zone 1 mean improvement, arithmetic ({len(z1)} tasks)",
+                P["pythia_zone1_mean_improvement_pct"], z1.mean() if len(z1) else nan, "%", model)
+    return pd.DataFrame(rows)
+
+
 # ---------------------------------------------------------------------------
 # 8. SST-2 zone analysis
 # ---------------------------------------------------------------------------
@@ -1353,3 +1744,473 @@ def results_dir(profile: str, root: str | os.PathLike | None = None) -> Path:
     path = root / profile
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+# ---------------------------------------------------------------------------
+# 10. Plots
+# ---------------------------------------------------------------------------
+#
+# One style for every figure: the zone colours ZONE_COLORS wherever a zone appears, probabilities on
+# log axes, improvements in % of the baseline (symlog once they span orders of magnitude), KL in nats.
+# Each function returns the Figure; save_figure writes it as PNG and PDF.
+
+PLOT_STYLE = {
+    "figure.dpi": 100, "savefig.dpi": 200, "font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10,
+    "xtick.labelsize": 9, "ytick.labelsize": 9, "legend.fontsize": 8.5, "legend.frameon": False,
+    "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True, "grid.alpha": 0.25,
+}
+GOLDEN_COLOR = "#e6ab02"
+CONTROL_COLOR = "0.35"
+ACCENT_COLOR = "#2c7fb8"
+MODEL_MARKERS = ("o", "s", "^", "D", "v")
+MODEL_HATCHES = ("", "///", "...", "xxx")
+IMPROVEMENT_CMAP = "RdBu_r"
+
+
+def set_plot_style() -> None:
+    """Apply the kit's one figure style (matplotlib rcParams)."""
+    import matplotlib as mpl
+
+    mpl.rcParams.update(PLOT_STYLE)
+
+
+def _subplots(nrows: int = 1, ncols: int = 1, size: tuple[float, float] = (6.4, 4.2), **kw):
+    """A styled figure and a 2-D array of axes; ``size`` is per panel (inches)."""
+    import matplotlib.pyplot as plt
+
+    set_plot_style()
+    return plt.subplots(nrows, ncols, figsize=(size[0] * ncols, size[1] * nrows), squeeze=False,
+                        layout="constrained", **kw)
+
+
+def save_figure(fig, name: str, figures_dir: str | os.PathLike | None = None, note: str | None = None) -> list[Path]:
+    """Write ``<name>.png`` and ``<name>.pdf`` to ``figures_dir``, ``$SNA_FIGURES_DIR`` or ``figures/``;
+    ``note`` (e.g. :func:`model_note`) is printed small under the figure."""
+    if not name or any(c in name for c in "/\\") or name.startswith("."):
+        raise SNAError(f"Figure name {name!r} must be a plain file name without folders or extension.")
+    folder = Path(figures_dir or os.environ.get("SNA_FIGURES_DIR") or FIGURES_DIR)
+    folder.mkdir(parents=True, exist_ok=True)
+    if note:
+        fig.text(0.995, -0.01, note, ha="right", va="top", fontsize=7, color="0.4")
+    paths = [folder / f"{name}.{ext}" for ext in ("png", "pdf")]
+    for path in paths:
+        fig.savefig(path, bbox_inches="tight")
+    return paths
+
+
+def _zone_handles(zones: Iterable[int] = (1, 2, 3)) -> list:
+    from matplotlib.patches import Patch
+
+    return [Patch(color=ZONE_COLORS[z], label=ZONE_NAMES[z]) for z in zones]
+
+
+def _p_floor(values) -> float:
+    """Left end of a log probability axis: a power of ten below the data and below Zone 1's edge."""
+    v = np.asarray(values, float)
+    v = v[v > 0]
+    return float(10 ** np.floor(np.log10(min(v.min() if len(v) else 1e-4, ZONE_LOW) / 2)))
+
+
+def _shade_zones(ax, lo: float) -> None:
+    """Shade the three zones on a log-x probability axis from ``lo`` to 1."""
+    ax.set_xscale("log")
+    for z, (a, b) in {1: (lo, ZONE_LOW), 2: (ZONE_LOW, ZONE_HIGH), 3: (ZONE_HIGH, 1.0)}.items():
+        ax.axvspan(a, b, color=ZONE_COLORS[z], alpha=0.13, lw=0, zorder=0)
+    ax.set_xlim(lo, 1.0)
+
+
+def _improvement_axis(ax, values, axis: str = "y") -> None:
+    """Linear when improvements stay within a few hundred %, symlog beyond."""
+    v = np.abs(np.asarray(values, float))
+    if len(v) and np.nanmax(v) > 500:
+        (ax.set_yscale if axis == "y" else ax.set_xscale)("symlog", linthresh=10)
+
+
+def _symlog_norm(values, linthresh: float = 10.0):
+    from matplotlib.colors import SymLogNorm
+
+    v = np.asarray(values, float)
+    vmax = max(float(np.nanmax(np.abs(v))) if np.isfinite(v).any() else 1.0, 2 * linthresh)
+    return SymLogNorm(linthresh=linthresh, vmin=-vmax, vmax=vmax, base=10)
+
+
+def _color_ticklabels(labels, zones) -> None:
+    for label, z in zip(labels, zones):
+        label.set_color(ZONE_COLORS[int(z)])
+
+
+def _one_model(df: pd.DataFrame, model: str | None) -> tuple[str, pd.DataFrame]:
+    models = list(dict.fromkeys(df["model"]))
+    model = model or models[0]
+    if model not in models:
+        raise SNAError(f"Model {model!r} is not in the table (it has {models}).")
+    return model, df[df["model"] == model]
+
+
+def plot_baseline_zones(baselines: pd.DataFrame):
+    """Each task's baseline target probability (log scale) in its zone, one panel per model."""
+    models = list(dict.fromkeys(baselines["model"]))
+    n_tasks = baselines.groupby("model").size().max()
+    fig, axes = _subplots(1, len(models), size=(5.6, 0.3 * n_tasks + 1.4))
+    lo = _p_floor(baselines["p_base"])
+    for ax, model in zip(axes[0], models):
+        b = baselines[baselines["model"] == model].sort_values("p_base")
+        _shade_zones(ax, lo)
+        y = np.arange(len(b))
+        ax.hlines(y, lo, b["p_base"], color="0.7", lw=1)
+        ax.scatter(b["p_base"], y, c=[ZONE_COLORS[z] for z in b["zone"]], s=45, zorder=3, edgecolors="k", lw=0.4)
+        ax.set_yticks(y, b["task"])
+        _color_ticklabels(ax.get_yticklabels(), b["zone"])
+        ax.set_xlabel("baseline probability of the target, P_base (log scale)")
+        ax.set_title(f"{model}: baseline confidence per task")
+        ax.grid(axis="y", alpha=0)
+    axes[0, -1].legend(handles=_zone_handles(), loc="lower right", frameon=True)
+    return fig
+
+
+def plot_sna_vs_control(df: pd.DataFrame):
+    """Every configuration: SNA's improvement against the random-neuron control's (above the diagonal: SNA wins)."""
+    models = list(dict.fromkeys(df["model"]))
+    fig, axes = _subplots(1, len(models), size=(5.4, 4.8))
+    for ax, model in zip(axes[0], models):
+        d = df[df["model"] == model]
+        ax.scatter(d["control_improvement_pct"], d["improvement_pct"], c=[ZONE_COLORS[z] for z in d["zone"]],
+                   s=16, alpha=0.7, edgecolors="none")
+        both = pd.concat([d["improvement_pct"], d["control_improvement_pct"]])
+        lim = float(np.nanmax(np.abs(both))) * 1.2 or 1.0
+        ax.plot([-lim, lim], [-lim, lim], color=CONTROL_COLOR, lw=0.9, ls="--", label="SNA = control")
+        ax.axhline(0, color="0.6", lw=0.6)
+        ax.axvline(0, color="0.6", lw=0.6)
+        _improvement_axis(ax, both, "x")
+        _improvement_axis(ax, both, "y")
+        share = float((d["gain_over_control_pct"] > 0).mean())
+        ax.set_title(f"{model}: SNA beats control in {share:.0%} of {len(d)} configs")
+        ax.set_xlabel("random-neuron control: change in P(target) (%)")
+        ax.set_ylabel("SNA: change in P(target) (%)")
+    axes[0, 0].legend(handles=_zone_handles() + axes[0, 0].get_legend_handles_labels()[0], loc="upper left")
+    return fig
+
+
+def _task_heatmap(ax, fig, mat: pd.DataFrame, zones: Sequence[int], xlabel: str, ylabel: str, cbar: str,
+                  annotate: bool = False):
+    im = ax.imshow(mat.to_numpy(float), aspect="auto", cmap=IMPROVEMENT_CMAP, norm=_symlog_norm(mat.to_numpy(float)))
+    ax.set_xticks(range(mat.shape[1]), [str(c) for c in mat.columns], rotation=90 if mat.shape[1] > 12 else 0)
+    ax.set_yticks(range(mat.shape[0]), mat.index)
+    _color_ticklabels(ax.get_yticklabels(), zones)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(False)
+    if annotate:
+        for (i, j), v in np.ndenumerate(mat.to_numpy(float)):
+            ax.text(j, i, f"{v:+.0f}", ha="center", va="center", fontsize=6.5, color="0.1")
+    fig.colorbar(im, ax=ax, label=cbar, shrink=0.9)
+    return im
+
+
+def plot_layer_specialisation(df: pd.DataFrame):
+    """Tasks x layers: the best improvement over (k, m); circles mark each task's best layer."""
+    prof = layer_profile(df)
+    zone = df.groupby(["model", "task"])["zone"].first()
+    models = list(dict.fromkeys(df["model"]))
+    n_layers_max, n_tasks = prof["layer"].nunique(), prof["task"].nunique()
+    fig, axes = _subplots(1, len(models), size=(0.32 * n_layers_max + 4.5, 0.32 * n_tasks + 1.6))
+    for ax, model in zip(axes[0], models):
+        p = prof[prof["model"] == model]
+        order = p.drop_duplicates("task").sort_values(["category", "task"])["task"]
+        mat = p.pivot(index="task", columns="layer", values="improvement_pct").loc[order]
+        _task_heatmap(ax, fig, mat, [zone[(model, t)] for t in mat.index], "layer",
+                      "task (label colour = zone)", "best improvement over k and m (%)")
+        best = np.nanargmax(mat.to_numpy(float), axis=1)
+        ax.scatter(best, range(len(mat)), s=70, facecolors="none", edgecolors="k", lw=1.2, label="best layer")
+        ax.set_title(f"{model}: where each task gains most")
+    axes[0, 0].legend(loc="upper left", bbox_to_anchor=(0, -0.12), frameon=False)
+    return fig
+
+
+def plot_interference(inter: pd.DataFrame):
+    """Source task's neurons (rows) measured on every target task (columns): improvement in %."""
+    from matplotlib.patches import Rectangle
+
+    model, d = _one_model(inter, None)
+    order = d.drop_duplicates("target_task").sort_values(["target_category", "target_task"])["target_task"]
+    mat = d.pivot(index="source_task", columns="target_task", values="improvement_pct").loc[order, order]
+    zone = d.drop_duplicates("target_task").set_index("target_task")["target_zone"]
+    n = len(order)
+    fig, axes = _subplots(size=(0.55 * n + 3.5, 0.5 * n + 1.8))
+    ax = axes[0, 0]
+    _task_heatmap(ax, fig, mat, zone[order], "target task (measured on)", "source task (neurons from)",
+                  "change in P(target) (%)", annotate=n <= 16)
+    ax.set_xticks(range(n), order, rotation=45, ha="right")
+    _color_ticklabels(ax.get_xticklabels(), zone[order])
+    for i in range(n):
+        ax.add_patch(Rectangle((i - 0.5, i - 0.5), 1, 1, fill=False, ec="k", lw=1.2))
+    r = d.iloc[0]
+    ax.set_title(f"{model}: cross-task interference (layer {r['layer']}, k = {r['k']}, m = {r['multiplier']:g})")
+    return fig
+
+
+def plot_score_distributions(scores: pd.DataFrame, k: int = 10):
+    """Per layer: the spread of differential scores (box: 1st-99th percentile), each task's best
+    score (dots) and the k-th best score, the selection threshold at k (line)."""
+    model, s = _one_model(scores, None)
+    layers = sorted(s["layer"].unique())
+    fig, axes = _subplots(size=(max(6.0, 0.5 * len(layers) + 2), 4.4))
+    ax = axes[0, 0]
+    ax.boxplot([s.loc[s["layer"] == L, "score"].to_numpy() for L in layers], positions=layers, whis=(1, 99),
+               showfliers=False, widths=0.6, patch_artist=True, boxprops=dict(facecolor="0.88", edgecolor="0.5"),
+               medianprops=dict(color="0.3"), whiskerprops=dict(color="0.5"), capprops=dict(color="0.5"))
+    best = s.groupby(["layer", "task"])["score"].max().reset_index()
+    jitter = np.random.default_rng(0).uniform(-0.18, 0.18, len(best))
+    ax.scatter(best["layer"] + jitter, best["score"], s=10, color=CONTROL_COLOR, label="best neuron of each task",
+               zorder=3)
+    kth = s[s["rank"] == k - 1].groupby("layer")["score"].mean()
+    ax.plot(kth.index, kth.to_numpy(), "-o", color=ACCENT_COLOR, ms=4, label=f"k-th best score (k = {k}), mean over tasks")
+    ax.axhline(0, color="0.5", lw=0.6)
+    ax.set_xticks(layers, [str(L) for L in layers])
+    ax.set_xlabel("layer")
+    ax.set_ylabel("score = mean activation, task - neutral")
+    ax.set_title(f"{model}: differential activation scores per layer (all tasks, all neurons)")
+    ax.legend(loc="upper left")
+    return fig
+
+
+def plot_neuron_overlap(jaccard: pd.DataFrame, title: str = ""):
+    """Jaccard overlap of the tasks' selected neuron sets (1 = identical sets)."""
+    n = len(jaccard)
+    fig, axes = _subplots(size=(0.5 * n + 3.2, 0.45 * n + 1.6))
+    ax = axes[0, 0]
+    im = ax.imshow(jaccard.to_numpy(float), cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(n), jaccard.columns, rotation=45, ha="right")
+    ax.set_yticks(range(n), jaccard.index)
+    ax.grid(False)
+    if n <= 16:
+        for (i, j), v in np.ndenumerate(jaccard.to_numpy(float)):
+            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=6.5, color="w" if v > 0.6 else "0.15")
+    fig.colorbar(im, ax=ax, label="Jaccard index |A & B| / |A | B|", shrink=0.9)
+    ax.set_title(title or "Overlap of the tasks' top-k neuron sets")
+    return fig
+
+
+def plot_confidence_vs_improvement(summary: pd.DataFrame, rho, p, gain: str = "best_improvement_pct"):
+    """Figure 3: each task's baseline probability (log x, zones shaded) against its improvement, with
+    Spearman's rho and p (floats, or dicts by model) printed on the plot."""
+    from matplotlib.lines import Line2D
+
+    fig, axes = _subplots(size=(7.6, 5.0))
+    ax = axes[0, 0]
+    _shade_zones(ax, _p_floor(summary["p_base"]))
+    models = list(dict.fromkeys(summary["model"]))
+    for i, model in enumerate(models):
+        s = summary[summary["model"] == model]
+        ax.scatter(s["p_base"], s[gain], c=[ZONE_COLORS[z] for z in s["zone"]], marker=MODEL_MARKERS[i % 5],
+                   s=60, edgecolors="k", lw=0.5, zorder=3)
+        for _, r in s.iterrows():
+            ax.annotate(r["task"], (r["p_base"], r[gain]), xytext=(4, 3), textcoords="offset points", fontsize=7,
+                        color="0.3")
+    ax.axhline(0, color="0.4", lw=0.8)
+    _improvement_axis(ax, summary[gain])
+    rhos = rho if isinstance(rho, dict) else {None: rho}
+    ps = p if isinstance(p, dict) else {None: p}
+    lines = [f"{m + ': ' if m else ''}Spearman ρ = {rhos[m]:.3f}, p = {ps[m]:.3g}" for m in rhos]
+    n = summary.groupby("model").size().max()
+    ax.text(0.98, 0.97, "\n".join(lines) + f"\n(one point per task, n = {n})", transform=ax.transAxes, ha="right",
+            va="top", fontsize=9, bbox=dict(boxstyle="round", fc="white", ec="0.6"))
+    handles = _zone_handles()
+    if len(models) > 1:
+        handles += [Line2D([], [], marker=MODEL_MARKERS[i % 5], ls="", color="0.3", label=m) for i, m in enumerate(models)]
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.set_xlabel("baseline probability of the target, P_base (log scale)")
+    ax.set_ylabel("best improvement of P(target) (% of P_base)")
+    ax.set_title("Confidence vs improvement across tasks (paper's Figure 3)")
+    return fig
+
+
+def _group_zone(group: str) -> int:
+    inverse = {v: z for z, v in ZONE_NAMES.items()}
+    if group in inverse:
+        return inverse[group]
+    return 1 if group.startswith("uncertain") else (3 if group.startswith("confident") else 2)
+
+
+def plot_sst2_zones(report: pd.DataFrame, view: str = "METHOD zone", title: str = ""):
+    """Figure 4: SST-2 accuracy and mean P(correct label word) per zone, before SNA, after, and control."""
+    from matplotlib.patches import Patch
+
+    r = report[report["view"] == view].copy()
+    if r.empty:
+        raise SNAError(f"No rows with view {view!r}; views: {sorted(report['view'].unique())}.")
+    r["z"] = [_group_zone(g) for g in r["group"]]
+    r = r.sort_values("z")
+    fig, axes = _subplots(1, 2, size=(max(4.0, 1.7 * len(r) + 1), 4.4))
+    x, w = np.arange(len(r)), 0.27
+    colors = [ZONE_COLORS[z] for z in r["z"]]
+    for ax, (metric, label) in zip(axes[0], [("accuracy", "accuracy (%)"), ("p", "mean P(correct label word) (%)")]):
+        ax.bar(x - w, r[f"{metric}_base"], w, color=colors, alpha=0.35)
+        ax.bar(x, r[f"{metric}_sna"], w, color=colors)
+        ax.bar(x + w, r[f"{metric}_control"], w, color="white", edgecolor=colors, hatch="///", lw=1)
+        for xi, top, chg in zip(x, np.maximum(r[f"{metric}_sna"], r[f"{metric}_base"]), r[f"{metric}_sna"] - r[f"{metric}_base"]):
+            ax.annotate(f"{chg:+.1f} pp" if abs(chg) >= 0.05 else f"{chg:+.1g} pp", (xi, top), xytext=(0, 3), textcoords="offset points", ha="center",
+                        fontsize=8, fontweight="bold")
+        ax.set_xticks(x, [f"{g}\nn = {n}" for g, n in zip(r["group"], r["n"])], fontsize=8)
+        ax.set_ylabel(label)
+        ax.set_ylim(0, max(100.0 if metric == "accuracy" else 0, float(r[[f"{metric}_{k}" for k in
+                                                                          ("base", "sna", "control")]].max().max()) * 1.15) or 1)
+        ax.grid(axis="x", alpha=0)
+    axes[0, 0].legend(handles=[Patch(fc="0.5", alpha=0.35, label="before SNA"), Patch(fc="0.35", label="after SNA"),
+                               Patch(fc="white", ec="0.35", hatch="///", label="random-neuron control")],
+                      loc="upper right")
+    fig.suptitle(title or f"SST-2 by {view}: before and after SNA (change in percentage points)")
+    return fig
+
+
+def plot_layer_multiplier_heatmaps(df: pd.DataFrame, k: int | None = None, model: str | None = None):
+    """One panel per task: improvement (%) over layer x multiplier at one k (default: the k with the highest
+    mean improvement); panel titles in the task's zone colour."""
+    model, d = _one_model(df, model)
+    if k is None:
+        k = int(d.groupby("k")["improvement_pct"].mean().idxmax())
+    d = d[d["k"] == k]
+    if d.empty:
+        raise SNAError(f"k = {k} is not in the table (k values: {sorted(df['k'].unique())}).")
+    order = d.drop_duplicates("task").sort_values(["category", "task"])
+    ncols = min(4, len(order))
+    nrows = -(-len(order) // ncols)
+    n_l, n_m = d["layer"].nunique(), d["multiplier"].nunique()
+    fig, axes = _subplots(nrows, ncols, size=(0.3 * n_m + 1.6, 0.13 * n_l + 1.5), sharex=True, sharey=True)
+    norm = _symlog_norm(d["improvement_pct"])
+    for ax, (_, t) in zip(axes.ravel(), order.iterrows()):
+        mat = d[d["task"] == t["task"]].pivot(index="layer", columns="multiplier", values="improvement_pct")
+        im = ax.imshow(mat.to_numpy(float), aspect="auto", origin="lower", cmap=IMPROVEMENT_CMAP, norm=norm)
+        ax.set_title(f"{t['task']} (Zone {t['zone']})", color=ZONE_COLORS[int(t["zone"])], fontsize=9)
+        ax.set_xticks(range(n_m), [f"{m:g}" for m in mat.columns], fontsize=7)
+        step = max(1, n_l // 6)
+        ax.set_yticks(range(0, n_l, step), [str(L) for L in mat.index[::step]], fontsize=7)
+        ax.grid(False)
+    for ax in axes.ravel()[len(order):]:
+        ax.set_visible(False)
+    for ax in axes[-1]:
+        ax.set_xlabel("multiplier m")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("layer")
+    fig.colorbar(im, ax=axes.ravel().tolist(), label=f"improvement of P(target) at k = {k} (%)", shrink=0.8)
+    fig.suptitle(f"{model}: improvement by layer and multiplier, k = {k}")
+    return fig
+
+
+def plot_improvement_vs_k(df: pd.DataFrame):
+    """Per task: the best improvement over layers and multipliers at each k (log x), coloured by zone;
+    dashed: the random-neuron control's best, averaged over tasks."""
+    from matplotlib.lines import Line2D
+
+    models = list(dict.fromkeys(df["model"]))
+    fig, axes = _subplots(1, len(models), size=(6.0, 4.4))
+    for ax, model in zip(axes[0], models):
+        d = df[df["model"] == model]
+        best = d.groupby(["task", "k"], as_index=False)[["improvement_pct", "control_improvement_pct"]].max()
+        zone = d.groupby("task")["zone"].first()
+        for task, g in best.groupby("task"):
+            ax.plot(g["k"], g["improvement_pct"], "-o", color=ZONE_COLORS[zone[task]], ms=3.5, lw=1.3, alpha=0.85)
+            ax.annotate(task, (g["k"].iloc[-1], g["improvement_pct"].iloc[-1]), xytext=(3, 0),
+                        textcoords="offset points", fontsize=6.5, color="0.35", va="center")
+        ctrl = best.groupby("k")["control_improvement_pct"].mean()
+        ax.plot(ctrl.index, ctrl.to_numpy(), "--", color=CONTROL_COLOR, lw=2)
+        ks = sorted(d["k"].unique())
+        ax.set_xscale("log")
+        ax.set_xticks(ks, [str(k) for k in ks])
+        ax.minorticks_off()
+        _improvement_axis(ax, best["improvement_pct"])
+        ax.set_xlabel("number of amplified neurons k (log scale)")
+        ax.set_ylabel("best improvement over layers and m (%)")
+        ax.set_title(f"{model}: improvement vs k")
+    axes[0, 0].legend(handles=_zone_handles() + [Line2D([], [], ls="--", color=CONTROL_COLOR, lw=2,
+                                                        label="random control (mean over tasks)")], loc="best")
+    return fig
+
+
+def plot_golden_zone(df: pd.DataFrame, min_improvement_pct: float = 10.0, max_kl: float = 0.05):
+    """Left: every configuration's side effect (KL, log x) against its improvement, the golden zone shaded.
+    Right: the golden-zone map, the number of golden configurations per (layer, multiplier)."""
+    models = list(dict.fromkeys(df["model"]))
+    n_l = df.groupby("model")["layer"].nunique().max()
+    fig, axes = _subplots(len(models), 2, size=(5.6, max(4.2, 0.16 * n_l + 2.2)))
+    for (ax, axm), model in zip(axes, models):
+        d = df[df["model"] == model]
+        kl = d["side_effect_kl"].clip(lower=1e-6)
+        ax.scatter(kl, d["improvement_pct"], c=[ZONE_COLORS[z] for z in d["zone"]], s=9, alpha=0.5, edgecolors="none")
+        ax.set_xscale("log")
+        _improvement_axis(ax, d["improvement_pct"])
+        (x0, _), (_, y1) = ax.get_xlim(), ax.get_ylim()
+        ax.fill_between([x0, max_kl], min_improvement_pct, max(y1, min_improvement_pct * 2), color=GOLDEN_COLOR,
+                        alpha=0.25, lw=0, label=f"golden zone: ≥ {min_improvement_pct:g} %, KL ≤ {max_kl:g} nats")
+        ax.set_xlim(x0, max(ax.get_xlim()[1], max_kl * 2))
+        ax.axhline(0, color="0.5", lw=0.6)
+        ax.set_xlabel("side effect: KL(base || SNA) on neutral prompts (nats, log scale)")
+        ax.set_ylabel("improvement of P(target) (%)")
+        ax.set_title(f"{model}: {len(golden_zone(d, min_improvement_pct, max_kl))} of {len(d)} configs golden")
+        ax.legend(handles=_zone_handles() + ax.get_legend_handles_labels()[0], loc="lower left", fontsize=7.5)
+        counts = golden_zone(d, min_improvement_pct, max_kl).groupby(["layer", "multiplier"]).size()
+        grid = counts.reindex(pd.MultiIndex.from_product([sorted(d["layer"].unique()), sorted(d["multiplier"].unique())],
+                                                         names=["layer", "multiplier"]), fill_value=0).unstack()
+        im = axm.imshow(grid.to_numpy(float), aspect="auto", origin="lower", cmap="cividis", vmin=0)
+        axm.set_xticks(range(grid.shape[1]), [f"{m:g}" for m in grid.columns])
+        step = max(1, len(grid) // 12)
+        axm.set_yticks(range(0, len(grid), step), [str(L) for L in grid.index[::step]])
+        axm.grid(False)
+        axm.set_xlabel("multiplier m")
+        axm.set_ylabel("layer")
+        axm.set_title("golden-zone map (summed over tasks and k)")
+        fig.colorbar(im, ax=axm, label="golden configurations", shrink=0.9)
+    return fig
+
+
+def plot_model_comparison(summary: pd.DataFrame):
+    """Tasks side by side across models: baseline probability (log x, zones shaded) and best improvement."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    models = list(dict.fromkeys(summary["model"]))
+    tasks = sorted(summary["task"].unique())
+    fig, axes = _subplots(1, 2, size=(5.4, 0.25 * len(tasks) * len(models) + 1.8))
+    lo = _p_floor(summary["p_base"])
+    _shade_zones(axes[0, 0], lo)
+    h = 0.8 / len(models)
+    for i, model in enumerate(models):
+        s = summary[summary["model"] == model].set_index("task").reindex(tasks)
+        y = np.arange(len(tasks)) - 0.4 + h * (i + 0.5)
+        colors = [ZONE_COLORS[int(z)] if z == z else "0.8" for z in s["zone"]]
+        axes[0, 0].scatter(s["p_base"], y, c=colors, marker=MODEL_MARKERS[i % 5], s=50, edgecolors="k", lw=0.4, zorder=3)
+        axes[0, 1].barh(y, s["best_improvement_pct"], h * 0.9, color=colors, hatch=MODEL_HATCHES[i % 4],
+                        edgecolor="0.2", lw=0.4)
+    for ax in axes[0]:
+        ax.set_yticks(range(len(tasks)), tasks)
+        ax.grid(axis="y", alpha=0)
+    axes[0, 0].set_xlabel("baseline probability of the target, P_base (log scale)")
+    axes[0, 1].set_xlabel("best improvement of P(target) (%)")
+    axes[0, 1].axvline(0, color="0.4", lw=0.8)
+    _improvement_axis(axes[0, 1], summary["best_improvement_pct"], "x")
+    axes[0, 0].legend(handles=_zone_handles() + [Line2D([], [], marker=MODEL_MARKERS[i % 5], ls="", color="0.3",
+                                                        label=m) for i, m in enumerate(models)],
+                      loc="lower right", frameon=True)
+    axes[0, 1].legend(handles=[Patch(fc="0.85", ec="0.2", hatch=MODEL_HATCHES[i % 4], label=m)
+                               for i, m in enumerate(models)], loc="best", frameon=True)
+    fig.suptitle("Baseline zone and best improvement per task, by model")
+    return fig
+
+
+def notebook_defaults(profile: str | None = None) -> None:
+    """Settings shared by the notebooks: pandas widths, figure style, quiet tqdm, and CPU threads.
+
+    Threads: ``$SNA_TORCH_THREADS`` if set; else one thread in the ``smoke`` profile, whose tiny models gain
+    nothing from more and slow down many times when their threads compete with other processes for the cores.
+    """
+    import warnings
+
+    threads = os.environ.get("SNA_TORCH_THREADS") or ("1" if profile == "smoke" else "")
+    if threads:
+        torch.set_num_threads(int(threads))
+    warnings.filterwarnings("ignore", message="IProgress not found")
+    pd.set_option("display.precision", 4)
+    pd.set_option("display.width", 200)
+    pd.set_option("display.max_columns", 40)
+    pd.set_option("display.max_colwidth", 80)
+    set_plot_style()
