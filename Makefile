@@ -24,8 +24,16 @@ $(STAMP): requirements.txt pyproject.toml
 run: $(STAMP)
 	$(PY) scripts/run_notebooks.py --profile $(PROFILE)
 
+# The test suite (tests/) includes a papermill run of the whole notebook series in the smoke profile, into
+# $(NB_RUN); nbval then re-executes those executed copies and checks that the cells marked
+# NBVAL_CHECK_OUTPUT reproduce. Tables and figures of both passes stay under $(NB_RUN).
+NB_RUN := runs/test-smoke
+NB_ENV := SNA_RESULTS_DIR=$(CURDIR)/$(NB_RUN)/results SNA_FIGURES_DIR=$(CURDIR)/$(NB_RUN)/figures
+
 test: $(STAMP)
-	$(PY) -m pytest
+	SNA_TEST_RUN_DIR=$(CURDIR)/$(NB_RUN) $(PY) -m pytest
+	$(NB_ENV) $(PY) -m pytest -p no:cacheprovider --nbval-lax \
+	  --nbval-sanitize-with notebooks/nbval_sanitize.cfg $(NB_RUN)/0*.ipynb
 
 bench: $(STAMP)
 	$(PY) scripts/benchmark_sweep.py
@@ -36,3 +44,7 @@ app: $(STAMP)
 # Strip outputs from the committed notebooks (they must never carry random-weight numbers).
 clean-outputs: $(STAMP)
 	$(PY) scripts/run_notebooks.py --strip
+
+# Fail if a committed notebook carries outputs or execution counts (also checked by tests/test_notebooks.py).
+check-clean: $(STAMP)
+	$(PY) scripts/run_notebooks.py --check-clean

@@ -1,0 +1,171 @@
+#!/usr/bin/env python
+"""Run the notebook series in order with papermill, or keep the committed notebooks clean.
+
+    python scripts/run_notebooks.py --profile smoke        # all of notebooks/0*.ipynb, executed copies in runs/smoke/
+    python scripts/run_notebooks.py --profile paper --only 03,05
+    python scripts/run_notebooks.py --strip                # remove outputs and execution counts from notebooks/
+    python scripts/run_notebooks.py --check-clean          # exit 1 if a committed notebook carries outputs
+
+Tables go to results/<profile>/ (or $SNA_RESULTS_DIR/<profile>), figures to figures/ (or $SNA_FIGURES_DIR);
+--results-dir and --figures-dir set those variables for the run.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+KIT_ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOK_DIR = KIT_ROOT / "notebooks"
+PROFILES = ("smoke", "quick", "paper")
+KERNEL = "python3"
+
+
+class NotebookFailed(RuntimeError):
+    """A notebook of the series raised; the message names it and the executed copy to open."""
+
+
+def notebook_paths(only: str | list[str] | None = None, folder: Path = NOTEBOOK_DIR) -> list[Path]:
+    """The series ``folder/0*.ipynb`` in order; ``only`` keeps those whose number or name is listed ('01,03')."""
+    paths = sorted(folder.glob("0*.ipynb"))
+    if not paths:
+        raise NotebookFailed(f"No notebooks (0*.ipynb) in {folder}.")
+    if not only:
+        return paths
+    wanted = [w.strip() for w in (only.split(",") if isinstance(only, str) else only) if w.strip()]
+    chosen = [p for p in paths if any(p.stem == w or p.stem.split("_")[0] == w.zfill(2) for w in wanted)]
+    unknown = [w for w in wanted if not any(p.stem == w or p.stem.split("_")[0] == w.zfill(2) for p in paths)]
+    if unknown:
+        raise NotebookFailed(f"--only {','.join(unknown)}: no such notebook; the series is "
+                             f"{', '.join(p.stem for p in paths)}.")
+    return chosen
+
+
+def run_notebook(path: Path, out_dir: Path, profile: str, parameters: dict | None = None) -> float:
+    """Execute one notebook with papermill into ``out_dir``; returns its wall time in seconds."""
+    import papermill as pm
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out = out_dir / path.name
+    start = time.perf_counter()
+    try:
+        pm.execute_notebook(str(path), str(out), parameters={"profile": profile, **(parameters or {})},
+                            kernel_name=KERNEL, cwd=str(path.parent), progress_bar=sys.stderr.isatty(),
+                            log_output=False)
+    except pm.PapermillExecutionError as e:
+        raise NotebookFailed(f"Notebook {path.stem} failed in profile {profile!r} (cell {e.exec_count}): "
+                             f"{e.ename}: {e.evalue}\nOpen the executed copy to see where: {out}") from None
+    except Exception as e:  # kernel died, bad notebook file, ...
+        raise NotebookFailed(f"Notebook {path.stem} could not run in profile {profile!r}: "
+                             f"{type(e).__name__}: {e}\nExecuted copy (if any): {out}") from None
+    return time.perf_counter() - start
+
+
+def _log(message: str) -> None:
+    print(message, flush=True)
+
+
+def run_series(profile: str, out_dir: Path | None = None, only: str | None = None,
+               log=_log, folder: Path = NOTEBOOK_DIR) -> list[tuple[str, float]]:
+    """Run the series in order; stops at the first failure (raises NotebookFailed)."""
+    if profile not in PROFILES:
+        raise NotebookFailed(f"Unknown profile {profile!r}: choose one of {', '.join(PROFILES)}.")
+    out_dir = Path(out_dir or KIT_ROOT / "runs" / profile)
+    paths = notebook_paths(only, folder)
+    log(f"Running {len(paths)} notebook(s) in profile {profile!r}; executed copies go to {out_dir}")
+    times = []
+    for i, path in enumerate(paths, 1):
+        log(f"[{i}/{len(paths)}] {path.stem} ...")
+        seconds = run_notebook(path, out_dir, profile)
+        times.append((path.stem, seconds))
+        log(f"[{i}/{len(paths)}] {path.stem} done in {seconds:.1f} s")
+    log(f"All {len(paths)} notebook(s) ran in {sum(t for _, t in times):.1f} s. "
+        f"Tables: {os.environ.get('SNA_RESULTS_DIR') or KIT_ROOT / 'results'}/{profile}/, "
+        f"figures: {os.environ.get('SNA_FIGURES_DIR') or KIT_ROOT / 'figures'}/")
+    return times
+
+
+# --- clean committed notebooks ---------------------------------------------
+
+def clean_problems(nb) -> list[str]:
+    """What keeps a notebook from being clean: outputs, execution counts, papermill leftovers."""
+    problems = []
+    if "papermill" in nb.metadata:
+        problems.append("notebook metadata has a 'papermill' entry (an executed copy?)")
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type != "code":
+            continue
+        if cell.get("outputs"):
+            problems.append(f"cell {i} has outputs")
+        if cell.get("execution_count") is not None:
+            problems.append(f"cell {i} has execution_count {cell.execution_count}")
+        if "injected-parameters" in cell.metadata.get("tags", []):
+            problems.append(f"cell {i} is papermill's injected-parameters cell")
+        if "papermill" in cell.metadata or "execution" in cell.metadata:
+            problems.append(f"cell {i} has execution metadata")
+    return problems
+
+
+def strip_notebook(path: Path) -> bool:
+    """Remove outputs, execution counts and execution metadata in place; True if the file changed."""
+    import nbformat
+
+    text = path.read_text(encoding="utf-8")
+    nb = nbformat.reads(text, as_version=4)
+    nb.metadata.pop("papermill", None)
+    nb.metadata.pop("widgets", None)
+    nb.cells = [c for c in nb.cells if "injected-parameters" not in c.metadata.get("tags", [])]
+    for cell in nb.cells:
+        cell.metadata.pop("papermill", None)
+        cell.metadata.pop("execution", None)
+        if cell.cell_type == "code":
+            cell.outputs = []
+            cell.execution_count = None
+    new = nbformat.writes(nb) + "\n"
+    if new != text:
+        path.write_text(new, encoding="utf-8")
+        return True
+    return False
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--profile", default="paper", choices=PROFILES, help="scale of the study (default: paper)")
+    ap.add_argument("--out", type=Path, help="folder for the executed copies (default: runs/<profile>)")
+    ap.add_argument("--only", help="comma-separated notebook numbers or names, e.g. 01,03")
+    ap.add_argument("--results-dir", help="sets SNA_RESULTS_DIR (tables go to <dir>/<profile>/)")
+    ap.add_argument("--figures-dir", help="sets SNA_FIGURES_DIR")
+    ap.add_argument("--strip", action="store_true", help="strip outputs from notebooks/*.ipynb in place, then exit")
+    ap.add_argument("--check-clean", action="store_true", help="exit 1 if a committed notebook carries outputs")
+    args = ap.parse_args(argv)
+    import nbformat
+
+    if args.strip:
+        for path in sorted(NOTEBOOK_DIR.glob("*.ipynb")):
+            print(f"{'stripped' if strip_notebook(path) else 'clean   '} {path.relative_to(KIT_ROOT)}")
+        return 0
+    if args.check_clean:
+        bad = {p: clean_problems(nbformat.read(p, as_version=4)) for p in sorted(NOTEBOOK_DIR.glob("*.ipynb"))}
+        bad = {p: v for p, v in bad.items() if v}
+        for p, v in bad.items():
+            print(f"{p.relative_to(KIT_ROOT)}: {'; '.join(v)}")
+        if bad:
+            print("Committed notebooks must carry no outputs: run `python scripts/run_notebooks.py --strip`.")
+            return 1
+        print("All committed notebooks are clean.")
+        return 0
+    for var, value in (("SNA_RESULTS_DIR", args.results_dir), ("SNA_FIGURES_DIR", args.figures_dir)):
+        if value:
+            os.environ[var] = str(Path(value).resolve())
+    try:
+        run_series(args.profile, args.out, args.only)
+    except NotebookFailed as e:
+        print(f"\nFAILED. {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
