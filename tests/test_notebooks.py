@@ -1,0 +1,189 @@
+"""The notebook series: clean committed notebooks, a papermill run of the whole series in the smoke profile,
+and clear failures. The executed copies of the series run are what `make test` then hands to nbval.
+
+The series run goes to $SNA_TEST_RUN_DIR when set (the Makefile sets runs/test-smoke, for nbval), else to a
+temporary folder; tables and figures go under that folder, never into the kit's results/ or figures/.
+"""
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+KIT_ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOK_DIR = KIT_ROOT / "notebooks"
+SERIES = ["01_gpt2_small_validation", "02_neuron_discovery", "03_gpt2_medium_sweep", "04_sst2_zone_analysis",
+          "05_figures", "06_pythia_160m"]
+SMOKE_FIGURES = [
+    "01_baseline_zones", "01_sna_vs_control", "01_layer_profile", "02_score_distributions", "02_neuron_overlap",
+    "03_layer_specialisation_tiny", "03_interference_tiny", "04_sst2_confidence_bands",
+    "fig3_confidence_vs_improvement", "fig4_sst2_zones", "layer_multiplier_heatmaps_tiny", "improvement_vs_k",
+    "golden_zone_map", "06_pythia_vs_gpt2",
+]
+SMOKE_TABLES = ["validation.parquet", "sweep_tiny.parquet", "interference_tiny.parquet", "sst2_examples.parquet",
+                "pythia.parquet", "paper_comparison.csv"]
+
+
+def _runner():
+    spec = importlib.util.spec_from_file_location("run_notebooks", KIT_ROOT / "scripts" / "run_notebooks.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+rn = _runner()
+
+
+def _committed():
+    return sorted(NOTEBOOK_DIR.glob("*.ipynb"))
+
+
+# --- (1) the committed notebooks ---------------------------------------------------
+
+def test_series_is_numbered_in_order():
+    assert [p.stem for p in _committed()] == SERIES
+    assert [p.stem for p in rn.notebook_paths()] == SERIES
+
+
+@pytest.mark.parametrize("path", _committed(), ids=lambda p: p.stem)
+def test_committed_notebook_is_clean_and_parameterised(path):
+    nb = nbformat.read(path, as_version=4)
+    nbformat.validate(nb)
+    assert rn.clean_problems(nb) == [], "run `python scripts/run_notebooks.py --strip`"
+    assert nb.metadata["kernelspec"]["name"] == "python3"
+    assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith(f"# {path.stem[:2]} ")
+    tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1 and tagged[0].cell_type == "code"
+    params = tagged[0].source
+    for name in ("profile", "model_name", "results_root", "figures_dir"):
+        assert f"\n{name} = " in params, name
+    assert 'os.environ.get("SNA_PROFILE"' in params and 'os.environ.get("SNA_RESULTS_DIR"' in params
+    assert any("# NBVAL_CHECK_OUTPUT" in c.source for c in nb.cells if c.cell_type == "code")
+    index = nb.cells.index(tagged[0])
+    assert nb.cells[index - 1].cell_type == "markdown", "prose before the parameters cell"
+    assert "import sna_utils as su" in "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+
+
+def test_strip_and_clean_check(tmp_path):
+    nb = nbformat.read(NOTEBOOK_DIR / "05_figures.ipynb", as_version=4)
+    dirty = tmp_path / "dirty.ipynb"
+    nb.metadata["papermill"] = {"parameters": {}}
+    nb.cells.insert(1, nbformat.v4.new_code_cell('profile = "smoke"', metadata={"tags": ["injected-parameters"]}))
+    code = next(c for c in nb.cells if c.cell_type == "code" and "injected" not in str(c.metadata))
+    code.outputs = [nbformat.v4.new_output("stream", name="stdout", text="0.123\n")]
+    code.execution_count = 3
+    code.metadata["papermill"] = {"duration": 1.0}
+    nbformat.write(nb, dirty)
+    problems = rn.clean_problems(nbformat.read(dirty, as_version=4))
+    assert any("outputs" in p for p in problems) and any("execution_count" in p for p in problems)
+    assert rn.strip_notebook(dirty) is True
+    assert rn.clean_problems(nbformat.read(dirty, as_version=4)) == []
+    assert rn.strip_notebook(dirty) is False  # idempotent
+    assert dirty.read_text() == (NOTEBOOK_DIR / "05_figures.ipynb").read_text()
+
+
+def test_only_selects_and_rejects():
+    assert [p.stem for p in rn.notebook_paths("01,5")] == [SERIES[0], SERIES[4]]
+    assert [p.stem for p in rn.notebook_paths(["06_pythia_160m"])] == [SERIES[5]]
+    with pytest.raises(rn.NotebookFailed, match="--only 09: no such notebook"):
+        rn.notebook_paths("01,09")
+    with pytest.raises(rn.NotebookFailed, match="Unknown profile"):
+        rn.run_series("huge")
+
+
+@pytest.mark.notebooks
+def test_failure_names_notebook_and_executed_copy(tmp_path):
+    folder = tmp_path / "nbs"
+    folder.mkdir()
+    for name, source in [("01_ok", "x = 1"), ("02_fails", 'raise ValueError("boom")'), ("03_never", "y = 2")]:
+        nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("profile = 'paper'",
+                                                                       metadata={"tags": ["parameters"]}),
+                                             nbformat.v4.new_code_cell(source)])
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        nbformat.write(nb, folder / f"{name}.ipynb")
+    lines = []
+    with pytest.raises(rn.NotebookFailed) as info:
+        rn.run_series("smoke", tmp_path / "out", folder=folder, log=lines.append)
+    message = str(info.value)
+    assert "Notebook 02_fails failed" in message and "ValueError: boom" in message
+    assert str(tmp_path / "out" / "02_fails.ipynb") in message
+    assert (tmp_path / "out" / "02_fails.ipynb").is_file() and not (tmp_path / "out" / "03_never.ipynb").exists()
+    assert any(line.startswith("[1/3] 01_ok done in") for line in lines)
+
+
+# --- (2) the whole series in the smoke profile -----------------------------------------
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory):
+    """Run scripts/run_notebooks.py --profile smoke once; returns (run dir, completed process)."""
+    run_dir = Path(os.environ.get("SNA_TEST_RUN_DIR") or tmp_path_factory.mktemp("smoke-run")).resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for old in run_dir.glob("*.ipynb"):
+        old.unlink()
+    for sub in ("results", "figures"):
+        shutil.rmtree(run_dir / sub, ignore_errors=True)
+    env = {**os.environ, "SNA_RESULTS_DIR": str(run_dir / "results"), "SNA_FIGURES_DIR": str(run_dir / "figures")}
+    proc = subprocess.run([sys.executable, str(KIT_ROOT / "scripts" / "run_notebooks.py"), "--profile", "smoke",
+                           "--out", str(run_dir)], env=env, cwd=KIT_ROOT, capture_output=True, text=True,
+                          timeout=1800)
+    return run_dir, proc
+
+
+@pytest.mark.notebooks
+def test_smoke_series_runs(smoke_run):
+    run_dir, proc = smoke_run
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    for i, name in enumerate(SERIES, 1):
+        assert f"[{i}/{len(SERIES)}] {name} done in" in proc.stdout
+    for name in SERIES:
+        nb = nbformat.read(run_dir / f"{name}.ipynb", as_version=4)
+        assert nb.metadata["papermill"]["parameters"]["profile"] == "smoke"
+        outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+        assert outputs and not [o for o in outputs if o.output_type == "error"], name
+    text = (run_dir / "01_gpt2_small_validation.ipynb").read_text()
+    assert "RANDOM WEIGHTS" in text  # the smoke numbers say which model made them
+
+
+@pytest.mark.notebooks
+def test_smoke_series_writes_every_figure_and_table(smoke_run):
+    run_dir, proc = smoke_run
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for name in SMOKE_FIGURES:
+        for ext in ("png", "pdf"):
+            path = run_dir / "figures" / f"{name}.{ext}"
+            assert path.is_file() and path.stat().st_size > 1000, path
+    import pandas as pd
+
+    for name in SMOKE_TABLES:
+        path = run_dir / "results" / "smoke" / name
+        assert path.is_file(), path
+        table = pd.read_parquet(path) if name.endswith(".parquet") else pd.read_csv(path)
+        assert "model" in table.columns and len(table), name
+    sweep = pd.read_parquet(run_dir / "results" / "smoke" / "sweep_tiny.parquet")
+    assert len(sweep) == 12 * 3 * 2 * 2 and set(sweep["model"]) == {"tiny"}
+    assert set(pd.read_parquet(run_dir / "results" / "smoke" / "pythia.parquet")["model"]) == {"tiny-pythia"}
+
+
+# --- (3) notebook 05 fails clearly without its tables --------------------------------------
+
+@pytest.mark.notebooks
+@pytest.mark.parametrize("keep,missing,maker", [
+    ([], "sweep_tiny.parquet", "03_gpt2_medium_sweep"),
+    (["sweep_tiny.parquet"], "sst2_examples.parquet", "04_sst2_zone_analysis"),
+])
+def test_figures_notebook_names_missing_table(smoke_run, tmp_path, monkeypatch, keep, missing, maker):
+    run_dir, _ = smoke_run
+    (tmp_path / "results" / "smoke").mkdir(parents=True)
+    for name in keep:
+        shutil.copy(run_dir / "results" / "smoke" / name, tmp_path / "results" / "smoke" / name)
+    monkeypatch.setenv("SNA_RESULTS_DIR", str(tmp_path / "results"))
+    monkeypatch.setenv("SNA_FIGURES_DIR", str(tmp_path / "figures"))
+    with pytest.raises(rn.NotebookFailed) as info:
+        rn.run_notebook(NOTEBOOK_DIR / "05_figures.ipynb", tmp_path / "out", "smoke")
+    message = str(info.value)
+    assert "Notebook 05_figures failed" in message and "SNAError: Missing results table" in message
+    assert missing in message and f"written by notebook {maker}" in message
