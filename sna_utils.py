@@ -1200,7 +1200,9 @@ def model_note(name: str | Sequence[str], profile: str | None = None) -> str:
     note = f"model{'s' if len(names) > 1 else ''} {', '.join(map(str, names))}" + (f", profile {profile}" if profile else "")
     random_ = [n for n in names if is_random_model(n)]
     if random_:
-        note += f" (RANDOM WEIGHTS: {', '.join(random_)} {'is an offline stand-in' if len(random_) == 1 else 'are offline stand-ins'}, says nothing about GPT-2)"
+        one = len(random_) == 1
+        note += (f" (RANDOM WEIGHTS: {', '.join(random_)} {'is an offline stand-in' if one else 'are offline stand-ins'};"
+                 f" {'its' if one else 'their'} numbers say nothing about GPT-2)")
     return note
 
 
@@ -1913,8 +1915,8 @@ def plot_layer_specialisation(df: pd.DataFrame):
     zone = df.groupby(["model", "task"])["zone"].first()
     models = list(dict.fromkeys(df["model"]))
     n_layers_max, n_tasks = prof["layer"].nunique(), prof["task"].nunique()
-    fig, axes = _subplots(1, len(models), size=(0.32 * n_layers_max + 4.5, 0.32 * n_tasks + 1.6))
-    for ax, model in zip(axes[0], models):
+    fig, axes = _subplots(len(models), 1, size=(0.32 * n_layers_max + 4.5, 0.32 * n_tasks + 1.6))
+    for ax, model in zip(axes[:, 0], models):
         p = prof[prof["model"] == model]
         order = p.drop_duplicates("task").sort_values(["category", "task"])["task"]
         mat = p.pivot(index="task", columns="layer", values="improvement_pct").loc[order]
@@ -1923,7 +1925,7 @@ def plot_layer_specialisation(df: pd.DataFrame):
         best = np.nanargmax(mat.to_numpy(float), axis=1)
         ax.scatter(best, range(len(mat)), s=70, facecolors="none", edgecolors="k", lw=1.2, label="best layer")
         ax.set_title(f"{model}: where each task gains most")
-    axes[0, 0].legend(loc="upper left", bbox_to_anchor=(0, -0.12), frameon=False)
+    axes[-1, 0].legend(loc="upper left", bbox_to_anchor=(0, -0.12), frameon=False)
     return fig
 
 
@@ -2000,21 +2002,23 @@ def plot_confidence_vs_improvement(summary: pd.DataFrame, rho, p, gain: str = "b
     ax = axes[0, 0]
     _shade_zones(ax, _p_floor(summary["p_base"]))
     models = list(dict.fromkeys(summary["model"]))
+    for task, g in summary.groupby("task"):  # one label per task; a thin line joins its points across models
+        if len(g) > 1:
+            ax.plot(g["p_base"], g[gain], color="0.6", lw=0.7, alpha=0.6, zorder=2)
+        ax.annotate(task, (g["p_base"].iloc[0], g[gain].iloc[0]), xytext=(4, 3), textcoords="offset points",
+                    fontsize=7, color="0.3")
     for i, model in enumerate(models):
         s = summary[summary["model"] == model]
         ax.scatter(s["p_base"], s[gain], c=[ZONE_COLORS[z] for z in s["zone"]], marker=MODEL_MARKERS[i % 5],
                    s=60, edgecolors="k", lw=0.5, zorder=3)
-        for _, r in s.iterrows():
-            ax.annotate(r["task"], (r["p_base"], r[gain]), xytext=(4, 3), textcoords="offset points", fontsize=7,
-                        color="0.3")
     ax.axhline(0, color="0.4", lw=0.8)
     _improvement_axis(ax, summary[gain])
     rhos = rho if isinstance(rho, dict) else {None: rho}
     ps = p if isinstance(p, dict) else {None: p}
     lines = [f"{m + ': ' if m else ''}Spearman ρ = {rhos[m]:.3f}, p = {ps[m]:.3g}" for m in rhos]
     n = summary.groupby("model").size().max()
-    ax.text(0.98, 0.97, "\n".join(lines) + f"\n(one point per task, n = {n})", transform=ax.transAxes, ha="right",
-            va="top", fontsize=9, bbox=dict(boxstyle="round", fc="white", ec="0.6"))
+    ax.text(1.02, 0.0, "\n".join(lines) + f"\n(one point per task, n = {n})", transform=ax.transAxes, ha="left",
+            va="bottom", fontsize=9, bbox=dict(boxstyle="round", fc="white", ec="0.6"))
     handles = _zone_handles()
     if len(models) > 1:
         handles += [Line2D([], [], marker=MODEL_MARKERS[i % 5], ls="", color="0.3", label=m) for i, m in enumerate(models)]
