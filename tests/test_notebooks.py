@@ -63,8 +63,9 @@ def test_committed_notebook_is_clean_and_parameterised(path):
         assert f"\n{name} = " in params, name
     assert 'os.environ.get("SNA_PROFILE"' in params and 'os.environ.get("SNA_RESULTS_DIR"' in params
     assert any("# NBVAL_CHECK_OUTPUT" in c.source for c in nb.cells if c.cell_type == "code")
-    index = nb.cells.index(tagged[0])
-    assert nb.cells[index - 1].cell_type == "markdown", "prose before the parameters cell"
+    for i, cell in enumerate(nb.cells):  # prose before every code cell: what it shows and why
+        if cell.cell_type == "code":
+            assert nb.cells[i - 1].cell_type == "markdown", f"cell {i} has no markdown before it"
     assert "import sna_utils as su" in "\n".join(c.source for c in nb.cells if c.cell_type == "code")
 
 
