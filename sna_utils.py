@@ -444,13 +444,18 @@ def check_neurons(model, neurons: Sequence[int]) -> tuple[int, ...]:
     return neurons
 
 
+def target_tokens(model, target: str) -> list[int]:
+    """The token ids of ``target`` alone (no BOS): a valid target has exactly one."""
+    return model.tokenizer(target, add_special_tokens=False)["input_ids"]
+
+
 def target_token_ids(model, items: Sequence[Item] | Sequence[str], what: str = "target") -> torch.Tensor:
     """Token id of each target ``[n]``; raises naming the item when a target is not exactly one token."""
     ids = []
     for i, it in enumerate(items):
         target, label = (it.target, f"item {i} ({it.prompt!r} -> {it.target!r})") if isinstance(it, Item) \
             else (it, f"{what} {i} ({it!r})")
-        toks = model.tokenizer(target, add_special_tokens=False)["input_ids"]
+        toks = target_tokens(model, target)
         if len(toks) != 1:
             raise SNAError(f"The target of {label} is {len(toks)} tokens {toks} for {model_name(model)}; "
                            f"a target must be exactly one token (GPT-2 targets usually start with a space).")
@@ -1395,7 +1400,6 @@ def cross_task_interference(model, tasks: Sequence[Task], layer: int, k: int, mu
         raise SNAError(f"Unknown scoring method {score_method!r}: use 'mean_diff' or 'zscore'.")
     neutral = neutral or split_neutral(load_neutral(), seed)
     ids = {t.name: target_token_ids(model, t.evaluation) for t in tasks}  # check every target first
-    eng = model.sna_engine
     ref = last_token_activations(model, neutral.discovery, [layer])[layer]
     sets = {t.name: tuple(top_neurons(scores_from_activations(
         last_token_activations(model, [i.prompt for i in t.discovery], [layer])[layer], ref, score_method), k))
@@ -1433,7 +1437,7 @@ def restrict_to_single_token(model, tasks: Sequence[Task]) -> tuple[list[Task], 
         for half_name, half in (("discovery", t.discovery), ("evaluation", t.evaluation)):
             ok = []
             for it in half:
-                n = len(model.tokenizer(it.target, add_special_tokens=False)["input_ids"])
+                n = len(target_tokens(model, it.target))
                 (ok.append(it) if n == 1 else dropped.append(dict(task=t.name, half=half_name, prompt=it.prompt,
                                                                    target=it.target, n_tokens=n)))
             halves.append(tuple(ok))
