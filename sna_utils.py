@@ -60,24 +60,19 @@ GPT2_TOKENIZER_HUB_ID = "openai-community/gpt2"
 
 # Offline stand-ins: the real architectures with random weights, and tiny models for tests.
 # (architecture, config overrides, default initializer_range)
+def _pythia(d: int, layers: int, heads: int, n_ctx: int) -> dict:
+    """GPT-NeoX config overrides with Pythia's fixed choices (parallel residual, 25 % rotary, padded vocab)."""
+    return dict(hidden_size=d, num_hidden_layers=layers, num_attention_heads=heads, intermediate_size=4 * d,
+                max_position_embeddings=n_ctx, vocab_size=50304, use_parallel_residual=True,
+                rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.25})
+
+
 STANDINS: dict[str, tuple[str, dict, float]] = {
     "random:gpt2-small": ("gpt2", dict(n_layer=12, n_embd=768, n_head=12, n_positions=1024), 0.02),
     "random:gpt2-medium": ("gpt2", dict(n_layer=24, n_embd=1024, n_head=16, n_positions=1024), 0.02),
-    "random:pythia-160m": (
-        "neox",
-        dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
-             max_position_embeddings=2048, vocab_size=50304, use_parallel_residual=True,
-             rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.25}),
-        0.02,
-    ),
+    "random:pythia-160m": ("neox", _pythia(768, 12, 12, 2048), 0.02),
     "tiny": ("gpt2", dict(n_layer=3, n_embd=64, n_head=4, n_positions=256), 0.2),
-    "tiny-pythia": (
-        "neox",
-        dict(hidden_size=64, num_hidden_layers=3, num_attention_heads=4, intermediate_size=256,
-             max_position_embeddings=256, vocab_size=50304, use_parallel_residual=True,
-             rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.25}),
-        0.2,
-    ),
+    "tiny-pythia": ("neox", _pythia(64, 3, 4, 256), 0.2),
 }
 MODEL_NAMES = [*HUB_MODELS, *STANDINS]
 
