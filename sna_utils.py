@@ -427,6 +427,15 @@ def check_positions(positions: str) -> str:
     return positions
 
 
+SCORE_METHODS = ("mean_diff", "zscore")
+
+
+def check_score_method(method: str) -> str:
+    if method not in SCORE_METHODS:
+        raise SNAError(f"Unknown scoring method {method!r}: use 'mean_diff' or 'zscore'.")
+    return method
+
+
 def check_neurons(model, neurons: Sequence[int]) -> tuple[int, ...]:
     neurons = tuple(int(i) for i in neurons)
     if not neurons:
@@ -547,17 +556,16 @@ def last_token_activations(model, prompts: Sequence[str], layers: Sequence[int],
 def scores_from_activations(task_acts: torch.Tensor, reference_acts: torch.Tensor,
                             method: str = "mean_diff") -> torch.Tensor:
     """Differential score per neuron ``[d_mlp]`` from ``[n_task, d_mlp]`` and ``[n_ref, d_mlp]``."""
+    check_score_method(method)
     diff = task_acts.mean(0) - reference_acts.mean(0)
     if method == "mean_diff":
         return diff
-    if method == "zscore":
-        n1, n2 = len(task_acts), len(reference_acts)
-        if n1 + n2 < 3:
-            raise SNAError("zscore needs at least 3 prompts in total.")
-        pooled = ((n1 - 1) * task_acts.var(0, unbiased=True).nan_to_num() +
-                  (n2 - 1) * reference_acts.var(0, unbiased=True).nan_to_num()) / (n1 + n2 - 2)
-        return diff / pooled.sqrt().clamp_min(1e-8)
-    raise SNAError(f"Unknown scoring method {method!r}: use 'mean_diff' or 'zscore'.")
+    n1, n2 = len(task_acts), len(reference_acts)  # zscore: divide by the pooled standard deviation
+    if n1 + n2 < 3:
+        raise SNAError("zscore needs at least 3 prompts in total.")
+    pooled = ((n1 - 1) * task_acts.var(0, unbiased=True).nan_to_num() +
+              (n2 - 1) * reference_acts.var(0, unbiased=True).nan_to_num()) / (n1 + n2 - 2)
+    return diff / pooled.sqrt().clamp_min(1e-8)
 
 
 def neuron_scores(model, prompts: Sequence[str], reference_prompts: Sequence[str], layer: int,
@@ -566,8 +574,7 @@ def neuron_scores(model, prompts: Sequence[str], reference_prompts: Sequence[str
     check_layer(model, layer)
     check_prompts(prompts, "prompts")
     check_prompts(reference_prompts, "reference_prompts")
-    if method not in ("mean_diff", "zscore"):
-        raise SNAError(f"Unknown scoring method {method!r}: use 'mean_diff' or 'zscore'.")
+    check_score_method(method)
     task = last_token_activations(model, prompts, [layer])[layer]
     ref = last_token_activations(model, reference_prompts, [layer])[layer]
     return scores_from_activations(task, ref, method)
@@ -1038,8 +1045,7 @@ def run_sweep(model, tasks: Sequence[Task], layers: Sequence[int], ks: Sequence[
     if not layers or not ks or not ms:
         raise SNAError("layers, ks and multipliers must each be non-empty.")
     check_positions(positions)
-    if score_method not in ("mean_diff", "zscore"):
-        raise SNAError(f"Unknown scoring method {score_method!r}: use 'mean_diff' or 'zscore'.")
+    check_score_method(score_method)
     out = Path(out) if out is not None else None
     if out is not None and out.suffix not in (".parquet", ".csv"):
         raise SNAError(f"out={out}: use a .parquet or .csv file name.")
@@ -1391,8 +1397,7 @@ def cross_task_interference(model, tasks: Sequence[Task], layer: int, k: int, mu
         raise SNAError(f"Task names repeat: {names}.")
     layer, k, m = check_layer(model, layer), check_k(model, k), check_multiplier(multiplier)
     check_positions(positions)
-    if score_method not in ("mean_diff", "zscore"):
-        raise SNAError(f"Unknown scoring method {score_method!r}: use 'mean_diff' or 'zscore'.")
+    check_score_method(score_method)
     neutral = neutral or split_neutral(load_neutral(), seed)
     ids = {t.name: target_token_ids(model, t.evaluation) for t in tasks}  # check every target first
     ref = last_token_activations(model, neutral.discovery, [layer])[layer]

@@ -332,3 +332,12 @@ def test_metrics_against_hand_computation(tiny, tasks, neutral):
     kl = (n0 * (n0.log() - n1.log())).sum(-1).mean().item()
     assert out.side_effect_kl == pytest.approx(kl, rel=1e-3)
     assert out.side_effect_kl > 0
+
+
+def test_unknown_score_method_rejected_everywhere(tiny, tasks, neutral):
+    with pytest.raises(su.SNAError, match="Unknown scoring method 'max'"):
+        su.neuron_scores(tiny, ["a b"], ["c d"], 0, method="max")
+    with pytest.raises(su.SNAError, match="Unknown scoring method 'max'"):
+        su.scores_from_activations(torch.zeros(3, 4), torch.zeros(3, 4), "max")
+    with pytest.raises(su.SNAError, match="Unknown scoring method 'max'"):
+        su.run_sweep(tiny, tasks[:1], [0], [1], [2.0], neutral=neutral, score_method="max", progress=False)
