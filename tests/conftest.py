@@ -42,3 +42,18 @@ def tasks():
 @pytest.fixture(scope="session")
 def neutral():
     return su.split_neutral(su.load_neutral())
+
+
+@pytest.fixture(scope="session")
+def small(tasks, neutral):
+    """Three tasks with trimmed prompt sets."""
+    from helpers import trim
+
+    return trim(tasks, neutral)
+
+
+@pytest.fixture(scope="session")
+def sweep(tiny, small):
+    """A small real sweep of the tiny model: three tasks, every layer, two k, two multipliers."""
+    t, neu = small
+    return su.run_sweep(tiny, t, [0, 1, 2], [1, 5], [2.0, 5.0], neutral=neu, progress=False)

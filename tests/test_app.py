@@ -148,7 +148,7 @@ def test_out_of_range_setting_shows_error(app, key, value, message):
 def test_hub_unreachable_shows_error(app, monkeypatch):
     monkeypatch.setenv("SNA_DEMO_MODEL", "gpt2-small")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(su, "_hub_cached", lambda *a, **kw: False)  # as on a machine that never downloaded it
+    monkeypatch.setattr(su.hub, "hub_cached", lambda *a, **kw: False)  # as on a machine that never downloaded it
     at = app().run()
     errs = errors(at)
     assert len(errs) == 1 and "Hub is not reachable" in errs[0], errs

@@ -57,11 +57,6 @@ def pair(request):
     return model, hf
 
 
-def test_reference_weights_are_the_same(pair):
-    model, hf = pair
-    torch.testing.assert_close(model.sna_engine.w_u, hf.get_output_embeddings().weight, rtol=0, atol=0)
-
-
 def test_baseline_probs_match_plain_hf(pair):
     model, hf = pair
     ours = su.target_probs(model, PROMPTS, TARGETS)
@@ -341,3 +336,15 @@ def test_unknown_score_method_rejected_everywhere(tiny, tasks, neutral):
         su.scores_from_activations(torch.zeros(3, 4), torch.zeros(3, 4), "max")
     with pytest.raises(su.SNAError, match="Unknown scoring method 'max'"):
         su.run_sweep(tiny, tasks[:1], [0], [1], [2.0], neutral=neutral, score_method="max", progress=False)
+
+
+def test_restrict_to_single_token(tiny, small):
+    t, _ = small
+    bad = su.Task("x", "poetry", "", t[0].discovery + (su.Item("Roses are", " red roses"),), t[0].evaluation)
+    kept, dropped = su.restrict_to_single_token(tiny, [bad, t[1]])
+    assert [len(k.discovery) for k in kept] == [len(t[0].discovery), len(t[1].discovery)]
+    assert dropped.to_dict("records") == [dict(task="x", half="discovery", prompt="Roses are", target=" red roses",
+                                               n_tokens=2)]
+    empty = su.Task("y", "poetry", "", (su.Item("a", " b c"),), t[0].evaluation)
+    with pytest.raises(su.SNAError, match="no single-token targets"):
+        su.restrict_to_single_token(tiny, [empty])

@@ -4,7 +4,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import torch
 
 import sna_utils as su
 
@@ -44,7 +43,7 @@ def test_missing_file_and_bad_split(tmp_path):
 def test_hub_unreachable_fails_fast(monkeypatch):
     monkeypatch.delenv("SNA_SST2_DIR", raising=False)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(su, "_hub_cached", lambda *a, **k: False)
+    monkeypatch.setattr(su.hub, "hub_cached", lambda *a, **k: False)
     with pytest.raises(su.ModelUnavailableError, match="SNA_SST2_DIR"):
         su.load_sst2("validation")
 

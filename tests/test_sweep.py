@@ -1,93 +1,17 @@
-"""The sweep engine against the plain per-configuration loop, and its bookkeeping."""
+"""The sweep's bookkeeping (table, resume, input checks) and cross-task interference."""
 import math
 
 import pandas as pd
 import pytest
-import torch
 
 import sna_utils as su
-
-METRICS = ["p_base", "p_sna", "improvement_pct", "success_rate", "top1_base", "top1_sna", "side_effect_kl",
-           "control_p_sna", "control_improvement_pct", "control_success_rate", "control_side_effect_kl"]
-
-
-def _small(tasks, neutral):
-    """Two tasks, trimmed prompt sets: enough to exercise every code path quickly."""
-    two = [su.Task(t.name, t.category, t.description, t.discovery[:8], t.evaluation[:6]) for t in tasks[:2]]
-    return two, su.NeutralSet(neutral.discovery[:10], neutral.heldout[:6])
-
-
-def _plain_rows(model, tasks, neutral, layers, ks, ms, positions, seed=0):
-    """The plain way: discover with neuron_scores, measure each configuration with full hooked passes."""
-    rows = []
-    for t in tasks:
-        for L in layers:
-            scores = su.neuron_scores(model, [i.prompt for i in t.discovery], neutral.discovery, L)
-            for k in ks:
-                for m in ms:
-                    base, o = su.measure(model, t.evaluation, su.Intervention(L, su.top_neurons(scores, k), m, positions),
-                                         neutral.heldout)
-                    ctrl = su.Intervention(L, su.random_neurons(su.d_mlp(model), k, seed, L), m, positions)
-                    _, oc = su.measure(model, t.evaluation, ctrl, neutral.heldout)
-                    rows.append(dict(task=t.name, layer=L, k=k, multiplier=m, p_base=base.p_mean, p_sna=o.p_sna,
-                                     improvement_pct=o.improvement_pct, success_rate=o.success_rate,
-                                     top1_base=float(base.top1.float().mean()), top1_sna=o.top1_sna,
-                                     side_effect_kl=o.side_effect_kl, control_p_sna=oc.p_sna,
-                                     control_improvement_pct=oc.improvement_pct,
-                                     control_success_rate=oc.success_rate, control_side_effect_kl=oc.side_effect_kl))
-    return pd.DataFrame(rows).sort_values(["task", "layer", "k", "multiplier"], ignore_index=True)
-
-
-def _assert_close(a, b, col, rtol=1e-4):
-    for x, y in zip(a[col], b[col]):
-        assert math.isclose(x, y, rel_tol=rtol, abs_tol=1e-9), (col, x, y)
-
-
-@pytest.fixture(scope="module", params=["tiny", "tiny-pythia"])
-def tiny64(request):
-    """Float64 copies: fp32 rounding (~1e-6) cannot hide or fake a difference between the two paths."""
-    return su.load_model(request.param, device="cpu", dtype=torch.float64)
-
-
-def _engine_vs_plain(model, tasks, neutral, positions, out):
-    small, neu = _small(tasks, neutral)
-    layers, ks, ms = [0, 1, 2], [1, 40], [0.0, 10.0]
-    engine = su.run_sweep(model, small, layers, ks, ms, positions, out=out, neutral=neu, progress=False)
-    plain = _plain_rows(model, small, neu, layers, ks, ms, positions)
-    assert len(engine) == len(plain) == 2 * 3 * 2 * 2
-    assert engine[["task", "layer", "k", "multiplier"]].equals(plain[["task", "layer", "k", "multiplier"]])
-    assert (engine["improvement_pct"].abs() > 1).any(), "the grid must actually move probabilities"
-    assert (engine["side_effect_kl"] > 1e-4).any()
-    return engine, plain
-
-
-@pytest.mark.parametrize("positions", ["all", "last"])
-def test_engine_equals_plain_loop(tiny64, tasks, neutral, positions, tmp_path):
-    """Every metric of every configuration within a relative error of 1e-4 (float64 on both paths)."""
-    engine, plain = _engine_vs_plain(tiny64, tasks, neutral, positions, tmp_path / "s.parquet")
-    for col in METRICS:
-        _assert_close(engine, plain, col)
-
-
-def test_engine_equals_plain_loop_float32(any_tiny, tasks, neutral, tmp_path):
-    """The same in float32, the kit's working precision: probabilities to 1e-4 relative; differences
-    of nearly equal probabilities (improvement %, KL) to float32 noise."""
-    engine, plain = _engine_vs_plain(any_tiny, tasks, neutral, "all", tmp_path / "s.parquet")
-    for col in METRICS:
-        if "kl" in col:
-            for x, y in zip(engine[col], plain[col]):
-                assert math.isclose(x, y, rel_tol=1e-2, abs_tol=1e-6), (col, x, y)
-        elif "improvement" in col:
-            for x, y in zip(engine[col], plain[col]):
-                assert math.isclose(x, y, rel_tol=1e-4, abs_tol=1e-3), (col, x, y)
-        else:
-            _assert_close(engine, plain, col)
+from helpers import trim
 
 
 def test_table_records_settings_and_zone(tiny, tasks, neutral, tmp_path):
-    small, neu = _small(tasks, neutral)
+    small, neu = trim(tasks, neutral, n_tasks=2)
     df = su.run_sweep(tiny, small, [1], [2], [2.0], out=tmp_path / "s.csv", neutral=neu, progress=False)
-    for col in su.KEY_COLUMNS + ["zone", "category", "settings_id", "score_method", "seed", "kit_version",
+    for col in su.store.KEY_COLUMNS + ["zone", "category", "settings_id", "score_method", "seed", "kit_version",
                                  "gain_over_control_pct"]:
         assert col in df
     assert (df["model"] == "tiny").all()
@@ -97,13 +21,13 @@ def test_table_records_settings_and_zone(tiny, tasks, neutral, tmp_path):
 
 
 def test_interrupted_sweep_resumes_without_recomputing(tiny, tasks, neutral, tmp_path, monkeypatch):
-    small, neu = _small(tasks, neutral)
+    small, neu = trim(tasks, neutral, n_tasks=2)
     out = tmp_path / "sweep.parquet"
     grid = dict(layers=[0, 1, 2], ks=[1, 5], multipliers=[2.0, 5.0])
     full = su.run_sweep(tiny, small, out=tmp_path / "ref.parquet", neutral=neu, progress=False, **grid)
 
     calls = {"n": 0}
-    real = su._sweep_rows
+    real = su.sweep._sweep_rows
 
     def dies_after_three(*args, **kwargs):
         if calls["n"] == 3:
@@ -111,7 +35,7 @@ def test_interrupted_sweep_resumes_without_recomputing(tiny, tasks, neutral, tmp
         calls["n"] += 1
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(su, "_sweep_rows", dies_after_three)
+    monkeypatch.setattr(su.sweep, "_sweep_rows", dies_after_three)
     with pytest.raises(KeyboardInterrupt):
         su.run_sweep(tiny, small, out=out, neutral=neu, progress=False, **grid)
     assert len(su.read_table(out)) == 3 * 2 * 2  # three (task, layer) chunks survived
@@ -126,36 +50,8 @@ def test_interrupted_sweep_resumes_without_recomputing(tiny, tasks, neutral, tmp
     assert calls["n"] == -100, "a finished sweep recomputes nothing"
 
 
-def test_other_settings_never_mix(tiny, tasks, neutral, tmp_path):
-    small, neu = _small(tasks, neutral)
-    out = tmp_path / "s.parquet"
-    su.run_sweep(tiny, small, [1], [2], [2.0], out=out, neutral=neu, progress=False)
-    with pytest.raises(su.SNAError, match="other settings"):
-        su.run_sweep(tiny, small, [1], [2], [2.0], positions="last", out=out, neutral=neu, progress=False)
-    with pytest.raises(su.SNAError, match="other settings"):
-        su.run_sweep(tiny, small, [1], [2], [2.0], score_method="zscore", out=out, neutral=neu, progress=False)
-    assert len(su.read_table(out)) == 2  # untouched
-
-
-def test_cut_off_write_leaves_table_intact(tmp_path, monkeypatch):
-    out = tmp_path / "t.parquet"
-    good = pd.DataFrame({"a": [1, 2, 3]})
-    su.write_table_atomic(good, out)
-
-    def broken(self, path, **kw):
-        with open(path, "wb") as f:
-            f.write(b"PAR1 half a file")
-        raise OSError("disk full")
-
-    monkeypatch.setattr(pd.DataFrame, "to_parquet", broken)
-    with pytest.raises(OSError):
-        su.write_table_atomic(pd.DataFrame({"a": [9]}), out)
-    monkeypatch.undo()
-    pd.testing.assert_frame_equal(su.read_table(out), good)
-
-
 def test_sweep_rejects_bad_grid_before_work(tiny, tasks, neutral, tmp_path):
-    small, neu = _small(tasks, neutral)
+    small, neu = trim(tasks, neutral, n_tasks=2)
     bad = dict(out=tmp_path / "x.parquet", neutral=neu, progress=False)
     with pytest.raises(su.SNAError, match="does not exist"):
         su.run_sweep(tiny, small, [0, 7], [1], [2.0], **bad)
@@ -171,24 +67,60 @@ def test_sweep_rejects_bad_grid_before_work(tiny, tasks, neutral, tmp_path):
     assert not (tmp_path / "x.parquet").exists()
 
 
-def test_engine_reuses_topk_ordering(tiny, tasks, neutral):
-    """Top-k sets are nested prefixes of one ranking per (task, layer)."""
-    t = tasks[0]
-    scores = su.neuron_scores(tiny, [i.prompt for i in t.discovery], neutral.discovery, 2)
-    ranking = su.rank_neurons(scores)
-    for k in (1, 5, 50):
-        assert su.top_neurons(scores, k) == ranking[:k].tolist()
+@pytest.mark.parametrize("positions", ["all", "last"])
+def test_interference_equals_plain_measure(tiny, small, positions):
+    """Each (source, target) pair equals the plain hooked measurement with the source's neurons."""
+    t, neu = small
+    layer, k, m = 1, 5, 5.0
+    inter = su.cross_task_interference(tiny, t, layer, k, m, positions=positions, neutral=neu)
+    assert len(inter) == len(t) ** 2
+    assert set(inter["source_task"]) == set(inter["target_task"]) == {x.name for x in t}
+    by_name = {x.name: x for x in t}
+    for src, tgt in [(t[0].name, t[0].name), (t[0].name, t[1].name), (t[2].name, t[1].name)]:
+        scores = su.neuron_scores(tiny, [i.prompt for i in by_name[src].discovery], neu.discovery, layer)
+        iv = su.Intervention(layer, su.top_neurons(scores, k), m, positions)
+        base, o = su.measure(tiny, by_name[tgt].evaluation, iv, neu.heldout)
+        row = inter[(inter["source_task"] == src) & (inter["target_task"] == tgt)].iloc[0]
+        assert row["neurons"] == ",".join(map(str, iv.neurons))
+        assert row["same_task"] == (src == tgt)
+        assert math.isclose(row["p_base"], base.p_mean, rel_tol=1e-4)
+        assert math.isclose(row["p_sna"], o.p_sna, rel_tol=1e-4)
+        assert math.isclose(row["improvement_pct"], o.improvement_pct, rel_tol=1e-3, abs_tol=1e-3)
+        assert row["success_rate"] == pytest.approx(o.success_rate)
+        assert math.isclose(row["side_effect_kl"], o.side_effect_kl, rel_tol=1e-2, abs_tol=1e-6)
 
 
-def test_summary_statistics(tiny, tasks, neutral, tmp_path):
-    small, neu = _small(tasks, neutral)
-    df = su.run_sweep(tiny, small, [0, 2], [1, 5], [2.0, 5.0], neutral=neu, progress=False)
-    summary = su.task_summary(df)
-    assert len(summary) == 2
-    for _, row in summary.iterrows():
-        sub = df[df["task"] == row["task"]]
-        assert row["best_improvement_pct"] == sub["improvement_pct"].max()
-        assert row["mean_improvement_pct"] == pytest.approx(sub["improvement_pct"].mean())
-    g = su.golden_zone(df, min_improvement_pct=-1e9, max_kl=1e9)
-    assert len(g) == len(df)
-    assert len(su.golden_zone(df, min_improvement_pct=1e9)) == 0
+def test_interference_diagonal_matches_sweep(tiny, small, sweep):
+    t, neu = small
+    inter = su.cross_task_interference(tiny, t, 2, 5, 2.0, neutral=neu)
+    diag = inter[inter["same_task"]].set_index("target_task")
+    rows = sweep[(sweep["layer"] == 2) & (sweep["k"] == 5) & (sweep["multiplier"] == 2.0)].set_index("task")
+    for name in diag.index:
+        assert math.isclose(diag.loc[name, "p_sna"], rows.loc[name, "p_sna"], rel_tol=1e-4)
+        assert diag.loc[name, "jaccard"] == 1.0
+    summary = su.interference_summary(inter)
+    assert list(summary["source_task"]) == [x.name for x in t]
+    assert summary["own_improvement_pct"].tolist() == pytest.approx(diag.loc[summary["source_task"],
+                                                                               "improvement_pct"].tolist())
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(layer=3), "Layer 3 does not exist"),
+    (dict(k=0), "k=0 is out of range"),
+    (dict(multiplier=float("nan")), "finite number"),
+    (dict(positions="first"), "positions='first'"),
+    (dict(score_method="max"), "Unknown scoring method"),
+])
+def test_interference_rejects_bad_input(tiny, small, kwargs, message):
+    t, neu = small
+    args = dict(layer=1, k=5, multiplier=2.0) | kwargs
+    with pytest.raises(su.SNAError, match=message):
+        su.cross_task_interference(tiny, t, neutral=neu, **args)
+
+
+def test_interference_rejects_empty_and_repeated_tasks(tiny, small):
+    t, neu = small
+    with pytest.raises(su.SNAError, match="No tasks"):
+        su.cross_task_interference(tiny, [], 1, 5, 2.0, neutral=neu)
+    with pytest.raises(su.SNAError, match="repeat"):
+        su.cross_task_interference(tiny, [t[0], t[0]], 1, 5, 2.0, neutral=neu)

@@ -1,0 +1,171 @@
+"""How much of the study to run, and where its tables go.
+
+The three profiles (``smoke``, ``quick``, ``paper``), the paper's grid, the results folder of a
+profile and the file names of its tables (with the notebook that writes each), grid sizes without
+loading a model, and the settings every notebook starts with. Imports ``core``, ``standins``, ``store``
+and, for the figure style, ``style``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+import torch
+
+from .core import KIT_ROOT, MODEL_NAMES
+from .errors import SNAError
+from .standins import STANDINS
+from .store import read_table
+from .style import set_plot_style
+
+
+PAPER_KS = (1, 5, 10, 20, 50, 100, 200)
+
+
+PAPER_MULTIPLIERS = (1.5, 2.0, 3.0, 5.0, 7.0, 10.0, 15.0, 20.0)
+
+
+@dataclass(frozen=True)
+class Profile:
+    """One scale of the study. ``layers=None`` means every layer of the model."""
+
+    name: str
+    small_model: str  # notebook 01-02: GPT-2 Small validation and discovery
+    sweep_models: tuple[str, ...]  # notebook 03: the grid
+    layers: tuple[int, ...] | None
+    ks: tuple[int, ...]
+    multipliers: tuple[float, ...]
+    validation_ks: tuple[int, ...]  # notebook 01's small grid over all layers
+    validation_multipliers: tuple[float, ...]
+    sst2_model: str
+    sst2_layer: int
+    sst2_k: int = 20
+    sst2_multiplier: float = 5.0
+    sst2_n_train: int = 256
+    pythia_model: str = "pythia-160m"
+    description: str = ""
+
+
+PROFILES = {
+    "smoke": Profile("smoke", "tiny", ("tiny",), None, (1, 5), (2.0, 5.0), (5,), (2.0, 5.0),
+                     sst2_model="tiny", sst2_layer=2, sst2_k=10, sst2_n_train=64, pythia_model="tiny-pythia",
+                     description="offline random tiny models, a handful of configurations: tests and CI"),
+    "quick": Profile("quick", "gpt2-small", ("gpt2-small",), (2, 5, 8, 10), (5, 20, 100), (2.0, 5.0, 10.0),
+                     (10,), (3.0,), sst2_model="gpt2-small", sst2_layer=10,
+                     description="GPT-2 Small, a few layers, k and m: a first real look on a laptop"),
+    "paper": Profile("paper", "gpt2-small", ("gpt2-small", "gpt2-medium"), None, PAPER_KS, PAPER_MULTIPLIERS,
+                     (10,), (3.0,), sst2_model="gpt2-medium", sst2_layer=21,
+                     description="GPT-2 Small and Medium, the full 24,192-configuration grid (GPU recommended)"),
+}
+
+
+def get_profile(name: str) -> Profile:
+    """The named profile ('smoke', 'quick', 'paper')."""
+    if name not in PROFILES:
+        raise SNAError(f"Unknown profile {name!r}: choose one of {sorted(PROFILES)}.")
+    return PROFILES[name]
+
+
+def results_dir(profile: str, root: str | os.PathLike | None = None) -> Path:
+    """Where a profile's tables go: ``$SNA_RESULTS_DIR`` or ``results/<profile>`` (git-ignored)."""
+    root = Path(root or os.environ.get("SNA_RESULTS_DIR") or KIT_ROOT / "results")
+    path = root / profile
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+TABLE_MAKERS = {  # results table (file name or prefix) -> the notebook that writes it
+    "validation.parquet": "01_gpt2_small_validation",
+    "sweep_": "03_gpt2_medium_sweep",
+    "interference_": "03_gpt2_medium_sweep",
+    "sst2_examples.parquet": "04_sst2_zone_analysis",
+    "pythia.parquet": "06_pythia_160m",
+}
+
+
+def safe_name(name: str) -> str:
+    """A model name as part of a file name: 'random:gpt2-small' -> 'random-gpt2-small'; a folder -> its name."""
+    import re
+
+    name = Path(str(name)).name if ("/" in str(name) or os.sep in str(name)) else str(name)
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "model"
+
+
+def sweep_table_name(model: str) -> str:
+    """File name of a model's sweep table in a profile's results folder (written by notebook 03)."""
+    return f"sweep_{safe_name(model)}.parquet"
+
+
+def interference_table_name(model: str) -> str:
+    """File name of a model's cross-task interference table (written by notebook 03)."""
+    return f"interference_{safe_name(model)}.parquet"
+
+
+def results_table(name: str, profile: str, root: str | os.PathLike | None = None) -> pd.DataFrame:
+    """Read table ``name`` of ``profile``; a missing one raises naming the notebook that writes it."""
+    path = results_dir(profile, root) / name
+    if not path.is_file():
+        maker = next((nb for key, nb in TABLE_MAKERS.items() if name == key or name.startswith(key)), None)
+        raise SNAError(f"Missing results table {path}: it is written by notebook "
+                       f"{maker or '(none of the series)'}. Run that notebook in profile {profile!r} first "
+                       f"(`make run PROFILE={profile}` runs the whole series in order).")
+    return read_table(path)
+
+
+def first_available_table(names: Sequence[str], profile: str,
+                          root: str | os.PathLike | None = None) -> tuple[str | None, pd.DataFrame | None]:
+    """The first of ``names`` present in ``profile``'s results folder, read; ``(None, None)`` if none is."""
+    for name in names:
+        if (results_dir(profile, root) / name).is_file():
+            return name, read_table(results_dir(profile, root) / name)
+    return None, None
+
+
+def n_layers_of(name: str) -> int:
+    """Number of layers of a model by kit name or checkpoint folder, without loading its weights."""
+    known = {"gpt2-small": 12, "gpt2-medium": 24, "pythia-160m": 12}  # METHOD, "Models"
+    if name in STANDINS:
+        overrides = STANDINS[name][1]
+        return int(overrides.get("n_layer", overrides.get("num_hidden_layers", 0)))
+    if name in known:
+        return known[name]
+    config = Path(name) / "config.json"
+    if config.is_file():
+        cfg = json.loads(config.read_text())
+        return int(cfg.get("n_layer") or cfg.get("num_hidden_layers"))
+    raise SNAError(f"Unknown model {name!r}: use one of {MODEL_NAMES} or a local checkpoint folder.")
+
+
+def sweep_grid(models: Sequence[str], n_tasks: int, layers: Sequence[int] | None, ks: Sequence[int],
+               multipliers: Sequence[float]) -> pd.DataFrame:
+    """The size of a sweep per model: tasks x layers (``None`` = all) x k x multipliers."""
+    rows = []
+    for m in models:
+        n_l = n_layers_of(m) if layers is None else len(set(layers))
+        rows.append(dict(model=m, tasks=n_tasks, layers=n_l, ks=len(set(ks)), multipliers=len(set(multipliers)),
+                         configurations=n_tasks * n_l * len(set(ks)) * len(set(multipliers))))
+    return pd.DataFrame(rows)
+
+
+def notebook_defaults(profile: str | None = None) -> None:
+    """Settings shared by the notebooks: pandas widths, figure style, quiet tqdm, and CPU threads.
+
+    Threads: ``$SNA_TORCH_THREADS`` if set; else one thread in the ``smoke`` profile, whose tiny models gain
+    nothing from more and slow down many times when their threads compete with other processes for the cores.
+    """
+    import warnings
+
+    threads = os.environ.get("SNA_TORCH_THREADS") or ("1" if profile == "smoke" else "")
+    if threads:
+        torch.set_num_threads(int(threads))
+    warnings.filterwarnings("ignore", message="IProgress not found")
+    pd.set_option("display.precision", 4)
+    pd.set_option("display.width", 200)
+    pd.set_option("display.max_columns", 40)
+    pd.set_option("display.max_colwidth", 80)
+    set_plot_style()

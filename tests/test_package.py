@@ -1,0 +1,122 @@
+"""The package's shape: the public API, names that moved, one-way imports, and modules small enough to read."""
+import ast
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+
+import sna_utils as su
+
+PACKAGE = Path(su.__file__).parent
+
+# Every public name of the single-module sna_utils.py (kit 0.1.0): none may disappear silently.
+NAMES_BEFORE_THE_PACKAGE = [
+    "ACCENT_COLOR", "Baseline", "Batch", "BlockWeights", "CONTROL_COLOR", "Config", "DATA_DIR",
+    "EngineWeights", "FIGURES_DIR", "GOLDEN_COLOR", "GPT2_TOKENIZER_HUB_ID", "HUB_MODELS", "IMPROVEMENT_CMAP",
+    "Intervention", "Item", "KEY_COLUMNS", "KIT_ROOT", "KIT_VERSION", "LayerState", "LengthGroup",
+    "MODEL_HATCHES", "MODEL_MARKERS", "MODEL_NAMES", "ModelUnavailableError", "NeutralSet", "Outcome",
+    "PAPER_BEST_LAYERS", "PAPER_KS", "PAPER_MULTIPLIERS", "PAPER_NUMBERS", "PLOT_STYLE", "PROFILES",
+    "Positions", "Profile", "SCORE_METHODS", "SNAError", "SST2_FILES", "SST2_HUB_ID", "SST2_LABEL_WORDS",
+    "SST2_TEMPLATE", "STANDINS", "SweepSettings", "TABLE_MAKERS", "Task", "ZONE_COLORS", "ZONE_HIGH",
+    "ZONE_LOW", "ZONE_NAMES", "amplify", "base_logits", "baseline_of", "best_per_task", "best_shared_config",
+    "block_flops", "build_random_hf_model", "check_k", "check_layer", "check_multiplier", "check_neurons",
+    "check_positions", "check_prompts", "check_score_method", "check_sst2_setup",
+    "confidence_gain_correlation", "control_comparison", "cross_task_interference", "d_mlp",
+    "data_fingerprint", "default_device", "discovery_scores", "encode_prompts", "engine_logits",
+    "first_available_table", "get_profile", "golden_zone", "golden_zone_summary", "gpt2_tokenizer",
+    "grid_flop_floor", "hook_name", "improvement_pct", "interference_summary", "interference_table_name",
+    "is_random_model", "kl_divergence", "last_token_activations", "layer_profile", "layer_specialisation",
+    "layer_state", "load_model", "load_neutral", "load_sst2", "load_task", "load_tasks", "matmul_rate",
+    "measure", "model_device", "model_name", "model_note", "n_layers", "n_layers_of", "neuron_overlap",
+    "neuron_scores", "next_token_logits", "notebook_defaults", "outcome_of", "paper_comparison",
+    "plot_baseline_zones", "plot_confidence_vs_improvement", "plot_golden_zone", "plot_improvement_vs_k",
+    "plot_interference", "plot_layer_multiplier_heatmaps", "plot_layer_specialisation",
+    "plot_model_comparison", "plot_neuron_overlap", "plot_score_distributions", "plot_sna_vs_control",
+    "plot_sst2_zones", "prompt_pool", "random_neurons", "rank_neurons", "read_table",
+    "restrict_to_single_token", "results_dir", "results_table", "run_and_capture", "run_sst2", "run_sweep",
+    "safe_name", "save_figure", "score_sst2", "scores_from_activations", "set_plot_style", "split_half",
+    "split_neutral", "sst2_neurons", "sst2_prompts", "sst2_zone_report", "sweep_grid", "sweep_table_name",
+    "target_probs", "target_token_ids", "target_tokens", "task_baselines", "task_summary", "task_table",
+    "top_activating_prompts", "top_neurons", "top_neurons_by_task", "wrap_hf_model", "write_table_atomic",
+    "zone_of", "zone_summary", "zones_by_model",
+]
+
+# Lower layers first: a module may import only modules of a lower layer (or its own, for none here).
+LAYERS = [
+    {"errors"},
+    {"hub", "standins"},
+    {"core"},
+    {"engine", "store", "explore", "analysis", "style"},
+    {"sweep", "sst2", "plots", "profiles"},
+]
+
+
+def _layer(module: str) -> int:
+    return next(i for i, group in enumerate(LAYERS) if module in group)
+
+
+def _sibling_imports(path: Path) -> set[str]:
+    """Names of the package's modules that ``path`` imports (``from .x import`` and ``from . import x``)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level == 1:
+            found |= {node.module.split(".")[0]} if node.module else {a.name for a in node.names}
+    return found
+
+
+def _modules() -> list[Path]:
+    return sorted(p for p in PACKAGE.glob("*.py") if p.name != "__init__.py")
+
+
+def test_every_module_has_a_layer():
+    assert {p.stem for p in _modules()} == set().union(*LAYERS)
+
+
+@pytest.mark.parametrize("path", _modules(), ids=lambda p: p.stem)
+def test_imports_run_one_way(path):
+    """No module imports one at its own layer or above, so there can be no import cycle."""
+    upward = [m for m in _sibling_imports(path) if _layer(m) >= _layer(path.stem)]
+    assert not upward, f"{path.name} imports {upward}, which are not below it"
+
+
+@pytest.mark.parametrize("path", _modules(), ids=lambda p: p.stem)
+def test_modules_are_small_and_say_what_they_hold(path):
+    limit = 700 if path.stem == "core" else 500
+    n = len(path.read_text().splitlines())
+    assert n <= limit, f"{path.name} has {n} lines (limit {limit}): split it by concern"
+    assert ast.get_docstring(ast.parse(path.read_text())), f"{path.name} has no module docstring"
+
+
+def test_each_module_imports_alone():
+    """Every module imports on its own in a fresh interpreter (no hidden reliance on import order)."""
+    for path in _modules():
+        res = subprocess.run([sys.executable, "-c", f"import sna_utils.{path.stem}"], capture_output=True, text=True)
+        assert res.returncode == 0, f"sna_utils.{path.stem}: {res.stderr[-500:]}"
+
+
+def test_public_api_resolves():
+    assert len(su.__all__) == len(set(su.__all__))
+    missing = [n for n in su.__all__ if not hasattr(su, n)]
+    assert not missing
+
+
+def test_no_name_disappeared():
+    for name in NAMES_BEFORE_THE_PACKAGE:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            assert getattr(su, name) is not None, name
+        assert name in su.__all__ or name in su.MOVED, f"{name} is neither public nor listed as moved"
+
+
+@pytest.mark.parametrize("name", sorted(su.MOVED))
+def test_moved_names_warn_and_point_home(name):
+    with pytest.warns(DeprecationWarning, match=f"su.{su.MOVED[name]}.{name}"):
+        value = getattr(su, name)
+    assert value is getattr(getattr(su, su.MOVED[name]), name)
+
+
+def test_unknown_name_is_an_attribute_error():
+    with pytest.raises(AttributeError, match="no_such_thing"):
+        su.no_such_thing

@@ -1,0 +1,73 @@
+"""Every figure writes PNG and PDF; plot input errors; the figures folder."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import sna_utils as su
+
+
+def _sst2_report():
+    rng = np.random.default_rng(0)
+    n = 60
+    p = rng.uniform(0.0, 0.3, n)
+    ex = pd.DataFrame(dict(label=rng.integers(0, 2, n), p_correct_base=p, p_correct_sna=p * 1.5,
+                           p_correct_control=p, correct_base=rng.random(n) < 0.5, correct_sna=rng.random(n) < 0.7,
+                           correct_control=rng.random(n) < 0.5, confidence_2way=rng.uniform(0, 0.5, n)))
+    ex["zone"] = [su.zone_of(x) for x in p]
+    return su.sst2_zone_report(ex)
+
+
+def test_every_plot_writes_png_and_pdf(tiny, small, sweep, tmp_path):
+    import matplotlib.pyplot as plt
+
+    t, neu = small
+    summary = su.task_summary(sweep)
+    rho, p = su.confidence_gain_correlation(summary)
+    inter = su.cross_task_interference(tiny, t, 1, 5, 2.0, neutral=neu)
+    scores = su.discovery_scores(tiny, t, neutral=neu)
+    top = su.top_neurons_by_task(scores, 2, 5)
+    two_models = pd.concat([summary, summary.assign(model="other", p_base=summary["p_base"] * 1e4)])
+    figures = {
+        "baseline": su.plot_baseline_zones(su.task_baselines(tiny, t)),
+        "sna_vs_control": su.plot_sna_vs_control(sweep),
+        "layers": su.plot_layer_specialisation(sweep),
+        "interference": su.plot_interference(inter),
+        "scores": su.plot_score_distributions(scores, k=5),
+        "overlap": su.plot_neuron_overlap(su.neuron_overlap(dict(zip(top["task"], top["neurons"])))),
+        "fig3": su.plot_confidence_vs_improvement(summary, rho, p),
+        "fig3_two_models": su.plot_confidence_vs_improvement(two_models, {"tiny": rho, "other": rho},
+                                                             {"tiny": p, "other": p}),
+        "fig4": su.plot_sst2_zones(_sst2_report()),
+        "fig4_bands": su.plot_sst2_zones(_sst2_report(), view="2-way confidence"),
+        "heatmaps": su.plot_layer_multiplier_heatmaps(sweep, k=5),
+        "heatmaps_default_k": su.plot_layer_multiplier_heatmaps(sweep),
+        "k": su.plot_improvement_vs_k(sweep),
+        "golden": su.plot_golden_zone(sweep),
+        "comparison": su.plot_model_comparison(two_models),
+    }
+    for name, fig in figures.items():
+        paths = su.save_figure(fig, name, tmp_path, note=su.model_note("tiny", "smoke"))
+        assert [p.name for p in paths] == [f"{name}.png", f"{name}.pdf"]
+        assert all(p.stat().st_size > 1000 for p in paths), name
+        assert paths[0].read_bytes()[:4] == b"\x89PNG" and paths[1].read_bytes()[:4] == b"%PDF"
+        plt.close(fig)
+
+
+def test_plot_input_errors_and_figures_dir(sweep, tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    with pytest.raises(su.SNAError, match="k = 7 is not in the table"):
+        su.plot_layer_multiplier_heatmaps(sweep, k=7)
+    with pytest.raises(su.SNAError, match="not in the table"):
+        su.plot_layer_multiplier_heatmaps(sweep, model="gpt2-small")
+    with pytest.raises(su.SNAError, match="No rows with view"):
+        su.plot_sst2_zones(_sst2_report(), view="nope")
+    fig = su.plot_improvement_vs_k(sweep)
+    with pytest.raises(su.SNAError, match="plain file name"):
+        su.save_figure(fig, "../escape", tmp_path)
+    monkeypatch.setenv("SNA_FIGURES_DIR", str(tmp_path / "env"))
+    assert su.save_figure(fig, "k")[0] == tmp_path / "env" / "k.png"
+    plt.close(fig)
+    for z in (1, 2, 3):  # one colour per zone, the same everywhere
+        assert su.ZONE_COLORS[z].startswith("#")
