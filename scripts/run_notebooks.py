@@ -2,11 +2,12 @@
 """Run the notebook series in order with papermill, or keep the committed notebooks clean.
 
     python scripts/run_notebooks.py --profile smoke        # all of notebooks/0*.ipynb, executed copies in runs/smoke/
-    python scripts/run_notebooks.py --profile paper --only 03,05
+    python scripts/run_notebooks.py --profile paper --only 03,06
     python scripts/run_notebooks.py --strip                # remove outputs and execution counts from notebooks/
     python scripts/run_notebooks.py --check-clean          # exit 1 if a committed notebook carries outputs
 
-Tables go to results/<profile>/ (or $SNA_RESULTS_DIR/<profile>), figures to figures/ (or $SNA_FIGURES_DIR);
+Tables go to results/<profile>/ (or $SNA_RESULTS_DIR/<profile>), figures to figures/<profile>/ (or
+$SNA_FIGURES_DIR/<profile>);
 --results-dir and --figures-dir set those variables for the run.
 """
 from __future__ import annotations
@@ -83,7 +84,7 @@ def run_series(profile: str, out_dir: Path | None = None, only: str | None = Non
         log(f"[{i}/{len(paths)}] {path.stem} done in {seconds:.1f} s")
     log(f"All {len(paths)} notebook(s) ran in {sum(t for _, t in times):.1f} s. "
         f"Tables: {os.environ.get('SNA_RESULTS_DIR') or KIT_ROOT / 'results'}/{profile}/, "
-        f"figures: {os.environ.get('SNA_FIGURES_DIR') or KIT_ROOT / 'figures'}/")
+        f"figures: {os.environ.get('SNA_FIGURES_DIR') or KIT_ROOT / 'figures'}/{profile}/")
     return times
 
 
@@ -136,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, help="folder for the executed copies (default: runs/<profile>)")
     ap.add_argument("--only", help="comma-separated notebook numbers or names, e.g. 01,03")
     ap.add_argument("--results-dir", help="sets SNA_RESULTS_DIR (tables go to <dir>/<profile>/)")
-    ap.add_argument("--figures-dir", help="sets SNA_FIGURES_DIR")
+    ap.add_argument("--figures-dir", help="sets SNA_FIGURES_DIR (figures go to <dir>/<profile>/)")
     ap.add_argument("--strip", action="store_true", help="strip outputs from notebooks/*.ipynb in place, then exit")
     ap.add_argument("--check-clean", action="store_true", help="exit 1 if a committed notebook carries outputs")
     args = ap.parse_args(argv)

@@ -66,7 +66,7 @@ from .profiles import (PAPER_KS, PAPER_MULTIPLIERS, first_available_table, get_p
 from .sst2 import SST2_LABEL_WORDS, SST2_TEMPLATE, load_sst2, run_sst2, score_sst2, sst2_prompts, sst2_zone_report
 from .standins import STANDINS, build_random_hf_model, model_note
 from .store import read_table, write_table_atomic
-from .style import FIGURES_DIR, ZONE_COLORS, save_figure
+from .style import FIGURES_DIR, ZONE_COLORS, figures_dir, save_figure
 from .sweep import cross_task_interference, run_sweep
 
 __all__ = [
@@ -104,7 +104,7 @@ __all__ = [
     "interference_table_name", "results_table", "first_available_table", "n_layers_of", "sweep_grid",
     "notebook_defaults",
     # style and plots
-    "FIGURES_DIR", "ZONE_COLORS", "save_figure", "plot_baseline_zones", "plot_sna_vs_control",
+    "FIGURES_DIR", "ZONE_COLORS", "figures_dir", "save_figure", "plot_baseline_zones", "plot_sna_vs_control",
     "plot_layer_specialisation", "plot_interference", "plot_score_distributions", "plot_neuron_overlap",
     "plot_confidence_vs_improvement", "plot_sst2_zones", "plot_layer_multiplier_heatmaps", "plot_improvement_vs_k",
     "plot_golden_zone", "plot_model_comparison",

@@ -84,7 +84,7 @@ TABLE_MAKERS = {  # results table (file name or prefix) -> the notebook that wri
     "sweep_": "03_gpt2_medium_sweep",
     "interference_": "03_gpt2_medium_sweep",
     "sst2_examples.parquet": "04_sst2_zone_analysis",
-    "pythia.parquet": "06_pythia_160m",
+    "pythia.parquet": "05_pythia_160m",
 }
 
 

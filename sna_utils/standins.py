@@ -50,6 +50,9 @@ def is_random_model(name: str) -> bool:
     return str(name) in STANDINS
 
 
+RANDOM_FLAG = "RANDOM WEIGHTS"  # in every note, table and figure a stand-in made
+
+
 def model_note(name: str | Sequence[str], profile: str | None = None) -> str:
     """One line naming the model(s) (and profile) that flags random-weight stand-ins."""
     names = [name] if isinstance(name, str) else list(dict.fromkeys(name))
@@ -57,6 +60,6 @@ def model_note(name: str | Sequence[str], profile: str | None = None) -> str:
     random_ = [n for n in names if is_random_model(n)]
     if random_:
         one = len(random_) == 1
-        note += (f" (RANDOM WEIGHTS: {', '.join(random_)} {'is an offline stand-in' if one else 'are offline stand-ins'};"
+        note += (f" ({RANDOM_FLAG}: {', '.join(random_)} {'is an offline stand-in' if one else 'are offline stand-ins'};"
                  f" {'its' if one else 'their'} numbers say nothing about GPT-2)")
     return note

@@ -2,7 +2,8 @@
 
 The zone colours wherever a zone appears, probabilities on log axes, improvements in % of the
 baseline (symlog once they span orders of magnitude), KL in nats. :func:`save_figure` writes PNG
-and PDF with the model note under the figure. Imports only ``core`` (the zone bounds).
+and PDF to ``figures/<profile>/`` with the model note under the figure (and, for random weights, the
+flag on it). Imports ``core`` (the zone bounds) and ``standins`` (the random-weights flag).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import pandas as pd
 
 from .core import KIT_ROOT, ZONE_HIGH, ZONE_LOW, ZONE_NAMES
 from .errors import SNAError
+from .standins import RANDOM_FLAG
 
 
 FIGURES_DIR = KIT_ROOT / "figures"
@@ -65,15 +67,40 @@ def subplots(nrows: int = 1, ncols: int = 1, size: tuple[float, float] = (6.4, 4
                         layout="constrained", **kw)
 
 
-def save_figure(fig, name: str, figures_dir: str | os.PathLike | None = None, note: str | None = None) -> list[Path]:
-    """Write ``<name>.png`` and ``<name>.pdf`` to ``figures_dir``, ``$SNA_FIGURES_DIR`` or ``figures/``;
-    ``note`` (e.g. :func:`model_note`) is printed small under the figure."""
+def figures_dir(profile: str, root: str | os.PathLike | None = None) -> Path:
+    """Where a profile's figures go: ``<root or $SNA_FIGURES_DIR or figures/>/<profile>``, as tables go to
+    ``results/<profile>``, so one profile's run never replaces another's figures."""
+    if not profile or any(c in str(profile) for c in "/\\"):
+        raise SNAError(f"Profile {profile!r} must be a plain name such as 'smoke', 'quick' or 'paper'.")
+    path = Path(root or os.environ.get("SNA_FIGURES_DIR") or FIGURES_DIR) / profile
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def flag_random_weights(fig) -> None:
+    """Mark a figure made by a random-weight stand-in where cropping cannot remove it: a banner at the top
+    and a watermark across the middle."""
+    fig.text(0.5, 0.5, RANDOM_FLAG, ha="center", va="center", rotation=25, fontsize=44, color="red",
+             alpha=0.10, weight="bold", zorder=100)
+    fig.text(0.5, 1.0, f"{RANDOM_FLAG}: not GPT-2", ha="center", va="bottom", fontsize=9, color="red",
+             weight="bold")
+
+
+def save_figure(fig, name: str, folder: str | os.PathLike | None = None, note: str | None = None,
+                profile: str | None = None) -> list[Path]:
+    """Write ``<name>.png`` and ``<name>.pdf`` to ``folder``, or else to :func:`figures_dir` of ``profile``;
+    ``note`` (e.g. :func:`model_note`) is printed small under the figure, and a note that flags random
+    weights also puts that flag on the figure (:func:`flag_random_weights`)."""
     if not name or any(c in name for c in "/\\") or name.startswith("."):
         raise SNAError(f"Figure name {name!r} must be a plain file name without folders or extension.")
-    folder = Path(figures_dir or os.environ.get("SNA_FIGURES_DIR") or FIGURES_DIR)
+    if folder is None and profile is None:
+        raise SNAError("save_figure needs a folder or a profile (figures go to figures/<profile>/).")
+    folder = Path(folder) if folder is not None else figures_dir(profile)
     folder.mkdir(parents=True, exist_ok=True)
     if note:
         fig.text(0.995, -0.01, note, ha="right", va="top", fontsize=7, color="0.4")
+        if RANDOM_FLAG in note:
+            flag_random_weights(fig)
     paths = [folder / f"{name}.{ext}" for ext in ("png", "pdf")]
     for path in paths:
         fig.savefig(path, bbox_inches="tight")

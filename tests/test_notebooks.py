@@ -17,12 +17,12 @@ import pytest
 KIT_ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK_DIR = KIT_ROOT / "notebooks"
 SERIES = ["01_gpt2_small_validation", "02_neuron_discovery", "03_gpt2_medium_sweep", "04_sst2_zone_analysis",
-          "05_figures", "06_pythia_160m"]
+          "05_pythia_160m", "06_figures"]
 SMOKE_FIGURES = [
     "01_baseline_zones", "01_sna_vs_control", "01_layer_profile", "02_score_distributions", "02_neuron_overlap",
     "03_layer_specialisation_tiny", "03_interference_tiny", "04_sst2_confidence_bands",
     "fig3_confidence_vs_improvement", "fig4_sst2_zones", "layer_multiplier_heatmaps_tiny", "improvement_vs_k",
-    "golden_zone_map", "06_pythia_vs_gpt2",
+    "golden_zone_map", "05_pythia_vs_gpt2",
 ]
 SMOKE_TABLES = ["validation.parquet", "sweep_tiny.parquet", "interference_tiny.parquet", "sst2_examples.parquet",
                 "pythia.parquet", "paper_comparison.csv"]
@@ -70,7 +70,7 @@ def test_committed_notebook_is_clean_and_parameterised(path):
 
 
 def test_strip_and_clean_check(tmp_path):
-    nb = nbformat.read(NOTEBOOK_DIR / "05_figures.ipynb", as_version=4)
+    nb = nbformat.read(NOTEBOOK_DIR / "06_figures.ipynb", as_version=4)
     dirty = tmp_path / "dirty.ipynb"
     nb.metadata["papermill"] = {"parameters": {}}
     nb.cells.insert(1, nbformat.v4.new_code_cell('profile = "smoke"', metadata={"tags": ["injected-parameters"]}))
@@ -84,12 +84,12 @@ def test_strip_and_clean_check(tmp_path):
     assert rn.strip_notebook(dirty) is True
     assert rn.clean_problems(nbformat.read(dirty, as_version=4)) == []
     assert rn.strip_notebook(dirty) is False  # idempotent
-    assert dirty.read_text() == (NOTEBOOK_DIR / "05_figures.ipynb").read_text()
+    assert dirty.read_text() == (NOTEBOOK_DIR / "06_figures.ipynb").read_text()
 
 
 def test_only_selects_and_rejects():
     assert [p.stem for p in rn.notebook_paths("01,5")] == [SERIES[0], SERIES[4]]
-    assert [p.stem for p in rn.notebook_paths(["06_pythia_160m"])] == [SERIES[5]]
+    assert [p.stem for p in rn.notebook_paths(["05_pythia_160m"])] == [SERIES[4]]
     with pytest.raises(rn.NotebookFailed, match="--only 09: no such notebook"):
         rn.notebook_paths("01,09")
     with pytest.raises(rn.NotebookFailed, match="Unknown profile"):
@@ -155,7 +155,7 @@ def test_smoke_series_writes_every_figure_and_table(smoke_run):
     assert proc.returncode == 0, proc.stderr[-3000:]
     for name in SMOKE_FIGURES:
         for ext in ("png", "pdf"):
-            path = run_dir / "figures" / f"{name}.{ext}"
+            path = run_dir / "figures" / "smoke" / f"{name}.{ext}"  # figures/<profile>/, like results/
             assert path.is_file() and path.stat().st_size > 1000, path
     import pandas as pd
 
@@ -167,9 +167,35 @@ def test_smoke_series_writes_every_figure_and_table(smoke_run):
     sweep = pd.read_parquet(run_dir / "results" / "smoke" / "sweep_tiny.parquet")
     assert len(sweep) == 12 * 3 * 2 * 2 and set(sweep["model"]) == {"tiny"}
     assert set(pd.read_parquet(run_dir / "results" / "smoke" / "pythia.parquet")["model"]) == {"tiny-pythia"}
+    assert not list((run_dir / "figures").glob("*.png")), "figures belong in figures/<profile>/"
 
 
-# --- (3) notebook 05 fails clearly without its tables --------------------------------------
+# Every claim of the paper comparison (sna_utils.analysis.paper_comparison), by its opening words.
+COMPARISON_CLAIMS = ["configurations in the grid", "Spearman rho", "Spearman p-value", "Zone 1 mean improvement",
+                     "Zone 1 best configuration", "Zone 3 best improvement", "best layer: mathematics",
+                     "best layer: logical reasoning", "best layer: abstract semantics", "best layer: coding",
+                     "SST-2 accuracy change, Zone 1", "SST-2 accuracy change, Zone 3",
+                     "Pythia Zone 1 mean improvement"]
+
+
+@pytest.mark.notebooks
+def test_first_run_comparison_has_every_row(smoke_run):
+    """The figures-and-comparison notebook runs last, so the first run's comparison has Pythia's row too."""
+    import pandas as pd
+
+    run_dir, proc = smoke_run
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.index("05_pythia_160m done") < proc.stdout.index("06_figures done")
+    comparison = pd.read_csv(run_dir / "results" / "smoke" / "paper_comparison.csv")
+    for claim in COMPARISON_CLAIMS:
+        rows = comparison[comparison["claim"].str.startswith(claim)]
+        assert len(rows), f"no row {claim!r} in the first run's comparison"
+    pythia = comparison[comparison["claim"].str.startswith("Pythia")]
+    assert set(pythia["model"]) == {"tiny-pythia"} and pythia["this_run"].notna().all()
+    assert "Missing results table" not in (run_dir / "06_figures.ipynb").read_text()
+
+
+# --- (3) notebook 06 fails clearly without its tables --------------------------------------
 
 @pytest.mark.notebooks
 @pytest.mark.parametrize("keep,missing,maker", [
@@ -184,7 +210,7 @@ def test_figures_notebook_names_missing_table(smoke_run, tmp_path, monkeypatch, 
     monkeypatch.setenv("SNA_RESULTS_DIR", str(tmp_path / "results"))
     monkeypatch.setenv("SNA_FIGURES_DIR", str(tmp_path / "figures"))
     with pytest.raises(rn.NotebookFailed) as info:
-        rn.run_notebook(NOTEBOOK_DIR / "05_figures.ipynb", tmp_path / "out", "smoke")
+        rn.run_notebook(NOTEBOOK_DIR / "06_figures.ipynb", tmp_path / "out", "smoke")
     message = str(info.value)
-    assert "Notebook 05_figures failed" in message and "SNAError: Missing results table" in message
+    assert "Notebook 06_figures failed" in message and "SNAError: Missing results table" in message
     assert missing in message and f"written by notebook {maker}" in message

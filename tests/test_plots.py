@@ -66,8 +66,40 @@ def test_plot_input_errors_and_figures_dir(sweep, tmp_path, monkeypatch):
     fig = su.plot_improvement_vs_k(sweep)
     with pytest.raises(su.SNAError, match="plain file name"):
         su.save_figure(fig, "../escape", tmp_path)
+    with pytest.raises(su.SNAError, match="needs a folder or a profile"):
+        su.save_figure(fig, "k")
     monkeypatch.setenv("SNA_FIGURES_DIR", str(tmp_path / "env"))
-    assert su.save_figure(fig, "k")[0] == tmp_path / "env" / "k.png"
+    assert su.save_figure(fig, "k", profile="smoke")[0] == tmp_path / "env" / "smoke" / "k.png"
     plt.close(fig)
     for z in (1, 2, 3):  # one colour per zone, the same everywhere
         assert su.ZONE_COLORS[z].startswith("#")
+
+
+def test_profiles_keep_their_figures_apart(sweep, tmp_path, monkeypatch):
+    """A smoke run's figures never replace a paper run's: figures/<profile>/, as results/<profile>/."""
+    import matplotlib.pyplot as plt
+
+    monkeypatch.delenv("SNA_FIGURES_DIR", raising=False)
+    assert su.figures_dir("smoke", tmp_path) == tmp_path / "smoke"
+    assert su.figures_dir("paper") == su.FIGURES_DIR / "paper" != su.figures_dir("smoke")
+    monkeypatch.setenv("SNA_FIGURES_DIR", str(tmp_path))
+    written = {}
+    for profile in ("paper", "smoke"):
+        fig = su.plot_improvement_vs_k(sweep)
+        written[profile] = su.save_figure(fig, "improvement_vs_k", su.figures_dir(profile))[0]
+        plt.close(fig)
+    assert written["paper"].is_file() and written["smoke"].is_file() and written["paper"] != written["smoke"]
+    with pytest.raises(su.SNAError, match="plain name"):
+        su.figures_dir("../paper")
+
+
+def test_random_weights_flag_is_on_the_figure(sweep, tmp_path):
+    """A stand-in's figure carries the flag inside the plot (watermark and banner), not only in the footer."""
+    import matplotlib.pyplot as plt
+
+    for name, flagged in (("tiny", True), ("gpt2-small", False)):
+        fig = su.plot_improvement_vs_k(sweep)
+        su.save_figure(fig, "k", tmp_path, note=su.model_note(name, "smoke"))
+        inside = [t for t in fig.texts if "RANDOM WEIGHTS" in t.get_text() and 0 <= t.get_position()[1] <= 1]
+        assert bool(inside) == flagged, name
+        plt.close(fig)
