@@ -5,7 +5,7 @@ Everything SNA is done by ``sna_utils``; this file only builds the page.
 
 Environment variables (all optional):
   SNA_DEMO_MODEL    the model selected when the page opens (a kit name or a checkpoint folder;
-                    default gpt2-small)
+                    default $SNA_MODEL, else gpt2-small)
   SNA_DEMO_RESULTS  folder searched for sweep tables ``*/sweep*.parquet`` (default: results/)
 """
 
@@ -121,7 +121,7 @@ def best_in_tables(model_key: str, task_name: str, tables: tuple[tuple[str, floa
 def choose_model() -> str:
     """Sidebar: a kit name, an offline stand-in or a local checkpoint folder."""
     if "model_choice" not in st.session_state:
-        wanted = os.environ.get("SNA_DEMO_MODEL", DEFAULT_MODEL)
+        wanted = os.environ.get("SNA_DEMO_MODEL") or os.environ.get("SNA_MODEL") or DEFAULT_MODEL
         st.session_state.model_choice = wanted if wanted in su.MODEL_NAMES else LOCAL
         st.session_state.model_path = "" if wanted in su.MODEL_NAMES else wanted
     st.sidebar.header("Model")
@@ -268,8 +268,11 @@ def show_summary(res: dict, n: int) -> None:
     c[0].metric("P(target) before", fmt_p(p0))
     c[1].metric("P(target) after SNA", fmt_p(p1), delta=f"{su.improvement_pct(p0, p1):+.1f} %")
     c[2].metric("P(target) random control", fmt_p(pc), delta=f"{su.improvement_pct(p0, pc):+.1f} %")
-    c[3].metric("Gain over control", f"{su.improvement_pct(p0, p1) - su.improvement_pct(p0, pc):+.1f} pp",
-                help="Relative change with the chosen neurons minus that with random neurons.")
+    c[3].metric("SNA vs random control", f"{su.improvement_pct(pc, p1):+.1f} %",
+                delta=f"{p1 - pc:+.4f} in P", delta_color="off",
+                help="How much higher P(target) is with the chosen neurons than with random neurons, "
+                     "in % of the control's probability: 100 · (P_SNA − P_control) / P_control. "
+                     "Below it, the same difference in probability.")
     zone = su.zone_of(p0)
     st.markdown(f"**Zone:** :{ZONE_BADGE[zone]}-badge[{su.ZONE_NAMES[zone]}] "
                 f"(baseline P = {fmt_p(p0)}; zone 1 < 0.07 ≤ zone 2 ≤ 0.10 < zone 3)")

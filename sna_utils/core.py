@@ -29,6 +29,7 @@ import json
 import math
 import os
 import random
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Literal, Sequence
@@ -38,7 +39,7 @@ import pandas as pd
 import torch
 
 from .errors import SNAError
-from .hub import require_hub
+from .hub import OFFLINE_HINT, require_hub
 from .standins import STANDINS, build_random_hf_model
 
 KIT_VERSION = "0.1.0"
@@ -57,8 +58,16 @@ HUB_MODELS = {  # kit name -> Hugging Face Hub id (METHOD, "Models")
     "gpt2-medium": "openai-community/gpt2-medium",
     "pythia-160m": "EleutherAI/pythia-160m",
 }
+HUB_ALIASES = {"gpt2": "gpt2-small", **{hub_id: kit for kit, hub_id in HUB_MODELS.items()}}  # Hub's names
 GPT2_TOKENIZER_HUB_ID = "openai-community/gpt2"
 MODEL_NAMES = [*HUB_MODELS, *STANDINS]
+
+
+def kit_model_name(name: str) -> str:
+    """The kit name of a model given by a Hub name ('gpt2', 'openai-community/gpt2' -> 'gpt2-small');
+    any other name (a kit name, a stand-in, a local folder) is returned unchanged."""
+    name = str(name)
+    return HUB_ALIASES.get(name, name) if not Path(name).is_dir() else name
 
 
 def default_device() -> str:
@@ -74,7 +83,7 @@ def gpt2_tokenizer(path: str | os.PathLike | None = None):
     if path:
         path = Path(path)
         if not (path / "vocab.json").is_file() or not (path / "merges.txt").is_file():
-            raise SNAError(f"GPT-2 tokenizer folder {path} must contain vocab.json and merges.txt.")
+            raise SNAError(f"GPT-2 tokenizer folder {path} must contain vocab.json and merges.txt. {OFFLINE_HINT}")
         return GPT2TokenizerFast.from_pretrained(str(path), add_bos_token=True)
     require_hub(GPT2_TOKENIZER_HUB_ID, "vocab.json", "the GPT-2 tokenizer",
                  "Set SNA_GPT2_TOKENIZER to a folder with vocab.json and merges.txt.")
@@ -92,7 +101,7 @@ def wrap_hf_model(hf, tokenizer, name: str, device: str | None = None, dtype: to
     arch = hf.config.model_type
     if arch not in BRIDGE_ARCHITECTURES:
         raise SNAError(f"Architecture {arch!r} is not supported: the kit runs GPT-2 and GPT-NeoX (Pythia).")
-    device = device or default_device()
+    device = check_device(device)
     hf = hf.to(device=device, dtype=dtype).eval()
     model = TransformerBridge.boot_transformers(BRIDGE_ARCHITECTURES[arch], hf_model=hf, tokenizer=tokenizer,
                                                 device=device, dtype=dtype)
@@ -103,14 +112,16 @@ def wrap_hf_model(hf, tokenizer, name: str, device: str | None = None, dtype: to
 
 def load_model(name_or_path: str, device: str | None = None, *, seed: int = 0,
                initializer_range: float | None = None, dtype: torch.dtype = torch.float32):
-    """Load a model by kit name (METHOD table), local checkpoint folder, or offline stand-in.
+    """Load a model by kit name (METHOD table) or the Hub's name for it ('gpt2', 'openai-community/gpt2'),
+    local checkpoint folder, or offline stand-in.
 
     Stand-ins are built from ``seed`` at ``initializer_range`` (default: the architecture's own,
     0.2 for the tiny test models); ``dtype`` float64 is for exactness tests.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    name = str(name_or_path)
+    name = kit_model_name(name_or_path)
+    device = check_device(device)
     if name in STANDINS:
         hf = build_random_hf_model(name, seed=seed, initializer_range=initializer_range)
         return wrap_hf_model(hf, gpt2_tokenizer(), name, device, dtype)
@@ -124,8 +135,12 @@ def load_model(name_or_path: str, device: str | None = None, *, seed: int = 0,
         if not (Path(name) / "config.json").is_file():
             raise SNAError(f"{name} is a folder but not a Hugging Face checkpoint (no config.json).")
         source = name
+    elif "/" in name or os.sep in name or name.startswith((".", "~")):
+        raise SNAError(f"Model folder not found: {name} (no such folder, and not one of {MODEL_NAMES} "
+                       f"or {sorted(HUB_ALIASES)}).")
     else:
-        raise SNAError(f"Unknown model {name!r}: use one of {MODEL_NAMES} or a local checkpoint folder.")
+        raise SNAError(f"Unknown model {name!r}: use one of {MODEL_NAMES}, a Hub name ({sorted(HUB_ALIASES)}) "
+                       f"or a local checkpoint folder.")
     hf = AutoModelForCausalLM.from_pretrained(source, attn_implementation="eager", dtype=dtype)
     tokenizer = AutoTokenizer.from_pretrained(source)
     return wrap_hf_model(hf, tokenizer, name, device, dtype)
@@ -279,6 +294,15 @@ def check_prompts(prompts: Sequence[str], what: str = "prompts") -> list[str]:
     return prompts
 
 
+def check_device(device: str | torch.device | None) -> str:
+    """The device to use (``None``: :func:`default_device`); 'cuda' without a CUDA device is an error."""
+    device = str(device or default_device())
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise SNAError(f"Device {device!r}: torch sees no CUDA device on this machine (torch {torch.__version__}, "
+                       f"CUDA build {torch.version.cuda or 'none'}). Use device='cpu', or leave it empty.")
+    return device
+
+
 def check_layer(model, layer: int) -> int:
     if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)) or not 0 <= layer < n_layers(model):
         raise SNAError(f"Layer {layer!r} does not exist: {model_name(model)} has layers 0..{n_layers(model) - 1}.")
@@ -339,6 +363,9 @@ def target_token_ids(model, items: Sequence[Item] | Sequence[str], what: str = "
         if len(toks) != 1:
             raise SNAError(f"The target of {label} is {len(toks)} tokens {toks} for {model_name(model)}; "
                            f"a target must be exactly one token (GPT-2 targets usually start with a space).")
+        if isinstance(it, Item) and it.prompt[-1:].isalnum() and target[:1].isalnum():
+            warnings.warn(f"The target of {label} has no leading space after a prompt that ends in a word: "
+                          f"the model reads them as one word. Did you mean {' ' + target!r}?", stacklevel=2)
         ids.append(toks[0])
     return torch.tensor(ids, dtype=torch.long)
 

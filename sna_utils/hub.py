@@ -11,10 +11,14 @@ import socket
 
 from .errors import ModelUnavailableError
 
+OFFLINE_HINT = ("Offline quick-start (README): SNA_GPT2_TOKENIZER=<folder with vocab.json and merges.txt> "
+                "SNA_SST2_DIR=<folder with dev.tsv and train.tsv> make run PROFILE=smoke.")
+
+
 def _hub_unavailable(what: str, hub_id: str, fix: str) -> ModelUnavailableError:
     return ModelUnavailableError(
         f"Cannot load {what} ({hub_id!r}): the Hugging Face Hub is not reachable from this machine "
-        f"and it is not in the local cache. {fix}"
+        f"and it is not in the local cache. {fix} {OFFLINE_HINT}"
     )
 
 

@@ -17,7 +17,7 @@ from typing import Sequence
 import pandas as pd
 import torch
 
-from .core import KIT_ROOT, MODEL_NAMES
+from .core import KIT_ROOT, MODEL_NAMES, kit_model_name
 from .errors import SNAError
 from .standins import STANDINS
 from .store import read_table
@@ -129,6 +129,7 @@ def first_available_table(names: Sequence[str], profile: str,
 def n_layers_of(name: str) -> int:
     """Number of layers of a model by kit name or checkpoint folder, without loading its weights."""
     known = {"gpt2-small": 12, "gpt2-medium": 24, "pythia-160m": 12}  # METHOD, "Models"
+    name = kit_model_name(name)
     if name in STANDINS:
         overrides = STANDINS[name][1]
         return int(overrides.get("n_layer", overrides.get("num_hidden_layers", 0)))

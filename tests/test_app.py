@@ -96,6 +96,10 @@ def test_task_run_shows_before_after_control_and_matches_sna_utils(app, tiny, ta
     np.testing.assert_allclose(per_prompt["p_sna"], su.target_probs(tiny, prompts, targets, iv).numpy(), rtol=1e-4)
     p0, p1 = float(per_prompt["p_before"].mean()), float(per_prompt["p_sna"].mean())
     assert m["P(target) after SNA"][1] == f"{su.improvement_pct(p0, p1):+.1f} %"
+    # SNA against the control: a relative change of probabilities in %, never a difference of % called "pp".
+    pc = float(per_prompt["p_control"].mean())
+    assert m["SNA vs random control"] == (f"{su.improvement_pct(pc, p1):+.1f} %", f"{p1 - pc:+.4f} in P")
+    assert not [v for v, _ in m.values() if v.endswith("pp")]
 
 
 def test_own_prompt_run_and_top_predictions(app):
@@ -159,7 +163,28 @@ def test_missing_checkpoint_folder_shows_error(app, monkeypatch, tmp_path):
     at = app().run()
     assert at.selectbox(key="model_choice").value == "Local checkpoint folder…"
     errs = errors(at)
-    assert len(errs) == 1 and "Unknown model" in errs[0], errs
+    assert len(errs) == 1 and "folder not found" in errs[0], errs
+
+
+def test_model_override_from_sna_model(app, monkeypatch):
+    """`SNA_MODEL=tiny make app` opens the page on that model, as `make run` does for the notebooks."""
+    monkeypatch.delenv("SNA_DEMO_MODEL")
+    monkeypatch.setenv("SNA_MODEL", "tiny-pythia")
+    assert app().run().selectbox(key="model_choice").value == "tiny-pythia"
+
+
+def test_streamlit_config_binds_locally_without_usage_statistics():
+    """`make app` starts Streamlit from the kit's root, whose .streamlit/config.toml binds the server to
+    127.0.0.1 and sends no usage statistics (Streamlit's defaults: every interface, statistics on)."""
+    dry = subprocess.run(["make", "-n", "app"], cwd=KIT_ROOT, capture_output=True, text=True, timeout=60)
+    line = [x for x in dry.stdout.splitlines() if "streamlit run" in x]
+    assert line and line[-1].strip().endswith("streamlit run app/sna_demo.py"), dry.stdout
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMLIT_")}
+    code = ("from streamlit import config; print(config.get_option('server.address'), "
+            "config.get_option('browser.gatherUsageStats'))")
+    read = subprocess.run([sys.executable, "-c", code], cwd=KIT_ROOT, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert read.stdout.split()[-2:] == ["127.0.0.1", "False"], read.stdout + read.stderr
 
 
 # ---------------------------------------------------------------------------

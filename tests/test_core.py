@@ -266,6 +266,49 @@ def test_prompt_longer_than_context(tiny):
         su.target_probs(tiny, ["short", long], [" a", " b"])
 
 
+def test_target_without_leading_space_after_a_word_warns(tiny):
+    """'8' after '... is' reads as 'is8': almost always a mistake for GPT-2's tokenizer; the warning names it."""
+    with pytest.warns(UserWarning, match=r"item 1 \('Two plus six is' -> '8'\).*' 8'"):
+        su.target_probs(tiny, ["One plus one is", "Two plus six is"], [" 2", "8"])
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning for the usual forms
+        su.target_probs(tiny, ["One plus one is", "x = (", "The answer:"], [" 2", "1", " yes"])
+
+
+def test_hub_names_resolve_to_kit_names(monkeypatch, tmp_path):
+    assert su.core.kit_model_name("gpt2") == su.core.kit_model_name("openai-community/gpt2") == "gpt2-small"
+    assert su.core.kit_model_name("EleutherAI/pythia-160m") == "pythia-160m"
+    assert su.core.kit_model_name("tiny") == "tiny" and su.n_layers_of("openai-community/gpt2-medium") == 24
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-cache"))
+    for name in ("gpt2", "openai-community/gpt2"):  # reach the Hub step (offline here), not "Unknown model"
+        with pytest.raises(su.ModelUnavailableError, match=r"model 'gpt2-small' \('openai-community/gpt2'\)"):
+            su.load_model(name)
+
+
+def test_model_errors_say_what_is_wrong(monkeypatch, tmp_path):
+    with pytest.raises(su.SNAError, match="Model folder not found: .*no-such-checkpoint"):
+        su.load_model(str(tmp_path / "no-such-checkpoint"))
+    with pytest.raises(su.SNAError, match="Model folder not found"):
+        su.load_model("./checkpoints/gpt2")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(su.SNAError, match="'cuda': torch sees no CUDA device"):
+        su.load_model("tiny", "cuda")
+    assert su.core.check_device(None) == "cpu" and su.core.check_device("cpu") == "cpu"
+
+
+def test_unavailable_messages_end_with_the_offline_quick_start(monkeypatch, tmp_path):
+    monkeypatch.setenv("SNA_GPT2_TOKENIZER", str(tmp_path))
+    with pytest.raises(su.SNAError, match=r"Offline quick-start.*make run PROFILE=smoke\.$"):
+        su.gpt2_tokenizer()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-cache"))
+    with pytest.raises(su.ModelUnavailableError, match=r"Offline quick-start.*make run PROFILE=smoke\.$"):
+        su.load_model("pythia-160m")
+
+
 def test_unknown_model_and_unreachable_hub(monkeypatch, tmp_path):
     with pytest.raises(su.SNAError, match="Unknown model 'gpt5'"):
         su.load_model("gpt5")
