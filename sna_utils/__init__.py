@@ -41,7 +41,8 @@ import warnings
 from . import analysis, core, engine, errors, explore, hub, plots, profiles, sst2, standins, store, style, sweep
 from .analysis import (PAPER_BEST_LAYERS, PAPER_NUMBERS, best_per_task, best_shared_config,
                        confidence_gain_correlation, control_comparison, golden_zone, golden_zone_summary,
-                       interference_summary, layer_profile, layer_specialisation, paper_comparison, task_summary,
+                       interference_summary, layer_profile, layer_specialisation, paper_comparison, round_for_reading,
+                       task_summary,
                        zone_summary, zones_by_model)
 from .core import (DATA_DIR, HUB_MODELS, KIT_ROOT, KIT_VERSION, MODEL_NAMES, SCORE_METHODS, ZONE_HIGH, ZONE_LOW,
                    ZONE_NAMES, Baseline, Batch, Intervention, Item, NeutralSet, Outcome, Positions, Task, amplify,
@@ -96,7 +97,7 @@ __all__ = [
     # analysis
     "PAPER_NUMBERS", "PAPER_BEST_LAYERS", "best_per_task", "task_summary", "confidence_gain_correlation",
     "zone_summary", "zones_by_model", "golden_zone", "golden_zone_summary", "control_comparison", "layer_profile",
-    "layer_specialisation", "best_shared_config", "interference_summary", "paper_comparison",
+    "layer_specialisation", "best_shared_config", "interference_summary", "paper_comparison", "round_for_reading",
     # sst2
     "SST2_TEMPLATE", "SST2_LABEL_WORDS", "load_sst2", "sst2_prompts", "score_sst2", "run_sst2", "sst2_zone_report",
     # profiles

@@ -6,6 +6,7 @@ Works on DataFrames alone (no model). Imports only ``core`` (the zones).
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from .core import ZONE_NAMES
@@ -188,3 +189,17 @@ def paper_comparison(sweep: pd.DataFrame | None, profile: str, sst2_report: pd.D
             add(f"Pythia Zone 1 mean improvement, arithmetic ({len(z1)} tasks)",
                 P["pythia_zone1_mean_improvement_pct"], z1.mean() if len(z1) else nan, "%", model)
     return pd.DataFrame(rows)
+
+
+def round_for_reading(table: pd.DataFrame, significant: int = 4) -> pd.DataFrame:
+    """A copy with every float rounded to ``significant`` digits (never into the integer part: 24192 stays),
+    for tables saved to be read (CSV); the Parquet tables keep full precision."""
+    def one(v: float) -> float:
+        if not np.isfinite(v) or v == 0:
+            return v
+        return round(float(v), max(0, significant - 1 - int(np.floor(np.log10(abs(v))))))
+
+    out = table.copy()
+    for col in out.select_dtypes("float").columns:
+        out[col] = out[col].map(one)
+    return out

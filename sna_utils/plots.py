@@ -15,9 +15,9 @@ import pandas as pd
 from .analysis import golden_zone, layer_profile
 from .core import ZONE_NAMES
 from .errors import SNAError
-from .style import (ACCENT_COLOR, CONTROL_COLOR, GOLDEN_COLOR, IMPROVEMENT_CMAP, MODEL_HATCHES, MODEL_MARKERS,
-                    ZONE_COLORS, color_ticklabels, improvement_axis, one_model, p_floor, shade_zones, subplots,
-                    symlog_norm, zone_handles)
+from .style import (ACCENT_COLOR, BAND_COLORS, CONTROL_COLOR, GOLDEN_COLOR, IMPROVEMENT_CMAP, MODEL_HATCHES,
+                    MODEL_MARKERS, ZONE_COLORS, color_ticklabels, improvement_axis, one_model, p_floor, place_labels,
+                    shade_zones, subplots, symlog_norm, zone_handles)
 
 
 def _task_heatmap(ax, fig, mat: pd.DataFrame, zones: Sequence[int], xlabel: str, ylabel: str, cbar: str,
@@ -180,11 +180,11 @@ def plot_confidence_vs_improvement(summary: pd.DataFrame, rho, p, gain: str = "b
     ax = axes[0, 0]
     shade_zones(ax, p_floor(summary["p_base"]))
     models = list(dict.fromkeys(summary["model"]))
+    labels = []
     for task, g in summary.groupby("task"):  # one label per task; a thin line joins its points across models
         if len(g) > 1:
             ax.plot(g["p_base"], g[gain], color="0.6", lw=0.7, alpha=0.6, zorder=2)
-        ax.annotate(task, (g["p_base"].iloc[0], g[gain].iloc[0]), xytext=(4, 3), textcoords="offset points",
-                    fontsize=7, color="0.3")
+        labels.append(ax.text(g["p_base"].iloc[0], g[gain].iloc[0], task, fontsize=7, color="0.3"))
     for i, model in enumerate(models):
         s = summary[summary["model"] == model]
         ax.scatter(s["p_base"], s[gain], c=[ZONE_COLORS[z] for z in s["zone"]], marker=MODEL_MARKERS[i % 5],
@@ -204,6 +204,7 @@ def plot_confidence_vs_improvement(summary: pd.DataFrame, rho, p, gain: str = "b
     ax.set_xlabel("baseline probability of the target, P_base (log scale)")
     ax.set_ylabel("best improvement of P(target) (% of P_base)")
     ax.set_title("Confidence vs improvement across tasks (paper's Figure 3)")
+    place_labels(ax, labels)
     return fig
 
 
@@ -218,23 +219,27 @@ def plot_sst2_zones(report: pd.DataFrame, view: str = "METHOD zone", title: str 
     r = r.sort_values("z")
     fig, axes = subplots(1, 2, size=(max(4.0, 1.7 * len(r) + 1), 4.4))
     x, w = np.arange(len(r)), 0.27
-    colors = [ZONE_COLORS[z] for z in r["z"]]
-    for ax, (metric, label) in zip(axes[0], [("accuracy", "accuracy (%)"), ("p", "mean P(correct label word) (%)")]):
-        ax.bar(x - w, r[f"{metric}_base"], w, color=colors, alpha=0.35)
-        ax.bar(x, r[f"{metric}_sna"], w, color=colors)
-        ax.bar(x + w, r[f"{metric}_control"], w, color="white", edgecolor=colors, hatch="///", lw=1)
-        for xi, top, chg in zip(x, np.maximum(r[f"{metric}_sna"], r[f"{metric}_base"]), r[f"{metric}_sna"] - r[f"{metric}_base"]):
-            ax.annotate(f"{chg:+.1f} pp" if abs(chg) >= 0.05 else f"{chg:+.1g} pp", (xi, top), xytext=(0, 3), textcoords="offset points", ha="center",
+    # zones in the zone colours; the 2-way confidence bands in a ramp of their own (uncertain -> confident)
+    colors = [ZONE_COLORS[z] if view == "METHOD zone" else BAND_COLORS[z - 1] for z in r["z"]]
+    panels = [("accuracy", "accuracy (%)", 1.0, "{:+.1f} pp"),  # report: % and pp; p drawn as a probability
+              ("p", "mean P(correct label word), a probability", 0.01, "Δp {:+.2g}")]
+    for ax, (metric, label, scale, fmt) in zip(axes[0], panels):
+        base, sna, ctrl = (r[f"{metric}_{run}"] * scale for run in ("base", "sna", "control"))
+        ax.bar(x - w, base, w, color=colors, alpha=0.35)
+        ax.bar(x, sna, w, color=colors)
+        ax.bar(x + w, ctrl, w, color="white", edgecolor=colors, hatch="///", lw=1)
+        for xi, top, chg in zip(x, np.maximum(sna, base), sna - base):
+            ax.annotate(fmt.format(chg), (xi, top), xytext=(0, 3), textcoords="offset points", ha="center",
                         fontsize=8, fontweight="bold")
         ax.set_xticks(x, [f"{g}\nn = {n}" for g, n in zip(r["group"], r["n"])], fontsize=8)
         ax.set_ylabel(label)
-        ax.set_ylim(0, max(100.0 if metric == "accuracy" else 0, float(r[[f"{metric}_{k}" for k in
-                                                                          ("base", "sna", "control")]].max().max()) * 1.15) or 1)
+        ax.set_ylim(0, max(100.0 if metric == "accuracy" else 0, float(max(base.max(), sna.max(), ctrl.max())) * 1.15) or 1)
         ax.grid(axis="x", alpha=0)
     axes[0, 0].legend(handles=[Patch(fc="0.5", alpha=0.35, label="before SNA"), Patch(fc="0.35", label="after SNA"),
                                Patch(fc="white", ec="0.35", hatch="///", label="random-neuron control")],
                       loc="upper right")
-    fig.suptitle(title or f"SST-2 by {view}: before and after SNA (change in percentage points)")
+    fig.suptitle((title or f"SST-2 by {view}: before and after SNA") + "\nlabels: change after SNA, accuracy in "
+                 "percentage points (pp), P(correct) as a difference of probabilities (Δp)", fontsize=10)
     return fig
 
 
@@ -283,20 +288,23 @@ def plot_improvement_vs_k(df: pd.DataFrame):
         d = df[df["model"] == model]
         best = d.groupby(["task", "k"], as_index=False)[["improvement_pct", "control_improvement_pct"]].max()
         zone = d.groupby("task")["zone"].first()
+        labels = []
         for task, g in best.groupby("task"):
             ax.plot(g["k"], g["improvement_pct"], "-o", color=ZONE_COLORS[zone[task]], ms=3.5, lw=1.3, alpha=0.85)
-            ax.annotate(task, (g["k"].iloc[-1], g["improvement_pct"].iloc[-1]), xytext=(3, 0),
-                        textcoords="offset points", fontsize=6.5, color="0.35", va="center")
+            labels.append(ax.text(g["k"].iloc[-1], g["improvement_pct"].iloc[-1], task, fontsize=6.5,
+                                  color="0.35", va="center"))
         ctrl = best.groupby("k")["control_improvement_pct"].mean()
         ax.plot(ctrl.index, ctrl.to_numpy(), "--", color=CONTROL_COLOR, lw=2)
         ks = sorted(d["k"].unique())
         ax.set_xscale("log")
         ax.set_xticks(ks, [str(k) for k in ks])
+        ax.set_xlim(min(ks) / 1.3, max(ks) * 3)  # room right of the last k for the task labels
         ax.minorticks_off()
         improvement_axis(ax, best["improvement_pct"])
         ax.set_xlabel("number of amplified neurons k (log scale)")
         ax.set_ylabel("best improvement over layers and m (%)")
         ax.set_title(f"{model}: improvement vs k")
+        place_labels(ax, labels)
     axes[0, 0].legend(handles=zone_handles() + [Line2D([], [], ls="--", color=CONTROL_COLOR, lw=2,
                                                         label="random control (mean over tasks)")], loc="best")
     return fig

@@ -36,6 +36,10 @@ ZONE_COLORS = {1: "#d95f02", 2: "#7570b3", 3: "#1b9e77"}
 GOLDEN_COLOR = "#e6ab02"
 
 
+BAND_COLORS = ("#9ecae1", "#4292c6", "#08519c")  # SST-2's 2-way confidence bands, uncertain -> confident:
+# one blue ramp, never the zone colours, so a band is not read as a zone
+
+
 CONTROL_COLOR = "0.35"
 
 
@@ -105,6 +109,16 @@ def save_figure(fig, name: str, folder: str | os.PathLike | None = None, note: s
     for path in paths:
         fig.savefig(path, bbox_inches="tight")
     return paths
+
+
+def place_labels(ax, texts: list) -> None:
+    """Move text labels (e.g. task names beside points) apart so that none overlaps another
+    (adjustText), with a thin line back to the point when a label moved far."""
+    from adjustText import adjust_text
+
+    if len(texts) > 1:
+        ax.figure.canvas.draw()
+        adjust_text(texts, ax=ax, arrowprops=dict(arrowstyle="-", color="0.6", lw=0.5), time_lim=5)
 
 
 def zone_handles(zones: Iterable[int] = (1, 2, 3)) -> list:

@@ -1,5 +1,6 @@
 """Statistics on results tables: summaries, golden zones, control, layers, the paper comparison."""
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -65,3 +66,12 @@ def test_paper_comparison(sweep):
     assert by.filter(like="Pythia", axis=0)["model"].iloc[0] == "tiny-pythia"
     only_pythia = su.paper_comparison(None, "smoke", pythia=sweep)
     assert len(only_pythia) == 1
+
+
+def test_round_for_reading_keeps_integers_and_nan():
+    table = pd.DataFrame(dict(claim=["a", "b", "c", "d", "e"], this_run=[24192.0, 27.851234, -0.0041234567,
+                                                                        float("nan"), 0.0], n=[1, 2, 3, 4, 5]))
+    out = su.round_for_reading(table)
+    assert out["this_run"].tolist()[:3] == [24192.0, 27.85, -0.004123] and np.isnan(out["this_run"][3])
+    assert out["this_run"][4] == 0.0 and out["n"].tolist() == [1, 2, 3, 4, 5]
+    assert table["this_run"][1] == 27.851234  # the table itself is untouched

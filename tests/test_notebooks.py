@@ -172,8 +172,8 @@ def test_smoke_series_writes_every_figure_and_table(smoke_run):
 
 # Every claim of the paper comparison (sna_utils.analysis.paper_comparison), by its opening words.
 COMPARISON_CLAIMS = ["configurations in the grid", "Spearman rho", "Spearman p-value", "Zone 1 mean improvement",
-                     "Zone 1 best configuration", "Zone 3 best improvement", "best layer: mathematics",
-                     "best layer: logical reasoning", "best layer: abstract semantics", "best layer: coding",
+                     "Zone 1 best configuration", "Zone 3 best improvement",
+                     *[f"best layer: {category}" for category in su.PAPER_BEST_LAYERS],
                      "SST-2 accuracy change, Zone 1", "SST-2 accuracy change, Zone 3",
                      "Pythia Zone 1 mean improvement"]
 

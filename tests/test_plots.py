@@ -103,3 +103,54 @@ def test_random_weights_flag_is_on_the_figure(sweep, tmp_path):
         inside = [t for t in fig.texts if "RANDOM WEIGHTS" in t.get_text() and 0 <= t.get_position()[1] <= 1]
         assert bool(inside) == flagged, name
         plt.close(fig)
+
+
+def _overlapping_labels(fig, names) -> list[tuple[str, str]]:
+    """Pairs of task labels whose drawn boxes overlap."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    boxes = {t.get_text(): t.get_window_extent(renderer) for ax in fig.axes for t in ax.texts
+             if t.get_text() in names}
+    assert set(boxes) == set(names)
+    keys = sorted(boxes)
+    return [(a, b) for i, a in enumerate(keys) for b in keys[i + 1:] if boxes[a].overlaps(boxes[b])]
+
+
+def test_task_labels_do_not_overlap(sweep):
+    """Tasks with nearly the same P_base and gain (Figure 3) or the same curve end (improvement vs k) still get
+    labels that do not overlap."""
+    import matplotlib.pyplot as plt
+
+    names = [f"task_{i}" for i in range(8)]
+    summary = pd.DataFrame(dict(model="tiny", task=names, category="mathematics", p_base=0.02 + 1e-4 * np.arange(8),
+                                best_improvement_pct=50 + 0.1 * np.arange(8), zone=1))
+    fig = su.plot_confidence_vs_improvement(summary, -0.5, 0.1)
+    assert _overlapping_labels(fig, names) == []
+    plt.close(fig)
+    same = pd.concat([sweep.assign(task=name) for name in names[:5]], ignore_index=True)  # five identical curves
+    fig = su.plot_improvement_vs_k(same)
+    assert _overlapping_labels(fig, names[:5]) == []
+    plt.close(fig)
+
+
+def test_sst2_figure_units_and_band_colours():
+    """Figure 4: the P panel is a probability with changes as Δp (no 'pp' on a probability); accuracy changes are pp;
+    the 2-way confidence bands have colours of their own, not the zones'."""
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import to_hex
+
+    report = _sst2_report()
+    fig = su.plot_sst2_zones(report)
+    acc, prob = fig.axes[:2]
+    assert "%" in acc.get_ylabel() and all(t.get_text().endswith(" pp") for t in acc.texts)
+    assert "%" not in prob.get_ylabel() and all(t.get_text().startswith("Δp ") for t in prob.texts)
+    zone_rows = report[report["view"] == "METHOD zone"]
+    assert max(b.get_height() for b in prob.patches) <= 1.0 + 1e-9
+    assert float(prob.texts[0].get_text().split()[-1]) == pytest.approx(
+        float(zone_rows.sort_values("group")["p_change_pp"].iloc[0]) / 100, rel=0.05)
+    plt.close(fig)
+    fig = su.plot_sst2_zones(report, view="2-way confidence")
+    colours = {to_hex(b.get_facecolor(), keep_alpha=False) for b in fig.axes[0].patches}
+    colours.discard("#ffffff")
+    assert colours and not colours & {c.lower() for c in su.ZONE_COLORS.values()}
+    plt.close(fig)
