@@ -14,6 +14,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
+import sna_utils as su
+
 KIT_ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK_DIR = KIT_ROOT / "notebooks"
 SERIES = ["01_gpt2_small_validation", "02_neuron_discovery", "03_gpt2_medium_sweep", "04_sst2_zone_analysis",
@@ -67,6 +69,16 @@ def test_committed_notebook_is_clean_and_parameterised(path):
         if cell.cell_type == "code":
             assert nb.cells[i - 1].cell_type == "markdown", f"cell {i} has no markdown before it"
     assert "import sna_utils as su" in "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+
+
+def test_model_override_from_environment():
+    """`SNA_MODEL=... make run` sets every notebook's model; the Pythia notebook has its own SNA_PYTHIA_MODEL, so
+    one override never makes a GPT-2 model stand in for Pythia."""
+    for path in _committed():
+        nb = nbformat.read(path, as_version=4)
+        params = next(c.source for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+        var = "SNA_PYTHIA_MODEL" if "pythia" in path.stem else "SNA_MODEL"
+        assert f'\nmodel_name = os.environ.get("{var}", "")' in params, path.stem
 
 
 def test_strip_and_clean_check(tmp_path):
