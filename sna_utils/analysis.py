@@ -6,6 +6,8 @@ Works on DataFrames alone (no model). Imports only ``core`` (the zones).
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 import pandas as pd
 
@@ -191,15 +193,15 @@ def paper_comparison(sweep: pd.DataFrame | None, profile: str, sst2_report: pd.D
     return pd.DataFrame(rows)
 
 
-def round_for_reading(table: pd.DataFrame, significant: int = 4) -> pd.DataFrame:
-    """A copy with every float rounded to ``significant`` digits (never into the integer part: 24192 stays),
-    for tables saved to be read (CSV); the Parquet tables keep full precision."""
+def round_for_reading(table: pd.DataFrame, significant: int = 4, columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """A copy with the float ``columns`` (default: all) rounded to ``significant`` digits (never into the integer
+    part: 24192 stays), for tables saved to be read (CSV); the Parquet tables keep full precision."""
     def one(v: float) -> float:
         if not np.isfinite(v) or v == 0:
             return v
         return round(float(v), max(0, significant - 1 - int(np.floor(np.log10(abs(v))))))
 
     out = table.copy()
-    for col in out.select_dtypes("float").columns:
+    for col in columns if columns is not None else out.select_dtypes("float").columns:
         out[col] = out[col].map(one)
     return out

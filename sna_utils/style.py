@@ -112,13 +112,15 @@ def save_figure(fig, name: str, folder: str | os.PathLike | None = None, note: s
 
 
 def place_labels(ax, texts: list) -> None:
-    """Move text labels (e.g. task names beside points) apart so that none overlaps another
-    (adjustText), with a thin line back to the point when a label moved far."""
+    """Move text labels (e.g. task names beside points) apart so that none overlaps another nor covers the
+    points they name (adjustText), with a thin line back to the point when a label moved far."""
     from adjustText import adjust_text
 
     if len(texts) > 1:
         ax.figure.canvas.draw()
-        adjust_text(texts, ax=ax, arrowprops=dict(arrowstyle="-", color="0.6", lw=0.5), time_lim=5)
+        x, y = zip(*(t.get_position() for t in texts))
+        adjust_text(texts, x=list(x), y=list(y), ax=ax, arrowprops=dict(arrowstyle="-", color="0.6", lw=0.5),
+                    time_lim=5)
 
 
 def zone_handles(zones: Iterable[int] = (1, 2, 3)) -> list:

@@ -75,3 +75,5 @@ def test_round_for_reading_keeps_integers_and_nan():
     assert out["this_run"].tolist()[:3] == [24192.0, 27.85, -0.004123] and np.isnan(out["this_run"][3])
     assert out["this_run"][4] == 0.0 and out["n"].tolist() == [1, 2, 3, 4, 5]
     assert table["this_run"][1] == 27.851234  # the table itself is untouched
+    paper = pd.DataFrame(dict(paper=[178.98], this_run=[31.912345]))  # the paper's numbers stay as published
+    assert su.round_for_reading(paper, columns=["this_run"]).iloc[0].tolist() == [178.98, 31.91]

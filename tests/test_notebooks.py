@@ -204,6 +204,7 @@ def test_first_run_comparison_has_every_row(smoke_run):
         assert len(rows), f"no row {claim!r} in the first run's comparison"
     pythia = comparison[comparison["claim"].str.startswith("Pythia")]
     assert set(pythia["model"]) == {"tiny-pythia"} and pythia["this_run"].notna().all()
+    assert pythia["paper"].tolist() == [su.PAPER_NUMBERS["pythia_zone1_mean_improvement_pct"]]  # as published
     assert "Missing results table" not in (run_dir / "06_figures.ipynb").read_text()
 
 
