@@ -4,8 +4,9 @@
     python scripts/install.py torch [--dry-run]   # `make setup`: the pinned torch, CUDA build when nvidia-smi
                                                   # sees a GPU, else the default (CPU) one
     python scripts/install.py report              # which torch build is installed, and whether it sees a GPU
-    python scripts/install.py hosted [--dry-run]  # Colab & co: the pinned requirements except torch (the hosted
-                                                  # CUDA torch stays), then the kit itself (editable)
+    python scripts/install.py hosted [--dry-run]  # Colab & co: the pinned requirements except torch and the
+                                                  # Jupyter/test tooling (the host's CUDA torch and Jupyter
+                                                  # stay), then the kit itself (editable)
 
 $SNA_TORCH_BUILD=cuda|cpu overrides the GPU check; $TORCH_CUDA picks the CUDA wheel index (default cu128);
 $TORCH_INDEX_URL, when set, is the index for the CPU build (e.g. https://download.pytorch.org/whl/cpu).
@@ -25,6 +26,8 @@ KIT_ROOT = Path(__file__).resolve().parent.parent
 REQUIREMENTS = KIT_ROOT / "requirements.txt"
 CUDA_INDEX = "https://download.pytorch.org/whl/{tag}"
 DEFAULT_CUDA = "cu128"
+# Not installed in a hosted Jupyter: its own torch (CUDA) and Jupyter stay; tests and the app are not run there.
+HOSTED_SKIP = frozenset({"torch", "jupyterlab", "ipykernel", "papermill", "nbval", "pytest", "streamlit"})
 
 
 def pinned_torch(requirements: Path = REQUIREMENTS) -> str:
@@ -61,13 +64,16 @@ def torch_command(gpu: bool, version: str, python: str = sys.executable) -> list
 
 
 def hosted_files(requirements: Path, torch_version: str | None, folder: Path) -> list[str]:
-    """pip arguments for a hosted Jupyter: requirements.txt without torch, and a constraint that keeps the
-    torch already installed (``torch_version``); with no torch there, the pinned one is installed."""
-    lines = requirements.read_text().splitlines()
+    """pip arguments for a hosted Jupyter: requirements.txt without torch and without the Jupyter, test and app
+    tooling the host brings or does not need (HOSTED_SKIP), plus a constraint that keeps the torch already
+    installed (``torch_version``); with no torch there, the pinned one is installed."""
+    skip = HOSTED_SKIP if torch_version else HOSTED_SKIP - {"torch"}
+    keep = [l for l in requirements.read_text().splitlines() if l.split("==")[0].strip().lower() not in skip]
+    reqs = folder / "requirements-hosted.txt"
+    reqs.write_text("\n".join(keep) + "\n")
     if torch_version is None:
-        return ["-r", str(requirements)]
-    reqs, cons = folder / "requirements-hosted.txt", folder / "constraints-hosted.txt"
-    reqs.write_text("\n".join(l for l in lines if not l.strip().startswith("torch==")) + "\n")
+        return ["-r", str(reqs)]
+    cons = folder / "constraints-hosted.txt"
     cons.write_text(f"torch=={torch_version}\n")
     return ["-r", str(reqs), "-c", str(cons)]
 
