@@ -79,7 +79,9 @@ def run_notebook(path: Path, out_dir: Path, profile: str, parameters: dict | Non
     try:
         pm.execute_notebook(str(path), str(out), parameters={"profile": profile, **(parameters or {})},
                             kernel_name=KERNEL, cwd=str(path.parent), progress_bar=sys.stderr.isatty(),
-                            log_output=verbose(), extra_arguments=[] if verbose() else QUIET_KERNEL_ARGS)
+                            log_output=False, stdout_file=sys.stdout if verbose() else None,
+                            stderr_file=sys.stderr if verbose() else None,
+                            extra_arguments=[] if verbose() else QUIET_KERNEL_ARGS)
     except pm.PapermillExecutionError as e:
         raise NotebookFailed(f"Notebook {path.stem} failed in profile {profile!r} (cell {e.exec_count}): "
                              f"{e.ename}: {e.evalue}\nOpen the executed copy to see where: {out}") from None
