@@ -1,23 +1,28 @@
 # Two commands (see README.md):
-#   make run [PROFILE=paper|quick|smoke]   set up .venv, run every notebook with papermill
+#   make run [PROFILE=paper|quick|smoke]   set up .venv, say what the profile costs here, run every notebook with papermill
 #   make test                              set up .venv, run the test suite (offline)
+# and one to work in the notebooks:
+#   make lab                               set up .venv, register it as the Jupyter kernel "sna-kit", open JupyterLab
 PROFILE ?= paper
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml | sha256sum | cut -c1-12)
 
-.PHONY: setup run test bench app clean-outputs check-clean
+KERNEL_NAME := sna-kit
+
+.PHONY: setup run test lab bench app clean-outputs check-clean
 
 setup: $(STAMP)
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	# torch first, pinned: an unpinned torch would pull a different build.
-	$(PY) -m pip install -q "torch==2.13.0"
+	# torch first, the version requirements.txt pins: the CUDA build when nvidia-smi sees a GPU, else the CPU one.
+	$(PY) scripts/install.py torch
 	$(PY) -m pip install -q -r requirements.txt
 	$(PY) -m pip install -q --no-deps -e .
+	$(PY) scripts/install.py report
 	rm -f $(VENV)/.installed-*
 	touch $@
 
@@ -34,6 +39,11 @@ test: $(STAMP)
 	SNA_TEST_RUN_DIR=$(CURDIR)/$(NB_RUN) $(PY) -m pytest
 	$(NB_ENV) $(PY) -m pytest -p no:cacheprovider --nbval-lax \
 	  --nbval-sanitize-with notebooks/nbval_sanitize.cfg $(NB_RUN)/0*.ipynb
+
+# JupyterLab on notebooks/, with this kit's .venv registered as the kernel "sna-kit" (for any Jupyter of yours).
+lab: $(STAMP)
+	$(PY) -m ipykernel install --user --name $(KERNEL_NAME) --display-name "Python (SNA kit .venv)"
+	$(VENV)/bin/jupyter lab --ServerApp.root_dir=notebooks $(LAB_ARGS)
 
 bench: $(STAMP)
 	$(PY) scripts/benchmark_sweep.py

@@ -28,10 +28,7 @@ import sna_utils as su
 
 def floor_seconds(model, layers, n_configs, prompt_lengths, rate) -> tuple[float, float]:
     """(FLOPs, seconds at ``rate``) for ``n_configs`` configurations at each layer."""
-    flops = 0.0
-    for L in layers:
-        for T in prompt_lengths:
-            flops += su.grid_flop_floor(model, L, n_configs, 1, T)
+    flops = sum(su.engine.prompts_flop_floor(model, L, n_configs, prompt_lengths) for L in layers)
     return flops, flops / rate
 
 

@@ -5,10 +5,17 @@
     python scripts/run_notebooks.py --profile paper --only 03,06
     python scripts/run_notebooks.py --strip                # remove outputs and execution counts from notebooks/
     python scripts/run_notebooks.py --check-clean          # exit 1 if a committed notebook carries outputs
+                                                           # or lacks the current Colab cells
+    python scripts/run_notebooks.py --kit-cells            # insert/refresh the Colab badge + install cells
 
 Tables go to results/<profile>/ (or $SNA_RESULTS_DIR/<profile>), figures to figures/<profile>/ (or
 $SNA_FIGURES_DIR/<profile>);
 --results-dir and --figures-dir set those variables for the run.
+
+Before anything runs, a pre-flight (sna_utils.preflight) prints the device, the models to download and the
+estimated time of the chosen notebooks on this machine; the `paper` profile on a CPU-only machine stops there
+unless $SNA_PAPER_ON_CPU=1. Runs are quiet (no kernel log lines, no dependency deprecation warnings);
+$SNA_VERBOSE=1 shows them and streams the cells' output.
 """
 from __future__ import annotations
 
@@ -16,12 +23,31 @@ import argparse
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from notebook_cells import add_kit_cells, kit_cell_problems  # noqa: E402  (the Colab badge and install cells)
 
 KIT_ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK_DIR = KIT_ROOT / "notebooks"
 PROFILES = ("smoke", "quick", "paper")
 KERNEL = "python3"
+QUIET_KERNEL_ARGS = ["--IPKernelApp.log_level=CRITICAL"]  # the kernel's own log: TCP transport warning, ...
+QUIET_WARNINGS = "ignore::DeprecationWarning,ignore::FutureWarning,ignore::PendingDeprecationWarning"
+
+
+def verbose() -> bool:
+    """True when $SNA_VERBOSE asks for the kernels' logs, dependency warnings and the cells' output."""
+    return os.environ.get("SNA_VERBOSE", "") not in ("", "0")
+
+
+def quiet_warnings() -> None:
+    """Unless verbose (or $PYTHONWARNINGS is set): no dependency deprecation warnings here or in the kernels."""
+    if not verbose() and "PYTHONWARNINGS" not in os.environ:
+        os.environ["PYTHONWARNINGS"] = QUIET_WARNINGS  # read by the kernels at their start
+        for category in (DeprecationWarning, FutureWarning, PendingDeprecationWarning):
+            warnings.simplefilter("ignore", category)
 
 
 class NotebookFailed(RuntimeError):
@@ -54,7 +80,9 @@ def run_notebook(path: Path, out_dir: Path, profile: str, parameters: dict | Non
     try:
         pm.execute_notebook(str(path), str(out), parameters={"profile": profile, **(parameters or {})},
                             kernel_name=KERNEL, cwd=str(path.parent), progress_bar=sys.stderr.isatty(),
-                            log_output=False)
+                            log_output=False, stdout_file=sys.stdout if verbose() else None,
+                            stderr_file=sys.stderr if verbose() else None,
+                            extra_arguments=[] if verbose() else QUIET_KERNEL_ARGS)
     except pm.PapermillExecutionError as e:
         raise NotebookFailed(f"Notebook {path.stem} failed in profile {profile!r} (cell {e.exec_count}): "
                              f"{e.ename}: {e.evalue}\nOpen the executed copy to see where: {out}") from None
@@ -68,13 +96,25 @@ def _log(message: str) -> None:
     print(message, flush=True)
 
 
+def preflight(profile: str, paths: list[Path], log=_log) -> None:
+    """Print what the run will cost on this machine; raises SNAError (before anything runs) for `paper` on a CPU."""
+    from sna_utils import preflight as pf
+
+    plan = pf.plan(profile, [p.stem for p in paths])
+    for line in plan.lines():
+        log(line)
+    pf.check_can_start(plan)
+
+
 def run_series(profile: str, out_dir: Path | None = None, only: str | None = None,
-               log=_log, folder: Path = NOTEBOOK_DIR) -> list[tuple[str, float]]:
-    """Run the series in order; stops at the first failure (raises NotebookFailed)."""
+               log=_log, folder: Path = NOTEBOOK_DIR, check: bool = True) -> list[tuple[str, float]]:
+    """Run the series in order after the pre-flight (``check``); stops at the first failure (raises NotebookFailed)."""
     if profile not in PROFILES:
         raise NotebookFailed(f"Unknown profile {profile!r}: choose one of {', '.join(PROFILES)}.")
     out_dir = Path(out_dir or KIT_ROOT / "runs" / profile)
     paths = notebook_paths(only, folder)
+    if check:
+        preflight(profile, paths, log)
     log(f"Running {len(paths)} notebook(s) in profile {profile!r}; executed copies go to {out_dir}")
     times = []
     for i, path in enumerate(paths, 1):
@@ -139,32 +179,47 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--results-dir", help="sets SNA_RESULTS_DIR (tables go to <dir>/<profile>/)")
     ap.add_argument("--figures-dir", help="sets SNA_FIGURES_DIR (figures go to <dir>/<profile>/)")
     ap.add_argument("--strip", action="store_true", help="strip outputs from notebooks/*.ipynb in place, then exit")
-    ap.add_argument("--check-clean", action="store_true", help="exit 1 if a committed notebook carries outputs")
+    ap.add_argument("--check-clean", action="store_true",
+                    help="exit 1 if a committed notebook carries outputs or lacks the current Colab cells")
+    ap.add_argument("--kit-cells", action="store_true",
+                    help="insert or refresh the Colab badge and install cells of notebooks/*.ipynb, then exit")
     args = ap.parse_args(argv)
     import nbformat
 
     if args.strip:
         for path in sorted(NOTEBOOK_DIR.glob("*.ipynb")):
             print(f"{'stripped' if strip_notebook(path) else 'clean   '} {path.relative_to(KIT_ROOT)}")
+    if args.kit_cells:
+        for path in sorted(NOTEBOOK_DIR.glob("*.ipynb")):
+            print(f"{'updated ' if add_kit_cells(path) else 'current '} {path.relative_to(KIT_ROOT)}")
+    if args.strip or args.kit_cells:
         return 0
     if args.check_clean:
-        bad = {p: clean_problems(nbformat.read(p, as_version=4)) for p in sorted(NOTEBOOK_DIR.glob("*.ipynb"))}
+        bad = {p: clean_problems(nbformat.read(p, as_version=4)) + kit_cell_problems(p)
+               for p in sorted(NOTEBOOK_DIR.glob("*.ipynb"))}
         bad = {p: v for p, v in bad.items() if v}
         for p, v in bad.items():
             print(f"{p.relative_to(KIT_ROOT)}: {'; '.join(v)}")
         if bad:
-            print("Committed notebooks must carry no outputs: run `python scripts/run_notebooks.py --strip`.")
+            print("Committed notebooks must carry no outputs and start with the current Colab cells: run "
+                  "`python scripts/run_notebooks.py --strip --kit-cells`.")
             return 1
         print("All committed notebooks are clean.")
         return 0
     for var, value in (("SNA_RESULTS_DIR", args.results_dir), ("SNA_FIGURES_DIR", args.figures_dir)):
         if value:
             os.environ[var] = str(Path(value).resolve())
+    quiet_warnings()
+    from sna_utils import SNAError
+
     try:
         run_series(args.profile, args.out, args.only)
     except NotebookFailed as e:
         print(f"\nFAILED. {e}", file=sys.stderr)
         return 1
+    except SNAError as e:
+        print(f"\nSTOPPED. {e}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -14,6 +14,7 @@ discovery, intervention, measurement, zones). Everything else is machinery built
 ``analysis``    statistics on results tables: summaries, zones, rho, golden zones, paper numbers
 ``sst2``        the external check on GLUE SST-2
 ``profiles``    smoke / quick / paper, the results folder and table names, notebook defaults
+``preflight``   what a profile will cost on this machine (device, downloads, estimated time), before it runs
 ``style``       the figure style and the helpers plots share; ``plots``: the figures
 ``standins``    random-weight models of the real architectures, for tests and offline runs
 ``hub``         one fast check that the Hugging Face Hub is reachable; ``errors``: SNAError
@@ -38,7 +39,7 @@ from __future__ import annotations
 import importlib
 import warnings
 
-from . import analysis, core, engine, errors, explore, hub, plots, profiles, sst2, standins, store, style, sweep
+from . import analysis, core, engine, errors, explore, hub, plots, preflight, profiles, sst2, standins, store, style, sweep
 from .analysis import (PAPER_BEST_LAYERS, PAPER_NUMBERS, best_per_task, best_shared_config,
                        confidence_gain_correlation, control_comparison, golden_zone, golden_zone_summary,
                        interference_summary, layer_profile, layer_specialisation, paper_comparison, round_for_reading,

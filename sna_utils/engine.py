@@ -265,6 +265,11 @@ def base_logits(model, state: LayerState, layer: int) -> torch.Tensor:
 # The FLOP model (for estimates and the benchmark)
 # ---------------------------------------------------------------------------
 
+# Engine time / FLOP floor, measured by `make bench` on the 2-core build CPU, float32: 1.18 on the GPT-2 Small
+# shape, 1.35 on the Medium shape (README, Speed). Estimates use the larger; on a GPU it is not measured.
+ENGINE_OVER_FLOOR = 1.35
+
+
 def matmul_rate(device: str | torch.device = "cpu", n: int = 1024, repeats: int = 5) -> float:
     """Measured float32 matrix-multiply rate of ``device`` in FLOP/s (best of ``repeats``)."""
     a = torch.randn(n, n, device=device)
@@ -293,3 +298,8 @@ def grid_flop_floor(model, layer: int, n_configs: int, n_prompts: int, seq: int)
     per_seq = (n_layers(model) - layer) * block_flops(model.cfg.d_model, d_mlp(model), seq)
     logits = 2 * model.cfg.d_model * model.cfg.d_vocab
     return n_configs * n_prompts * (per_seq + logits)
+
+
+def prompts_flop_floor(model, layer: int, n_configs: int, lengths: Sequence[int]) -> float:
+    """``grid_flop_floor`` summed over prompts of the given token lengths (each run at its real length)."""
+    return sum(grid_flop_floor(model, layer, n_configs, 1, int(T)) for T in lengths)

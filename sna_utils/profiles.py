@@ -1,7 +1,7 @@
 """How much of the study to run, and where its tables go.
 
 The three profiles (``smoke``, ``quick``, ``paper``), the paper's grid, the results folder of a
-profile and the file names of its tables (with the notebook that writes each), grid sizes without
+profile and the file names of its tables (with the notebook that writes each), grid sizes and model shapes without
 loading a model, and the settings every notebook starts with. Imports ``core``, ``standins``, ``store``
 and, for the figure style, ``style``.
 """
@@ -126,20 +126,57 @@ def first_available_table(names: Sequence[str], profile: str,
     return None, None
 
 
-def n_layers_of(name: str) -> int:
-    """Number of layers of a model by kit name or checkpoint folder, without loading its weights."""
-    known = {"gpt2-small": 12, "gpt2-medium": 24, "pythia-160m": 12}  # METHOD, "Models"
+GPT2_VOCAB = 50257
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """The sizes the FLOP model needs; ``cfg`` lets ``engine.grid_flop_floor`` read it like a loaded model."""
+
+    n_layers: int
+    d_model: int
+    d_mlp: int
+    d_vocab: int
+
+    @property
+    def cfg(self) -> "ModelShape":
+        return self
+
+    @property
+    def n_params(self) -> int:
+        """Approximate parameter count: blocks plus the (tied) embedding."""
+        return self.n_layers * (4 * self.d_model**2 + 2 * self.d_model * self.d_mlp) + self.d_vocab * self.d_model
+
+
+HUB_SHAPES = {  # METHOD, "Models"
+    "gpt2-small": ModelShape(12, 768, 3072, GPT2_VOCAB),
+    "gpt2-medium": ModelShape(24, 1024, 4096, GPT2_VOCAB),
+    "pythia-160m": ModelShape(12, 768, 3072, 50304),
+}
+
+
+def model_shape(name: str) -> ModelShape:
+    """The shape of a model by kit name, stand-in or local checkpoint folder, without loading weights."""
     name = kit_model_name(name)
+    if name in HUB_SHAPES:
+        return HUB_SHAPES[name]
     if name in STANDINS:
-        overrides = STANDINS[name][1]
-        return int(overrides.get("n_layer", overrides.get("num_hidden_layers", 0)))
-    if name in known:
-        return known[name]
+        arch, o, _ = STANDINS[name]
+        if arch == "gpt2":
+            return ModelShape(o["n_layer"], o["n_embd"], 4 * o["n_embd"], GPT2_VOCAB)
+        return ModelShape(o["num_hidden_layers"], o["hidden_size"], o["intermediate_size"], o["vocab_size"])
     config = Path(name) / "config.json"
     if config.is_file():
-        cfg = json.loads(config.read_text())
-        return int(cfg.get("n_layer") or cfg.get("num_hidden_layers"))
+        c = json.loads(config.read_text())
+        d = c.get("n_embd") or c["hidden_size"]
+        return ModelShape(c.get("n_layer") or c["num_hidden_layers"], d, c.get("n_inner") or c.get(
+            "intermediate_size") or 4 * d, c["vocab_size"])
     raise SNAError(f"Unknown model {name!r}: use one of {MODEL_NAMES} or a local checkpoint folder.")
+
+
+def n_layers_of(name: str) -> int:
+    """Number of layers of a model by kit name or checkpoint folder, without loading its weights."""
+    return model_shape(name).n_layers
 
 
 def sweep_grid(models: Sequence[str], n_tasks: int, layers: Sequence[int] | None, ks: Sequence[int],

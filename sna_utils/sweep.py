@@ -12,7 +12,6 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 import pandas as pd
 import torch
 
@@ -21,7 +20,8 @@ from .core import (KIT_VERSION, Baseline, NeutralSet, Positions, Task, baseline_
                    kl_divergence, last_token_activations, load_neutral, model_device, model_name, outcome_of,
                    random_neurons, rank_neurons, scores_from_activations, split_neutral, target_token_ids,
                    top_neurons, zone_of)
-from .engine import Config, LayerState, base_logits, engine_logits, grid_flop_floor, layer_state, matmul_rate
+from .engine import (ENGINE_OVER_FLOOR, Config, LayerState, base_logits, engine_logits, layer_state, matmul_rate,
+                     prompts_flop_floor)
 from .errors import SNAError
 from .explore import neuron_overlap
 from .store import SweepSettings, data_fingerprint, existing_rows, write_table_atomic
@@ -96,11 +96,11 @@ def run_sweep(model, tasks: Sequence[Task], layers: Sequence[int], ks: Sequence[
     n_cfg = len(tasks) * len(layers) * len(ks) * len(ms)
     n_todo = len(todo) * len(ks) * len(ms)
 
-    seq = int(round(float(np.mean([(b.last + 1).float().mean() for b in eval_batches.values()]))))
-    flops = sum(grid_flop_floor(model, L, 2 * len(ks) * len(ms), len(t.evaluation) + len(neutral.heldout), seq)
-                for t, L in todo)
+    neutral_lengths = (neutral_batch.last + 1).tolist()
+    flops = sum(prompts_flop_floor(model, L, 2 * len(ks) * len(ms), (eval_batches[t.name].last + 1).tolist()
+                                   + neutral_lengths) for t, L in todo)
     dev = model_device(model)
-    est = flops / matmul_rate(dev) * 1.5 if todo else 0.0
+    est = flops / matmul_rate(dev) * ENGINE_OVER_FLOOR if todo else 0.0
     print(f"Sweep on {model_name(model)} ({dev}): {n_cfg} configurations "
           f"({len(tasks)} tasks x {len(layers)} layers x {len(ks)} k x {len(ms)} multipliers), "
           f"{n_cfg - n_todo} already in {out}, {n_todo} to run; estimated {est / 60:.1f} min.")

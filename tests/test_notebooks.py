@@ -57,7 +57,8 @@ def test_committed_notebook_is_clean_and_parameterised(path):
     nbformat.validate(nb)
     assert rn.clean_problems(nb) == [], "run `python scripts/run_notebooks.py --strip`"
     assert nb.metadata["kernelspec"]["name"] == "python3"
-    assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith(f"# {path.stem[:2]} ")
+    title = nb.cells[2]  # after the Colab badge and install cells (tests/test_setup.py)
+    assert title.cell_type == "markdown" and title.source.startswith(f"# {path.stem[:2]} ")
     tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
     assert len(tagged) == 1 and tagged[0].cell_type == "code"
     params = tagged[0].source
@@ -106,6 +107,18 @@ def test_only_selects_and_rejects():
         rn.notebook_paths("01,09")
     with pytest.raises(rn.NotebookFailed, match="Unknown profile"):
         rn.run_series("huge")
+
+
+def test_paper_on_a_cpu_stops_before_anything_runs(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SNA_DEVICE", "cpu")
+    monkeypatch.delenv("SNA_PAPER_ON_CPU", raising=False)
+    monkeypatch.setenv("PYTHONWARNINGS", "default")  # keep main() from changing this process's environment
+    assert rn.main(["--profile", "paper", "--out", str(tmp_path / "out")]) == 2
+    out, err = capsys.readouterr()
+    assert "Pre-flight, profile 'paper'" in out and "device    cpu" in out and "estimate" in out
+    assert "gpt2-medium (openai-community/gpt2-medium)" in out
+    assert "STOPPED." in err and "PROFILE=quick" in err and "SNA_PAPER_ON_CPU=1" in err
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.notebooks
@@ -159,6 +172,16 @@ def test_smoke_series_runs(smoke_run):
         assert outputs and not [o for o in outputs if o.output_type == "error"], name
     text = (run_dir / "01_gpt2_small_validation.ipynb").read_text()
     assert "RANDOM WEIGHTS" in text  # the smoke numbers say which model made them
+
+
+@pytest.mark.notebooks
+def test_smoke_series_output_is_quiet(smoke_run):
+    """Progress and results only: no kernel log lines (TCP transport warning), no dependency warnings."""
+    _, proc = smoke_run
+    output = proc.stdout + proc.stderr
+    assert "Pre-flight, profile 'smoke'" in proc.stdout and "models    none to download" in proc.stdout
+    noisy = [line for line in output.splitlines() if "WARNING" in line or "Warning" in line or "[IPKernelApp]" in line]
+    assert not noisy, noisy
 
 
 @pytest.mark.notebooks

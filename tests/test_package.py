@@ -50,6 +50,7 @@ LAYERS = [
     {"core"},
     {"engine", "store", "explore", "analysis", "style"},
     {"sweep", "sst2", "plots", "profiles"},
+    {"preflight"},
 ]
 
 

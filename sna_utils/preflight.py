@@ -1,0 +1,166 @@
+"""What a profile will cost on this machine, said before anything long starts.
+
+The runner (``scripts/run_notebooks.py``) prints a :class:`Plan`: the device, the models that will be
+downloaded, and an estimated time per grid. The estimate is the FLOP floor of each grid
+(``engine.grid_flop_floor`` on the model's shape, no weights loaded) divided by this device's measured
+float32 matmul rate, times ``engine.ENGINE_OVER_FLOOR`` (the engine/floor ratio ``make bench`` measured).
+The ``paper`` profile on a CPU-only machine stops with a message naming the ways on, unless
+``$SNA_PAPER_ON_CPU=1``. Imports ``core``, ``engine``, ``errors``, ``hub`` and ``profiles``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from .core import HUB_MODELS, default_device, load_neutral, load_tasks, split_neutral
+from .engine import ENGINE_OVER_FLOOR, matmul_rate, prompts_flop_floor
+from .errors import SNAError
+from .profiles import TABLE_MAKERS, ModelShape, Profile, get_profile, model_shape
+
+CONFIRM_VARIABLE = "SNA_PAPER_ON_CPU"  # set to 1 to start the paper profile on a CPU-only machine
+ARITHMETIC_TASKS = ("addition", "multiplication", "number_sequences")  # the Pythia notebook's tasks
+
+
+def token_lengths(prompts: Sequence[str]) -> tuple[list[int], bool]:
+    """Token count of each prompt, BOS included, and whether it was counted (False: ~4 characters a token)."""
+    from .core import gpt2_tokenizer
+
+    try:
+        tok = gpt2_tokenizer()
+        return [len(tok(p)["input_ids"]) for p in prompts], True  # the kit's GPT-2 tokenizer prepends BOS
+    except Exception:  # no tokenizer here (offline, nothing cached): a rough count
+        return [int(round(len(p) / 4)) + 1 for p in prompts], False
+
+
+def grid_flops(shape: ModelShape, eval_lengths: Sequence[Sequence[int]], neutral_lengths: Sequence[int],
+               layers: Sequence[int], n_ks: int, n_multipliers: int) -> float:
+    """FLOP floor of a sweep as ``run_sweep`` counts it: SNA and control, each task's evaluation prompts plus
+    the held-out neutral ones, at their token lengths (``eval_lengths``: one list per task)."""
+    return sum(prompts_flop_floor(shape, L, 2 * n_ks * n_multipliers, [*lengths, *neutral_lengths])
+               for lengths in eval_lengths for L in layers)
+
+
+@dataclass(frozen=True)
+class Part:
+    """One grid of the series: which notebook runs it, on which model, how big, its FLOP floor."""
+
+    notebook: str
+    model: str
+    configurations: int
+    flops: float
+
+
+def profile_parts(prof: Profile, seed: int = 0) -> tuple[list[Part], bool]:
+    """The grids a profile runs (validation, sweep per model, Pythia) with their FLOP floors, and whether the
+    prompt lengths were counted with the tokenizer."""
+    tasks, neutral = load_tasks(seed=seed), split_neutral(load_neutral(), seed)
+    arithmetic = [t for t in tasks if t.name in ARITHMETIC_TASKS]
+    neutral_lengths, counted = token_lengths(neutral.heldout)
+    lengths = {t.name: token_lengths([i.prompt for i in t.evaluation])[0] for t in tasks}
+    grids = [(TABLE_MAKERS["validation.parquet"], prof.small_model, tasks, None, prof.validation_ks,
+              prof.validation_multipliers)]
+    grids += [(TABLE_MAKERS["sweep_"], m, tasks, prof.layers, prof.ks, prof.multipliers) for m in prof.sweep_models]
+    grids += [(TABLE_MAKERS["pythia.parquet"], prof.pythia_model, arithmetic, prof.layers, prof.ks, prof.multipliers)]
+    parts = []
+    for notebook, model, ts, layers, ks, ms in grids:
+        shape = model_shape(model)
+        layers = sorted(set(layers)) if layers is not None else range(shape.n_layers)
+        n_cfg = len(ts) * len(layers) * len(set(ks)) * len(set(ms))
+        parts.append(Part(notebook, model, n_cfg, grid_flops(shape, [lengths[t.name] for t in ts], neutral_lengths,
+                                                             layers, len(set(ks)), len(set(ms)))))
+    return parts, counted
+
+
+def describe_device(device: str) -> str:
+    """'cuda (NVIDIA H100 ...)' or 'cpu (N cores, no CUDA GPU visible)'."""
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return f"{device} ({torch.cuda.get_device_name(torch.device(device))})"
+    gpu = "a CUDA GPU is visible" if torch.cuda.is_available() else "no CUDA GPU visible"
+    return f"{device} ({os.cpu_count()} cores, {gpu})"
+
+
+def downloads(prof: Profile) -> list[str]:
+    """The Hub models (and data) this profile needs, each marked cached or to download (size estimated)."""
+    from .hub import hub_cached
+
+    lines = []
+    for name in dict.fromkeys([prof.small_model, *prof.sweep_models, prof.sst2_model, prof.pythia_model]):
+        if name in HUB_MODELS:
+            size = model_shape(name).n_params * 4 / 1e9
+            state = "cached" if hub_cached(HUB_MODELS[name], "model.safetensors") else f"to download, about {size:.1f} GB at float32"
+            lines.append(f"{name} ({HUB_MODELS[name]}): {state}")
+    if prof.sst2_model in HUB_MODELS and not os.environ.get("SNA_SST2_DIR"):
+        lines.append("GLUE SST-2 (nyu-mll/glue), a few MB, unless $SNA_SST2_DIR points at local files")
+    return lines
+
+
+def fmt_seconds(seconds: float) -> str:
+    """Seconds as '45 s', '12 min' or '3.4 h'."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a run of ``profile`` on ``device`` will cost: the grids of the chosen notebooks and their time."""
+
+    profile: str
+    device: str
+    rate: float  # FLOP/s, float32 matmul, measured on ``device``
+    parts: tuple[Part, ...]
+    seq_counted: bool  # False: prompt lengths were guessed from characters (no tokenizer here)
+
+    def seconds(self, part: Part | None = None) -> float:
+        """Estimated engine time of one part (or all): FLOP floor / rate x ENGINE_OVER_FLOOR."""
+        flops = part.flops if part else sum(p.flops for p in self.parts)
+        return flops / self.rate * ENGINE_OVER_FLOOR
+
+    def lines(self) -> list[str]:
+        """The pre-flight report, one line each."""
+        prof = get_profile(self.profile)
+        out = [f"Pre-flight, profile {self.profile!r}: {prof.description}",
+               f"  device    {describe_device(self.device)}; float32 matmul {self.rate / 1e9:,.0f} GFLOP/s "
+               f"(measured now)"]
+        out += [f"  model     {d}" for d in downloads(prof)] or ["  models    none to download"]
+        for p in self.parts:
+            out.append(f"  estimate  {fmt_seconds(self.seconds(p)):>7}  {p.notebook}: {p.model}, "
+                       f"{p.configurations:,} configurations, {p.flops / 1e12:,.1f} TFLOP at the floor")
+        if not self.parts:
+            return out + ["  estimate  no sweep in the chosen notebooks"]
+        out.append(f"  total     about {fmt_seconds(self.seconds())} of sweeps on this machine (ESTIMATE: FLOP "
+                   f"floor / measured rate x {ENGINE_OVER_FLOOR}, the engine/floor ratio `make bench` measured "
+                   f"on a 2-core CPU{'' if self.seq_counted else '; prompt lengths guessed'}); loading, "
+                   f"discovery, SST-2 and downloads come on top")
+        return out
+
+
+def plan(profile: str, notebooks: Sequence[str] | None = None, device: str | None = None,
+         rate: float | None = None) -> Plan:
+    """The cost of running ``notebooks`` (stems; None: all) of ``profile`` on ``device`` (default as the notebooks)."""
+    prof = get_profile(profile)
+    device = device or os.environ.get("SNA_DEVICE") or default_device()
+    parts, counted = profile_parts(prof)
+    parts = [p for p in parts if notebooks is None or p.notebook in notebooks]
+    if rate is None:
+        rate = matmul_rate(device, n=2048 if str(device).startswith("cuda") else 1024)
+    return Plan(profile, device, rate, tuple(parts), counted)
+
+
+def check_can_start(p: Plan, confirmed: bool | None = None) -> None:
+    """Refuse the ``paper`` grids on a CPU-only device unless confirmed (``$SNA_PAPER_ON_CPU=1``)."""
+    if confirmed is None:
+        confirmed = os.environ.get(CONFIRM_VARIABLE, "") not in ("", "0")
+    if p.profile != "paper" or not p.parts or not p.device.startswith("cpu") or confirmed:
+        return
+    quick = plan("quick", device=p.device, rate=p.rate)
+    raise SNAError(
+        f"The `paper` profile on this CPU-only machine would take about {fmt_seconds(p.seconds())} "
+        f"(estimate). Nothing was started. Either run `make run PROFILE=quick` (about "
+        f"{fmt_seconds(quick.seconds())} here: GPT-2 Small, a few layers), run `paper` on a machine with a "
+        f"GPU, or start it here anyway with `make run PROFILE=paper {CONFIRM_VARIABLE}=1` "
+        f"({CONFIRM_VARIABLE}=1 python scripts/run_notebooks.py --profile paper).")

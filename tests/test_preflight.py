@@ -1,0 +1,85 @@
+"""The pre-flight: model shapes without weights, the FLOP floor of each grid against the loaded model's, the
+estimate, the downloads, and the refusal of the `paper` profile on a CPU-only machine."""
+import pytest
+
+import sna_utils as su
+from sna_utils import preflight as pf
+
+
+@pytest.mark.parametrize("name", ["tiny", "tiny-pythia"])
+def test_shape_without_weights_matches_the_loaded_model(request, name):
+    model = request.getfixturevalue(name.replace("-", "_"))
+    shape = su.profiles.model_shape(name)
+    assert (shape.n_layers, shape.d_model, shape.d_mlp, shape.d_vocab) == (
+        model.cfg.n_layers, model.cfg.d_model, model.cfg.d_mlp, model.cfg.d_vocab)
+
+
+def test_hub_shapes_match_the_random_standins_and_checkpoint_folders(tmp_path):
+    for hub in ("gpt2-small", "gpt2-medium", "pythia-160m"):
+        assert su.profiles.model_shape(hub) == su.profiles.model_shape(f"random:{hub}")
+    (tmp_path / "config.json").write_text('{"n_layer": 6, "n_embd": 128, "vocab_size": 1000}')
+    assert su.profiles.model_shape(str(tmp_path)) == su.profiles.ModelShape(6, 128, 512, 1000)
+    assert su.n_layers_of(str(tmp_path)) == 6
+    with pytest.raises(su.SNAError, match="Unknown model 'gpt5'"):
+        su.profiles.model_shape("gpt5")
+
+
+def test_token_lengths_are_the_models(tiny, small):
+    tasks, neutral = small
+    prompts = [i.prompt for i in tasks[0].evaluation] + list(neutral.heldout)
+    lengths, counted = pf.token_lengths(prompts)
+    assert counted and lengths == (su.encode_prompts(tiny, prompts).last + 1).tolist()
+
+
+def test_grid_flops_equal_the_floor_on_the_loaded_model(tiny, small):
+    """The shape-only count equals engine.grid_flop_floor on the model, one prompt at a time at its length."""
+    tasks, neutral = small
+    layers, ks, ms = [0, 2], 3, 2
+    eval_lengths = [(su.encode_prompts(tiny, [i.prompt for i in t.evaluation]).last + 1).tolist() for t in tasks]
+    neutral_lengths = (su.encode_prompts(tiny, list(neutral.heldout)).last + 1).tolist()
+    expected = sum(su.grid_flop_floor(tiny, L, 2 * ks * ms, 1, T) for lengths in eval_lengths for L in layers
+                   for T in [*lengths, *neutral_lengths])
+    got = pf.grid_flops(su.profiles.model_shape("tiny"), eval_lengths, neutral_lengths, layers, ks, ms)
+    assert got == pytest.approx(expected, rel=1e-12) and got > 0
+
+
+def test_parts_follow_the_profile():
+    for name in ("smoke", "quick", "paper"):
+        prof = su.get_profile(name)
+        parts, _ = pf.profile_parts(prof)
+        sweep = [p for p in parts if p.notebook == su.profiles.TABLE_MAKERS["sweep_"]]
+        grid = su.sweep_grid(prof.sweep_models, 12, prof.layers, prof.ks, prof.multipliers)
+        assert [p.model for p in sweep] == list(grid["model"])
+        assert [p.configurations for p in sweep] == list(grid["configurations"])
+    paper, _ = pf.profile_parts(su.get_profile("paper"))
+    assert sum(p.configurations for p in paper if p.notebook.startswith("03")) == 24192
+    medium = next(p for p in paper if p.model == "gpt2-medium")
+    small = next(p for p in paper if p.model == "gpt2-small" and p.notebook.startswith("03"))
+    assert medium.flops > 5 * small.flops  # twice the layers, each about 1.8x the arithmetic
+
+
+def test_estimate_is_floor_over_rate_times_the_measured_ratio():
+    p = pf.plan("paper", device="cpu", rate=1e11)
+    assert p.seconds() == pytest.approx(sum(x.flops for x in p.parts) / 1e11 * su.engine.ENGINE_OVER_FLOOR)
+    only_sweep = pf.plan("paper", [su.profiles.TABLE_MAKERS["sweep_"]], device="cpu", rate=1e11)
+    assert {x.model for x in only_sweep.parts} == {"gpt2-small", "gpt2-medium"}
+    assert only_sweep.seconds() < p.seconds()
+    text = "\n".join(p.lines())
+    assert "ESTIMATE" in text and "device    cpu" in text and "100 GFLOP/s" in text
+    assert "gpt2-medium (openai-community/gpt2-medium)" in text
+    assert pf.fmt_seconds(30) == "30 s" and pf.fmt_seconds(600) == "10 min" and pf.fmt_seconds(36000) == "10.0 h"
+
+
+def test_paper_on_cpu_stops_with_the_ways_on(monkeypatch):
+    monkeypatch.delenv(pf.CONFIRM_VARIABLE, raising=False)
+    paper = pf.plan("paper", device="cpu", rate=1e11)
+    with pytest.raises(su.SNAError, match="Nothing was started") as info:
+        pf.check_can_start(paper)
+    assert "PROFILE=quick" in str(info.value) and f"{pf.CONFIRM_VARIABLE}=1" in str(info.value)
+    pf.check_can_start(paper, confirmed=True)
+    monkeypatch.setenv(pf.CONFIRM_VARIABLE, "1")
+    pf.check_can_start(paper)
+    monkeypatch.delenv(pf.CONFIRM_VARIABLE)
+    pf.check_can_start(pf.plan("quick", device="cpu", rate=1e11))
+    pf.check_can_start(pf.plan("paper", ["05_figures"], device="cpu", rate=1e11))  # no sweep chosen
+    pf.check_can_start(pf.Plan("paper", "cuda", 1e13, paper.parts, True))
