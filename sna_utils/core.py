@@ -2,8 +2,9 @@
 
 1. Loading      a model by kit name, Hub id, local folder or offline stand-in, wrapped in
                 TransformerLens' ``TransformerBridge``.
-2. Tasks        prompts with one-token targets, split once into discovery and evaluation halves;
-                neutral prose split into a discovery half and a held-out half.
+2. Tasks        prompts with one-token targets, split once into discovery and evaluation halves (the
+                evaluation half once more into selection and test parts); neutral prose split into
+                a discovery half and a held-out half.
 3. Input checks each raises :class:`SNAError` naming the problem, before any work.
 4. Tokenisation right padding, every prompt read at its own last real token.
 5. Discovery    differential activation analysis: mean activation on task prompts minus neutral
@@ -228,6 +229,12 @@ def load_tasks(names: Iterable[str] | None = None, data_dir: str | os.PathLike =
     if unknown:
         raise SNAError(f"Unknown task(s) {unknown}; available: {sorted(available)}.")
     return [load_task(available[n], seed) for n in wanted]
+
+
+def split_selection_test(task: Task, seed: int = 0) -> tuple[tuple[Item, ...], tuple[Item, ...]]:
+    """A task's evaluation half cut once more by ``seed`` into (selection, test) parts that share no prompt:
+    choose a configuration on the first, report it on the second."""
+    return split_half(task.evaluation, _split_seed(seed, f"{task.name}:selection"))
 
 
 def load_neutral(data_dir: str | os.PathLike = DATA_DIR) -> list[str]:
