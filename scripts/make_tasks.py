@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Grow the template tasks of data/tasks/*.json to their target size, reproducibly.
+"""Grow the template tasks of data/tasks/*.json to their target size, and write data/neutral_formats.json.
 
     SNA_GPT2_TOKENIZER=/path/to/gpt2-tokenizer python scripts/make_tasks.py          # rewrite the files
     SNA_GPT2_TOKENIZER=/path/to/gpt2-tokenizer python scripts/make_tasks.py --check  # exit 1 if they differ
@@ -7,7 +7,8 @@
 Each file keeps its first ``HEAD[task]`` items exactly as written (the original items, and for the
 hand-written tasks every item); the items after them are drawn from the task's templates below with a
 fixed seed per task, keeping only prompts that are new to the task, whose target is one GPT-2 token
-and tokenizes as ``tokens(prompt) + [target]``. Running the script twice gives the same files.
+and tokenizes as ``tokens(prompt) + [target]``. data/neutral_formats.json holds each task's templates filled
+with content that asks for none of its skill. Running the script twice gives the same files.
 """
 from __future__ import annotations
 
@@ -258,6 +259,88 @@ GENERATORS: dict[str, Draw] = {
 }
 
 
+# --- format-matched neutral prompts ----------------------------------------------------------------
+# Each task's own templates filled with content that asks for none of the task's skill: letters and
+# words for numbers, unrelated premises, words without opposites, unrelated word pairs, plain prose
+# laid out as two lines of verse (neither memorised nor rhyming), and Python comments instead of code. No targets: a discovery reference only.
+
+NEUTRAL_SIZE = 64
+NOUNS = ["table", "pencil", "carpet", "window", "basket", "bottle", "ladder", "pillow", "kettle", "ticket",
+         "button", "blanket", "candle", "wallet", "folder", "bucket", "helmet", "mirror", "napkin", "saucer"]
+LETTERS = ["a", "b", "c", "x", "y", "n", "m", "p", "q", "k"]
+PROSE_FIRST = ["The bus was late again this morning,", "My neighbour painted his fence on Sunday,",
+               "We met for lunch on Tuesday,", "She opened the kitchen drawer,", "The office closed early today,",
+               "I parked the car outside the bank,", "The meeting ran over by an hour,", "He printed the report twice,",
+               "They moved to a flat near the station,", "The shop had run out of milk,"]
+PROSE_SECOND = ["and later I looked for the", "so we talked about the", "and nobody could find the",
+                "and then I cleaned the", "so I went back to the", "and after that we checked the",
+                "so she phoned about the", "and in the end he fixed the", "and the children asked about the",
+                "so we waited near the"]
+COMMENTS = ["load the settings from the", "skip rows that have no", "send the report to the", "keep only the",
+            "the user can change the", "remember to update the", "this runs once per", "check the size of the",
+            "read the whole file into", "print a short summary of the"]
+COMMENT_ENDS = ["file, as", "list, in", "loop.", "call (", "value =", "result, as", "cache, in", "step."]
+
+
+def _fill(templates: list[str], **pools: list[str]) -> Callable[[random.Random], str]:
+    """A drawer: one of ``templates`` with each named field drawn from its pool (distinct within a prompt)."""
+    def draw(rng: random.Random) -> str:
+        names = sorted(pools)
+        values = {}
+        for n in names:
+            values[n] = rng.choice([v for v in pools[n] if v not in values.values()])
+        return rng.choice(templates).format(**values)
+    return draw
+
+
+def _words_as_sequence(rng: random.Random) -> str:
+    return rng.choice(SEQ_TEMPLATES).format(s=", ".join(rng.sample(NOUNS, rng.randint(4, 6))))
+
+
+SYMBOLS = LETTERS + NOUNS
+NEUTRAL: dict[str, Callable[[random.Random], str]] = {
+    "addition": _fill(ADD_TEMPLATES, a=SYMBOLS, b=SYMBOLS),
+    "multiplication": _fill(MUL_TEMPLATES, a=SYMBOLS, b=SYMBOLS),
+    "number_sequences": _words_as_sequence,
+    "boolean_logic": _fill(["{a} and {b} is", ">>> {a} or {b}\n", "Q: What is the value of {a} and {b}?\nA:",
+                            "In Boolean logic, {a} OR {b} equals"], a=NOUNS, b=NOUNS),
+    "syllogisms": _fill(["All {x}s are {p}. {n} has a {b}. Therefore, {n} is"],
+                        x=NONSENSE, p=PROPERTIES, n=NAMES, b=NOUNS),
+    "antonyms": _fill(ANTONYM_TEMPLATES, a=NOUNS),
+    "analogies": _fill(ANALOGY_TEMPLATES, a=NOUNS, b=NOUNS, c=NOUNS),
+    "famous_verse": _fill(["{f}\n{s}"], f=PROSE_FIRST, s=PROSE_SECOND),
+    "rhyme_completion": _fill(["{f}\n{s}"], f=PROSE_FIRST, s=PROSE_SECOND),
+    "python_keywords": _fill(["# {c} {v}", "x = 0\n# {c} {v}"], c=COMMENTS, v=VARS),
+    "python_syntax": _fill(["{v} = 1\n# {c} {w}", "# {c} {v}"], c=COMMENTS, v=VARS, w=VARS),
+    "python_idioms": _fill(["def {f}():\n    # {c} {e}"], f=FUNCS, c=COMMENTS, e=COMMENT_ENDS),
+}
+NEUTRAL_DESCRIPTION = ("Format-matched neutral prompts: each task's own templates filled with content that asks for "
+                       "none of the task's skill (see data/README.md). A discovery reference and off-task side-effect "
+                       "set; no targets.")
+
+
+def neutral_formats(tok, task_prompts: dict[str, set[str]], size: int = NEUTRAL_SIZE) -> dict[str, list[str]]:
+    """``size`` distinct format-matched neutral prompts a task (seed: the task name), none a task prompt."""
+    out = {}
+    for name, draw in NEUTRAL.items():
+        rng, found = random.Random(f"sna-neutral:{name}"), []
+        for _ in range(200 * size):
+            p = draw(rng)
+            if p not in found and p not in task_prompts[name] and len(tok(p)["input_ids"]) < MAX_PROMPT_TOKENS:
+                found.append(p)
+            if len(found) == size:
+                break
+        else:
+            raise RuntimeError(f"{name}: the neutral templates gave only {len(found)} distinct prompts")
+        out[name] = found
+    return out
+
+
+def render_neutral(prompts: dict[str, list[str]]) -> str:
+    """The text of data/neutral_formats.json."""
+    return json.dumps({"description": NEUTRAL_DESCRIPTION, "tasks": prompts}, indent=2, ensure_ascii=False) + "\n"
+
+
 # --- checks and files -----------------------------------------------------------------------------
 
 def gpt2_tokenizer():
@@ -312,19 +395,26 @@ def build(name: str, tok, task_dir: Path = TASK_DIR) -> str:
     return render(task)
 
 
+def build_all(tok, task_dir: Path = TASK_DIR) -> dict[Path, str]:
+    """Every file the script writes (the task files, then data/neutral_formats.json) and its text."""
+    texts = {task_dir / f"{name}.json": build(name, tok, task_dir) for name in HEAD}
+    prompts = {path.stem: {it["prompt"] for it in json.loads(text)["items"]} for path, text in texts.items()}
+    texts[task_dir.parent / "neutral_formats.json"] = render_neutral(neutral_formats(tok, prompts))
+    return texts
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="exit 1 if a committed file differs")
     args = parser.parse_args()
-    tok, stale = gpt2_tokenizer(), []
-    for name in HEAD:
-        path, text = TASK_DIR / f"{name}.json", build(name, tok)
-        if path.read_text(encoding="utf-8") != text:
-            stale.append(name)
+    stale = []
+    for path, text in build_all(gpt2_tokenizer()).items():
+        if not path.is_file() or path.read_text(encoding="utf-8") != text:
+            stale.append(path.name)
             if not args.check:
                 path.write_text(text, encoding="utf-8")
     verb = "differ" if args.check else "rewritten"
-    print(f"{len(stale)} task file(s) {verb}: {', '.join(stale) or '-'}")
+    print(f"{len(stale)} file(s) {verb}: {', '.join(stale) or '-'}")
     return 1 if args.check and stale else 0
 
 

@@ -47,9 +47,9 @@ from .core import (DATA_DIR, HUB_MODELS, KIT_ROOT, KIT_VERSION, MODEL_NAMES, SCO
                    ZONE_NAMES, Baseline, Batch, Intervention, Item, NeutralSet, Outcome, Positions, Task, amplify,
                    baseline_of, check_k, check_layer, check_multiplier, check_neurons, check_positions, check_prompts,
                    check_score_method, d_mlp, default_device, encode_prompts, gpt2_tokenizer, hook_name,
-                   improvement_pct, kl_divergence, last_token_activations, load_model, load_neutral, load_task,
-                   load_tasks, measure, model_device, model_name, n_layers, neuron_scores, next_token_logits,
-                   outcome_of, random_neurons, rank_neurons, restrict_to_single_token, run_and_capture,
+                   improvement_pct, kl_divergence, last_token_activations, load_model, load_neutral,
+                   load_neutral_formats, load_task, load_tasks, measure, model_device, model_name, n_layers,
+                   neuron_scores, next_token_logits, outcome_of, random_neurons, rank_neurons, restrict_to_single_token, run_and_capture,
                    scores_from_activations, split_half, split_neutral, split_selection_test, target_probs,
                    target_token_ids, target_tokens, top_neurons, wrap_hf_model, zone_of)
 from .engine import grid_flop_floor, matmul_rate
@@ -76,7 +76,7 @@ __all__ = [
     "KIT_VERSION", "KIT_ROOT", "DATA_DIR", "HUB_MODELS", "MODEL_NAMES", "Positions", "default_device",
     "gpt2_tokenizer", "wrap_hf_model", "load_model", "model_name", "model_device", "n_layers", "d_mlp",
     "Item", "Task", "NeutralSet", "split_half", "load_task", "load_tasks", "load_neutral", "split_neutral",
-    "split_selection_test",
+    "split_selection_test", "load_neutral_formats",
     "restrict_to_single_token",
     "check_prompts", "check_layer", "check_k", "check_multiplier", "check_positions", "SCORE_METHODS",
     "check_score_method", "check_neurons", "target_tokens", "target_token_ids",

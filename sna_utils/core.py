@@ -245,6 +245,17 @@ def load_neutral(data_dir: str | os.PathLike = DATA_DIR) -> list[str]:
     return [line.rstrip("\n") for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
+def load_neutral_formats(data_dir: str | os.PathLike = DATA_DIR) -> dict[str, list[str]]:
+    """Each task's format-matched neutral prompts (``data/neutral_formats.json``): its templates, none of its skill."""
+    path = Path(data_dir) / "neutral_formats.json"
+    if not path.is_file():
+        raise SNAError(f"Format-matched neutral prompt file not found: {path}")
+    tasks = json.loads(path.read_text(encoding="utf-8")).get("tasks")
+    if not isinstance(tasks, dict) or not tasks:
+        raise SNAError(f"{path} needs a 'tasks' object mapping each task name to a list of prompts.")
+    return {name: check_prompts(prompts, f"{path.name} tasks[{name!r}]") for name, prompts in tasks.items()}
+
+
 def split_neutral(prompts: Sequence[str], seed: int = 0) -> NeutralSet:
     """Split neutral prompts into a discovery half and a held-out half (fixed seed)."""
     discovery, heldout = split_half(list(prompts), _split_seed(seed, "neutral"))

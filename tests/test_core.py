@@ -220,10 +220,10 @@ def _make_tasks_script():
 def test_generator_reproduces_the_committed_task_files():
     """scripts/make_tasks.py rebuilds every data/tasks/*.json byte for byte (its templated items included)."""
     make_tasks = _make_tasks_script()
-    tok = make_tasks.gpt2_tokenizer()
-    for name in make_tasks.HEAD:
-        assert make_tasks.build(name, tok) == (make_tasks.TASK_DIR / f"{name}.json").read_text(), name
-    assert set(make_tasks.HEAD) == {p.stem for p in make_tasks.TASK_DIR.glob("*.json")}
+    texts = make_tasks.build_all(make_tasks.gpt2_tokenizer())
+    for path, text in texts.items():
+        assert text == path.read_text(encoding="utf-8"), path.name
+    assert {p.name for p in texts} == {p.name for p in make_tasks.TASK_DIR.glob("*.json")} | {"neutral_formats.json"}
 
 
 def test_every_item_keeps_the_data_rules(tasks):
@@ -252,6 +252,31 @@ def test_every_target_is_one_real_gpt2_token(tasks):
     bad = [(t.name, i.target) for t in tasks for i in t.items if len(tok(i.target)["input_ids"]) != 1]
     assert not bad
     assert tok(" 12")["input_ids"] == [1105]  # the real vocabulary, not a stand-in
+
+
+def test_format_matched_neutral_prompts(tasks):
+    """Every task has >= 64 off-task prompts in its own format: they end on the task's last tokens (>= 75 %,
+    more often than neutral prose does) and none is a task prompt."""
+    formats, tok = su.load_neutral_formats(), su.gpt2_tokenizer()
+    assert set(formats) == {t.name for t in tasks}
+    prose = su.load_neutral()
+    for t in tasks:
+        last = {tok(i.prompt)["input_ids"][-1] for i in t.items}
+        share = lambda prompts: sum(tok(p)["input_ids"][-1] in last for p in prompts) / len(prompts)
+        assert len(set(formats[t.name])) == len(formats[t.name]) >= 64, t.name
+        assert not set(formats[t.name]) & {i.prompt for i in t.items}, t.name
+        assert share(formats[t.name]) >= 0.75 and share(formats[t.name]) > share(prose), t.name
+
+
+def test_bad_format_matched_neutral_file(tmp_path):
+    with pytest.raises(su.SNAError, match="neutral prompt file not found"):
+        su.load_neutral_formats(tmp_path)
+    (tmp_path / "neutral_formats.json").write_text('{"tasks": []}')
+    with pytest.raises(su.SNAError, match="'tasks' object"):
+        su.load_neutral_formats(tmp_path)
+    (tmp_path / "neutral_formats.json").write_text('{"tasks": {"addition": ["1 + 1 =", " "]}}')
+    with pytest.raises(su.SNAError, match=r"tasks\['addition'\]\[1\] is empty"):
+        su.load_neutral_formats(tmp_path)
 
 
 def test_tokenizer_is_real_gpt2():
