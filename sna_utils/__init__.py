@@ -12,6 +12,7 @@ discovery, intervention, measurement, zones). Everything else is machinery built
 ``sweep``       the grid (``run_sweep``) and cross-task interference, through the engine
 ``explore``     tables about tasks and neurons (baselines, scores, overlap, top prompts)
 ``analysis``    statistics on results tables: summaries, zones, rho, golden zones, paper numbers
+``stats``       per-prompt metrics, bootstrap intervals, paired tests (Holm), rho over tasks, nulls
 ``sst2``        the external check on GLUE SST-2
 ``profiles``    smoke / quick / paper, the results folder and table names, notebook defaults
 ``style``       the figure style and the helpers plots share; ``plots``: the figures
@@ -38,7 +39,8 @@ from __future__ import annotations
 import importlib
 import warnings
 
-from . import analysis, core, engine, errors, explore, hub, plots, profiles, sst2, standins, store, style, sweep
+from . import (analysis, core, engine, errors, explore, hub, plots, profiles, sst2, standins, stats, store, style,
+               sweep)
 from .analysis import (PAPER_BEST_LAYERS, PAPER_NUMBERS, best_per_task, best_shared_config,
                        confidence_gain_correlation, control_comparison, golden_zone, golden_zone_summary,
                        interference_summary, layer_profile, layer_specialisation, paper_comparison, task_summary,
