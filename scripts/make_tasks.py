@@ -144,13 +144,16 @@ def _syllogism(rng: random.Random, i: int) -> Item:
 
 # --- Python keywords and syntax -------------------------------------------------------------------
 
-VARS = ["item", "row", "line", "word", "name", "key", "idx", "char", "child", "node", "user",
-        "path", "task", "batch", "epoch", "col", "value", "token", "record", "entry", "point"]
+PLURALS = {"item": "items", "row": "rows", "line": "lines", "word": "words", "name": "names", "key": "keys",
+           "idx": "indices", "char": "chars", "child": "children", "node": "nodes", "user": "users", "path": "paths",
+           "task": "tasks", "batch": "batches", "epoch": "epochs", "col": "cols", "value": "values", "token": "tokens",
+           "record": "records", "entry": "entries", "point": "points"}
+VARS = list(PLURALS)
 MODULES = ["itertools", "functools", "dataclasses", "pathlib", "datetime", "random", "json", "abc", "enum",
            "contextlib", "statistics", "fractions", "decimal", "copy", "string", "operator", "heapq", "bisect",
            "unittest", "argparse", "logging", "subprocess", "urllib.parse", "torch", "sklearn.linear_model"]
 ALIASED = ["pandas", "seaborn", "networkx", "polars", "torch.nn.functional", "matplotlib.pyplot", "xarray"]
-KEYWORD_TEMPLATES = [("for {v}", " in"), ("{v}s = [{v}.strip() for {v}", " in"), ("from {m}", " import"),
+KEYWORD_TEMPLATES = [("for {v}", " in"), ("{vs} = [{v}.strip() for {v}", " in"), ("from {m}", " import"),
                      ("if {v} is not", " None"), ("if {v} not", " in"), ("total = sum({v} for {v}", " in"),
                      ("{v} = {v}_a if {v}_a > {v}_b", " else"), ("import {a}", " as"),
                      ("with open({v}_path)", " as"), ("def find_{v}(items):\n    for x in items:\n"
@@ -159,21 +162,23 @@ KEYWORD_TEMPLATES = [("for {v}", " in"), ("{v}s = [{v}.strip() for {v}", " in"),
 
 def _keyword(rng: random.Random, i: int) -> Item:
     prompt, target = KEYWORD_TEMPLATES[i % len(KEYWORD_TEMPLATES)]
-    return prompt.format(v=rng.choice(VARS), m=rng.choice(MODULES), a=rng.choice(ALIASED)), target
+    v = rng.choice(VARS)
+    return prompt.format(v=v, vs=PLURALS[v], m=rng.choice(MODULES), a=rng.choice(ALIASED)), target
 
 
 FUNCS = ["area", "scale", "load", "parse", "merge", "update", "train", "fetch", "render", "solve"]
 SYNTAX_TEMPLATES = [("print({v}", ")"), ("def {f}({v}", "):"), ("def {f}({v}, {w}", "):"),
                     ("for {v} in range({n}", "):"), ("if {v} > {n}", ":"), ("while {v} < {n}", ":"),
-                    ("{v} = {w}s[{n}", "]"), ("if {v} == {w}", ":"), ("for {v} in {w}s", ":"),
+                    ("{v} = {ws}[{n}", "]"), ("if {v} == {w}", ":"), ("for {v} in {ws}", ":"),
                     ("{v} = max({v}, {w}", ")"), ("{v} = ({n}, {m}", ")"),
-                    ("count = 0\nfor {v} in {w}s:\n    count", " +="), ("print(len({v}s", "))")]
+                    ("count = 0\nfor {v} in {ws}:\n    count", " +="), ("print(len({vs}", "))")]
 
 
 def _syntax(rng: random.Random, i: int) -> Item:
     prompt, target = SYNTAX_TEMPLATES[i % len(SYNTAX_TEMPLATES)]
     v, w = rng.sample(VARS, 2)
-    return prompt.format(v=v, w=w, f=rng.choice(FUNCS), n=rng.randint(2, 99), m=rng.randint(2, 9)), target
+    return prompt.format(v=v, w=w, vs=PLURALS[v], ws=PLURALS[w], f=rng.choice(FUNCS), n=rng.randint(2, 99),
+                         m=rng.randint(2, 9)), target
 
 
 # --- antonyms and analogies: hand-written tables, template phrasings ------------------------------
