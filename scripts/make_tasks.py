@@ -267,7 +267,8 @@ GENERATORS: dict[str, Draw] = {
 # --- format-matched neutral prompts ----------------------------------------------------------------
 # Each task's own templates filled with content that asks for none of the task's skill: letters and
 # words for numbers, unrelated premises, words without opposites, unrelated word pairs, plain prose
-# laid out as two lines of verse (neither memorised nor rhyming), and Python comments instead of code. No targets: a discovery reference only.
+# laid out as two lines of verse (neither memorised nor rhyming), and Python comments instead of code.
+# No targets: a discovery reference only.
 
 NEUTRAL_SIZE = 64
 NOUNS = ["table", "pencil", "carpet", "window", "basket", "bottle", "ladder", "pillow", "kettle", "ticket",

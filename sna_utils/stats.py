@@ -25,6 +25,7 @@ from typing import Callable, Literal, Sequence
 
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike
 
 from .core import improvement_pct
 from .errors import SNAError
@@ -39,7 +40,7 @@ PROB_FLOOR = 1e-12  # probabilities are clipped to [PROB_FLOOR, 1 - PROB_FLOOR] 
 # Input checks
 # ---------------------------------------------------------------------------
 
-def check_probs(p, what: str = "probabilities") -> np.ndarray:
+def check_probs(p: ArrayLike, what: str = "probabilities") -> np.ndarray:
     """``p`` as a float array ``[n_prompts]`` of finite probabilities in [0, 1]; SNAError otherwise."""
     arr = np.asarray(p, dtype=float)
     if arr.ndim != 1 or arr.size == 0:
@@ -49,7 +50,7 @@ def check_probs(p, what: str = "probabilities") -> np.ndarray:
     return arr
 
 
-def check_values(x, what: str = "values", min_n: int = 1) -> np.ndarray:
+def check_values(x: ArrayLike, what: str = "values", min_n: int = 1) -> np.ndarray:
     """``x`` as a finite float array ``[n]`` with at least ``min_n`` entries; SNAError otherwise."""
     arr = np.asarray(x, dtype=float)
     if arr.ndim != 1 or arr.size < min_n:
@@ -77,13 +78,13 @@ def _check_resampling(n_resamples: int, level: float) -> None:
 # Metrics
 # ---------------------------------------------------------------------------
 
-def log_odds(p) -> np.ndarray:
+def log_odds(p: ArrayLike) -> np.ndarray:
     """Log-odds ``log(p / (1 - p))`` in nats of probabilities ``[n]`` (clipped to PROB_FLOOR)."""
     p = np.clip(check_probs(p), PROB_FLOOR, 1 - PROB_FLOOR)
     return np.log(p) - np.log1p(-p)
 
 
-def per_prompt_changes(p_base, p_after) -> pd.DataFrame:
+def per_prompt_changes(p_base: ArrayLike, p_after: ArrayLike) -> pd.DataFrame:
     """One row per prompt: p_base, p_after, delta_log_odds (nats), delta_p (probability), relative_pct (%)."""
     base, after = check_probs(p_base, "p_base"), check_probs(p_after, "p_after")
     _same_length([base, after], "p_base and p_after")
@@ -93,7 +94,7 @@ def per_prompt_changes(p_base, p_after) -> pd.DataFrame:
                          "delta_p": after - base, "relative_pct": relative})
 
 
-def task_change(p_base, p_after, metric: Metric = "delta_log_odds") -> float:
+def task_change(p_base: ArrayLike, p_after: ArrayLike, metric: Metric = "delta_log_odds") -> float:
     """A task's change: mean delta log-odds (nats), mean delta p, or the paper's relative improvement (%)."""
     base, after = check_probs(p_base, "p_base"), check_probs(p_after, "p_after")
     _same_length([base, after], "p_base and p_after")
@@ -124,9 +125,9 @@ class Interval:
         return self.low <= value <= self.high
 
 
-def bootstrap_ci(arrays: Sequence, statistic: Callable[..., float], n_resamples: int = 2000,
+def bootstrap_ci(arrays: Sequence[ArrayLike], statistic: Callable[..., float], n_resamples: int = 2000,
                  level: float = 0.95, seed: int = 0) -> Interval:
-    """Percentile bootstrap of ``statistic(*arrays)``: prompts (rows, shared by all ``arrays [n]``) resampled jointly."""
+    """Percentile bootstrap of ``statistic(*arrays)``; prompts (the rows of every ``arrays [n]``) resampled jointly."""
     _check_resampling(n_resamples, level)
     arrays = [np.asarray(a, dtype=float) for a in arrays]
     if not arrays:
@@ -141,16 +142,16 @@ def bootstrap_ci(arrays: Sequence, statistic: Callable[..., float], n_resamples:
     return Interval(float(statistic(*arrays)), float(low), float(high), level, n_resamples)
 
 
-def change_ci(p_base, p_after, metric: Metric = "delta_log_odds", n_resamples: int = 2000, level: float = 0.95,
-              seed: int = 0) -> Interval:
+def change_ci(p_base: ArrayLike, p_after: ArrayLike, metric: Metric = "delta_log_odds", n_resamples: int = 2000,
+              level: float = 0.95, seed: int = 0) -> Interval:
     """Bootstrap interval of a task's change (``task_change``) from per-prompt probabilities ``[n]``."""
     base, after = check_probs(p_base, "p_base"), check_probs(p_after, "p_after")
     task_change(base, after, metric)  # checks metric and lengths before the resampling
     return bootstrap_ci([base, after], lambda b, a: task_change(b, a, metric), n_resamples, level, seed)
 
 
-def difference_ci(p_base, p_sna, p_control, metric: Metric = "delta_log_odds", n_resamples: int = 2000,
-                  level: float = 0.95, seed: int = 0) -> Interval:
+def difference_ci(p_base: ArrayLike, p_sna: ArrayLike, p_control: ArrayLike, metric: Metric = "delta_log_odds",
+                  n_resamples: int = 2000, level: float = 0.95, seed: int = 0) -> Interval:
     """Bootstrap interval of SNA's change minus the control's on the same prompts ``[n]`` (resampled jointly)."""
     base, sna, ctrl = (check_probs(p, w) for p, w in ((p_base, "p_base"), (p_sna, "p_sna"), (p_control, "p_control")))
     _same_length([base, sna, ctrl], "p_base, p_sna and p_control")
@@ -166,7 +167,7 @@ def difference_ci(p_base, p_sna, p_control, metric: Metric = "delta_log_odds", n
 # Paired tests and the multiple-comparison correction
 # ---------------------------------------------------------------------------
 
-def paired_test(sna, control, method: Literal["permutation", "sign"] = "permutation",
+def paired_test(sna: ArrayLike, control: ArrayLike, method: Literal["permutation", "sign"] = "permutation",
                 alternative: Alternative = "two-sided", n_permutations: int = 9999, seed: int = 0) -> float:
     """p-value that SNA's per-prompt changes ``[n]`` equal the control's on the same prompts.
 
@@ -208,7 +209,7 @@ def paired_test(sna, control, method: Literal["permutation", "sign"] = "permutat
     return (1 + found) / (1 + n_permutations)
 
 
-def holm(p_values) -> np.ndarray:
+def holm(p_values: ArrayLike) -> np.ndarray:
     """Holm's step-down adjusted p-values ``[m]`` (family-wise error control over the m tests)."""
     p = check_values(p_values, "p_values")
     if (p < 0).any() or (p > 1).any():
@@ -220,7 +221,7 @@ def holm(p_values) -> np.ndarray:
     return out
 
 
-def minimum_detectable_effect(changes, alpha: float = 0.05, power: float = 0.8) -> float:
+def minimum_detectable_effect(changes: ArrayLike, alpha: float = 0.05, power: float = 0.8) -> float:
     """Smallest true mean of per-prompt changes ``[n]`` that a two-sided level-alpha test finds with ``power``
     (normal approximation, ``(z_{1-alpha/2} + z_power) * sd / sqrt(n)``), in the changes' units."""
     from scipy.stats import norm
@@ -283,7 +284,7 @@ def _rank_rho(rx: np.ndarray, ry: np.ndarray) -> np.ndarray:
     return (y @ x) / np.sqrt((x @ x) * (y * y).sum(axis=-1))
 
 
-def spearman_rho(x, y) -> float:
+def spearman_rho(x: ArrayLike, y: ArrayLike) -> float:
     """Spearman's rho of two per-task arrays ``[n_tasks]`` (average ranks for ties; NaN if one is constant)."""
     from scipy.stats import rankdata
 
@@ -294,7 +295,7 @@ def spearman_rho(x, y) -> float:
     return float(_rank_rho(rankdata(x), rankdata(y)[None])[0])
 
 
-def permutation_p_value(x, y, n_permutations: int = 100_000, seed: int = 0) -> tuple[float, int]:
+def permutation_p_value(x: ArrayLike, y: ArrayLike, n_permutations: int = 100_000, seed: int = 0) -> tuple[float, int]:
     """Two-sided permutation p of Spearman's rho over tasks ``[n]``, and the permutations drawn (0: exact)."""
     from scipy.stats import rankdata
 
@@ -315,13 +316,16 @@ def permutation_p_value(x, y, n_permutations: int = 100_000, seed: int = 0) -> t
     return (1 + hits) / (1 + n_permutations), n_permutations
 
 
-def task_spearman(x_by_task: Sequence, y_by_task: Sequence, x_stat: Callable[[np.ndarray], float] = np.mean,
-                  y_stat: Callable[[np.ndarray], float] = np.mean, same_prompts: bool = False,
+def task_spearman(x_by_task: Sequence[ArrayLike], y_by_task: Sequence[ArrayLike],
+                  x_stat: Callable[[np.ndarray], float] = np.mean, y_stat: Callable[[np.ndarray], float] = np.mean,
+                  same_prompts: bool = False,
                   n_resamples: int = 2000, level: float = 0.95, n_permutations: int = 100_000,
                   seed: int = 0) -> RankCorrelation:
     """Spearman's rho between ``x_stat`` and ``y_stat`` of each task's per-prompt rows (``[n_prompts, ...]`` per
     task), with a bootstrap interval resampling prompts within tasks (jointly for x and y when ``same_prompts``;
-    independently when x and y come from disjoint prompts, as they should) and a permutation p-value."""
+    independently when x and y come from disjoint prompts, as they should) and a permutation p-value.
+    For the relative improvement pass ``[n, 2]`` arrays of (p_base, p_after) and
+    ``y_stat=lambda a: task_change(a[:, 0], a[:, 1], "relative_pct")``."""
     _check_resampling(n_resamples, level)
     xs, ys = [np.asarray(a, dtype=float) for a in x_by_task], [np.asarray(a, dtype=float) for a in y_by_task]
     if len(xs) != len(ys) or len(xs) < 3:
@@ -356,7 +360,7 @@ class ShiftNull:
     rho_log_odds: float  # ... with the mean change in log-odds (NaN without noise: it is constant)
 
 
-def shift_log_odds(p, shift) -> np.ndarray:
+def shift_log_odds(p: ArrayLike, shift: ArrayLike) -> np.ndarray:
     """Probabilities ``[n]`` after adding ``shift`` nats (a number or ``[n]``) to their log-odds."""
     z = log_odds(p) + shift
     return 1.0 / (1.0 + np.exp(-z))

@@ -196,6 +196,20 @@ def test_task_spearman_interval_and_determinism():
     assert r.p_value < 0.01
 
 
+def test_task_spearman_of_the_relative_improvement():
+    """Relative improvement as y: (p_base, p_after) pairs per prompt, P_base itself from other prompts."""
+    rng = np.random.default_rng(7)
+    centres = np.linspace(0.05, 0.8, 6)
+    xs = [np.clip(rng.normal(c, 0.03, 20), 0.01, 0.99) for c in centres]
+    ys = []
+    for c in centres:
+        base = np.clip(rng.normal(c, 0.03, 20), 0.01, 0.99)
+        ys.append(np.column_stack([base, stats.shift_log_odds(base, 0.5)]))
+    r = stats.task_spearman(xs, ys, y_stat=lambda a: stats.task_change(a[:, 0], a[:, 1], "relative_pct"),
+                            n_resamples=1000)
+    assert r.rho == pytest.approx(-1.0) and r.p_value == pytest.approx(2 / 720) and r.high < 0
+
+
 def test_constant_log_odds_shift_makes_rho_negative_and_log_odds_flat():
     """The saturation artefact: one shift for every task gives a strongly negative rho between P_base and the
     relative improvement, while the change in log-odds (the shift itself, plus noise) shows none."""
@@ -235,6 +249,8 @@ def test_bad_input_is_named():
         stats.sna_vs_control(pd.DataFrame({"task": ["a"], "p_base": [0.1]}))
     with pytest.raises(su.SNAError, match=">= 3"):
         stats.task_spearman([[0.1, 0.2]], [[1.0, 2.0]])
+    with pytest.raises(su.SNAError, match="equal length"):
+        stats.task_spearman([[0.1, 0.2]] * 3, [[1.0, 2.0, 3.0]] * 3, same_prompts=True)
     with pytest.raises(su.SNAError, match="at least 3 tasks"):
         stats.constant_shift_null({"a": [0.1]})
     with pytest.raises(su.SNAError, match="in \\[0, 1\\]"):
