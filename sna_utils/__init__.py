@@ -12,6 +12,7 @@ discovery, intervention, measurement, zones). Everything else is machinery built
 ``sweep``       the grid (``run_sweep``) and cross-task interference, through the engine
 ``explore``     tables about tasks and neurons (baselines, scores, overlap, top prompts)
 ``analysis``    statistics on results tables: summaries, zones, rho, golden zones, paper numbers
+``stats``       per-prompt metrics, bootstrap intervals, paired tests (Holm), rho over tasks, nulls
 ``sst2``        the external check on GLUE SST-2
 ``profiles``    smoke / quick / paper, the results folder and table names, notebook defaults
 ``preflight``   what a profile will cost on this machine (device, downloads, estimated time), before it runs
@@ -39,21 +40,22 @@ from __future__ import annotations
 import importlib
 import warnings
 
-from . import analysis, core, engine, errors, explore, hub, plots, preflight, profiles, sst2, standins, store, style, sweep
+from . import (analysis, core, engine, errors, explore, hub, plots, preflight, profiles, sst2, standins, stats, store,
+               style, sweep)
 from .analysis import (PAPER_BEST_LAYERS, PAPER_NUMBERS, best_per_task, best_shared_config,
                        confidence_gain_correlation, control_comparison, golden_zone, golden_zone_summary,
                        interference_summary, layer_profile, layer_specialisation, paper_comparison, round_for_reading,
-                       task_summary,
-                       zone_summary, zones_by_model)
+                       task_summary, zone_summary, zones_by_model)
 from .core import (DATA_DIR, HUB_MODELS, KIT_ROOT, KIT_VERSION, MODEL_NAMES, SCORE_METHODS, ZONE_HIGH, ZONE_LOW,
                    ZONE_NAMES, Baseline, Batch, Intervention, Item, NeutralSet, Outcome, Positions, Task, amplify,
                    baseline_of, check_k, check_layer, check_multiplier, check_neurons, check_positions, check_prompts,
-                   check_device, check_score_method, d_mlp, default_device, encode_prompts, gpt2_tokenizer, hook_name,
-                   improvement_pct, kit_model_name, kl_divergence, last_token_activations, load_model, load_neutral, load_task,
-                   load_tasks, measure, model_device, model_name, n_layers, neuron_scores, next_token_logits,
-                   outcome_of, random_neurons, rank_neurons, restrict_to_single_token, run_and_capture,
-                   scores_from_activations, split_half, split_neutral, target_probs, target_token_ids,
-                   target_tokens, top_neurons, wrap_hf_model, zone_of)
+                   check_device, check_score_method, d_mlp, default_device, encode_prompts, gpt2_tokenizer,
+                   hook_name, improvement_pct, kit_model_name, kl_divergence, last_token_activations, load_model,
+                   load_neutral, load_neutral_formats, load_task, load_tasks, measure, model_device, model_name,
+                   n_layers, neuron_scores, next_token_logits, outcome_of, random_neurons, rank_neurons,
+                   restrict_to_single_token, run_and_capture, scores_from_activations, split_half, split_neutral,
+                   split_selection_test, target_probs, target_token_ids, target_tokens, top_neurons, wrap_hf_model,
+                   zone_of)
 from .engine import grid_flop_floor, matmul_rate
 from .errors import ModelUnavailableError, SNAError
 from .explore import (discovery_scores, neuron_overlap, prompt_pool, task_baselines, task_table,
@@ -78,6 +80,7 @@ __all__ = [
     "KIT_VERSION", "KIT_ROOT", "DATA_DIR", "HUB_MODELS", "MODEL_NAMES", "Positions", "default_device",
     "gpt2_tokenizer", "wrap_hf_model", "kit_model_name", "load_model", "model_name", "model_device", "n_layers", "d_mlp",
     "Item", "Task", "NeutralSet", "split_half", "load_task", "load_tasks", "load_neutral", "split_neutral",
+    "split_selection_test", "load_neutral_formats",
     "restrict_to_single_token",
     "check_prompts", "check_device", "check_layer", "check_k", "check_multiplier", "check_positions", "SCORE_METHODS",
     "check_score_method", "check_neurons", "target_tokens", "target_token_ids",

@@ -2,8 +2,9 @@
 
 1. Loading      a model by kit name, Hub id, local folder or offline stand-in, wrapped in
                 TransformerLens' ``TransformerBridge``.
-2. Tasks        prompts with one-token targets, split once into discovery and evaluation halves;
-                neutral prose split into a discovery half and a held-out half.
+2. Tasks        prompts with one-token targets, split once into discovery and evaluation halves (the
+                evaluation half once more into selection and test parts); neutral prose split into
+                a discovery half and a held-out half.
 3. Input checks each raises :class:`SNAError` naming the problem, before any work.
 4. Tokenisation right padding, every prompt read at its own last real token.
 5. Discovery    differential activation analysis: mean activation on task prompts minus neutral
@@ -245,12 +246,29 @@ def load_tasks(names: Iterable[str] | None = None, data_dir: str | os.PathLike =
     return [load_task(available[n], seed) for n in wanted]
 
 
+def split_selection_test(task: Task, seed: int = 0) -> tuple[tuple[Item, ...], tuple[Item, ...]]:
+    """A task's evaluation half cut once more by ``seed`` into (selection, test) parts that share no prompt:
+    choose a configuration on the first, report it on the second."""
+    return split_half(task.evaluation, _split_seed(seed, f"{task.name}:selection"))
+
+
 def load_neutral(data_dir: str | os.PathLike = DATA_DIR) -> list[str]:
     """The neutral reference prompts (``data/neutral.txt``, one per line)."""
     path = Path(data_dir) / "neutral.txt"
     if not path.is_file():
         raise SNAError(f"Neutral prompt file not found: {path}")
     return [line.rstrip("\n") for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def load_neutral_formats(data_dir: str | os.PathLike = DATA_DIR) -> dict[str, list[str]]:
+    """Each task's format-matched neutral prompts (``data/neutral_formats.json``): its templates, none of its skill."""
+    path = Path(data_dir) / "neutral_formats.json"
+    if not path.is_file():
+        raise SNAError(f"Format-matched neutral prompt file not found: {path}")
+    tasks = json.loads(path.read_text(encoding="utf-8")).get("tasks")
+    if not isinstance(tasks, dict) or not tasks:
+        raise SNAError(f"{path} needs a 'tasks' object mapping each task name to a list of prompts.")
+    return {name: check_prompts(prompts, f"{path.name} tasks[{name!r}]") for name, prompts in tasks.items()}
 
 
 def split_neutral(prompts: Sequence[str], seed: int = 0) -> NeutralSet:

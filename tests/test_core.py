@@ -4,6 +4,7 @@ The reference for every number is an independent plain computation: a Hugging Fa
 model with the same random weights, run one prompt at a time, with a PyTorch forward
 hook on the MLP activation module.
 """
+import importlib.util
 import math
 import os
 
@@ -182,14 +183,60 @@ def test_random_neurons_fixed_and_nested():
 # --- tasks -----------------------------------------------------------------------
 
 def test_twelve_tasks_with_enough_items(tasks):
+    """At least 160 items a task: >= 80 discovery, >= 40 selection and >= 40 test prompts."""
     assert len(tasks) == 12
     assert {t.category for t in tasks} == {"mathematics", "poetry", "coding", "logical_reasoning",
                                           "abstract_semantics"}
     for t in tasks:
-        assert len(t.items) >= 48, t.name  # README, docs/method.md and notebook 01: "at least 48"
+        assert len(t.items) >= 160, t.name  # README, docs/method.md and notebook 01: "at least 160"
         assert abs(len(t.discovery) - len(t.evaluation)) <= 1
         assert not set(t.discovery) & set(t.evaluation)
+        assert min(len(part) for part in su.split_selection_test(t)) >= 40, t.name
     assert len(su.load_neutral()) >= 100
+
+
+def test_selection_and_test_parts_share_no_prompt(tasks):
+    for t in tasks:
+        selection, test = su.split_selection_test(t)
+        assert not {i.prompt for i in selection} & {i.prompt for i in test}
+        assert sorted(selection + test, key=t.evaluation.index) == list(t.evaluation)
+        assert not {i.prompt for i in selection + test} & {i.prompt for i in t.discovery}
+
+
+def test_selection_split_is_fixed_by_seed(tasks):
+    t = tasks[0]
+    assert su.split_selection_test(t, seed=3) == su.split_selection_test(t, seed=3)
+    assert su.split_selection_test(t, seed=3) != su.split_selection_test(t, seed=4)
+    assert su.split_selection_test(t) == su.split_selection_test(su.load_tasks([t.name])[0])
+
+
+def _make_tasks_script():
+    spec = importlib.util.spec_from_file_location("make_tasks", su.KIT_ROOT / "scripts" / "make_tasks.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_generator_reproduces_the_committed_task_files():
+    """scripts/make_tasks.py rebuilds every data/tasks/*.json byte for byte (its templated items included)."""
+    make_tasks = _make_tasks_script()
+    texts = make_tasks.build_all(make_tasks.gpt2_tokenizer())
+    for path, text in texts.items():
+        assert text == path.read_text(encoding="utf-8"), path.name
+    assert {p.name for p in texts} == {p.name for p in make_tasks.TASK_DIR.glob("*.json")} | {"neutral_formats.json"}
+
+
+def test_every_item_keeps_the_data_rules(tasks):
+    """Targets tokenize as the prompt's next token, prompts are distinct, short and end without a space."""
+    make_tasks = _make_tasks_script()
+    tok = make_tasks.gpt2_tokenizer()
+    for t in tasks:
+        assert len({i.prompt for i in t.items}) == len(t.items), t.name
+        bad = [(i.prompt, why) for i in t.items if (why := make_tasks.item_problem(tok, i.prompt, i.target))]
+        assert not bad, (t.name, bad[:3])
+    assert make_tasks.item_problem(tok, "1 + 1 =", " 2") is None
+    assert "not one GPT-2 token" in make_tasks.item_problem(tok, "import numpy as", " npx")
+    assert "ends with a space" in make_tasks.item_problem(tok, "1 + 1 = ", "2")
 
 
 def test_split_is_fixed_by_seed(tasks):
@@ -205,6 +252,31 @@ def test_every_target_is_one_real_gpt2_token(tasks):
     bad = [(t.name, i.target) for t in tasks for i in t.items if len(tok(i.target)["input_ids"]) != 1]
     assert not bad
     assert tok(" 12")["input_ids"] == [1105]  # the real vocabulary, not a stand-in
+
+
+def test_format_matched_neutral_prompts(tasks):
+    """Every task has >= 64 off-task prompts in its own format: they end on the task's last tokens (>= 75 %,
+    more often than neutral prose does) and none is a task prompt."""
+    formats, tok = su.load_neutral_formats(), su.gpt2_tokenizer()
+    assert set(formats) == {t.name for t in tasks}
+    prose = su.load_neutral()
+    for t in tasks:
+        last = {tok(i.prompt)["input_ids"][-1] for i in t.items}
+        share = lambda prompts: sum(tok(p)["input_ids"][-1] in last for p in prompts) / len(prompts)
+        assert len(set(formats[t.name])) == len(formats[t.name]) >= 64, t.name
+        assert not set(formats[t.name]) & {i.prompt for i in t.items}, t.name
+        assert share(formats[t.name]) >= 0.75 and share(formats[t.name]) > share(prose), t.name
+
+
+def test_bad_format_matched_neutral_file(tmp_path):
+    with pytest.raises(su.SNAError, match="neutral prompt file not found"):
+        su.load_neutral_formats(tmp_path)
+    (tmp_path / "neutral_formats.json").write_text('{"tasks": []}')
+    with pytest.raises(su.SNAError, match="'tasks' object"):
+        su.load_neutral_formats(tmp_path)
+    (tmp_path / "neutral_formats.json").write_text('{"tasks": {"addition": ["1 + 1 =", " "]}}')
+    with pytest.raises(su.SNAError, match=r"tasks\['addition'\]\[1\] is empty"):
+        su.load_neutral_formats(tmp_path)
 
 
 def test_tokenizer_is_real_gpt2():

@@ -48,7 +48,7 @@ LAYERS = [
     {"errors"},
     {"hub", "standins"},
     {"core"},
-    {"engine", "store", "explore", "analysis", "style"},
+    {"engine", "store", "explore", "analysis", "stats", "style"},
     {"sweep", "sst2", "plots", "profiles"},
     {"preflight"},
 ]
