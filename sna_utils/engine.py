@@ -190,9 +190,9 @@ def chunk_tokens(eng: EngineWeights, device: torch.device, dtype: torch.dtype) -
 
 
 def logit_rows(eng: EngineWeights, device: torch.device) -> int:
-    """Rows of full-vocabulary logits reduced at a time (float32 and float64 copies of each)."""
+    """Rows of full-vocabulary logits reduced at a time (float32 and float64 copies and temporaries: ~32 B a value)."""
     free = _free_bytes(device) // 2 or CPU_LOGIT_BYTES
-    return max(1, free // (eng.w_u.shape[0] * 16))
+    return max(1, free // (eng.w_u.shape[0] * 32))
 
 
 # ---------------------------------------------------------------------------
