@@ -4,15 +4,17 @@ One task x all layers x the paper's 56 (k, multiplier) pairs on an offline stand
 (default random:gpt2-small). Prints times and ratios; it is not a test.
 
     python scripts/benchmark_sweep.py [--model random:gpt2-small] [--device cpu] [--plain-sample 24]
+        [--layers 0,6,11] [--n-eval 10] [--n-neutral 20] [--precisions float32,bfloat16] [--max-tokens N]
 
 * plain loop: for each configuration, full hooked forward passes (``su.measure``) of the
   evaluation prompts and held-out neutral prompts, for the SNA neurons and for the random
   control neurons: the same numbers the engine produces. It times a fixed-seed random sample
   of configurations and scales up to the whole grid (said in the output).
-* engine: ``su.run_sweep`` on the whole grid, discovery and baselines included.
+* engine: ``su.run_sweep`` on the whole grid, discovery and baselines included, per precision
+  (float32, bfloat16, and TF32 on CUDA), with ``positions="all"`` and ``positions="last"``.
 * FLOP floor: the matrix-multiply FLOPs the grid strictly needs (blocks L.. for every
   configuration and prompt at its real length, plus last-token logits) divided by this
-  machine's measured float32 matmul rate.
+  machine's measured matmul rate at that precision.
 """
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ import sna_utils as su
 
 def floor_seconds(model, layers, n_configs, prompt_lengths, rate) -> tuple[float, float]:
     """(FLOPs, seconds at ``rate``) for ``n_configs`` configurations at each layer."""
-    flops = sum(su.engine.prompts_flop_floor(model, L, n_configs, prompt_lengths) for L in layers)
+    flops = sum(su.flops.prompts_flop_floor(model, L, n_configs, prompt_lengths) for L in layers)
     return flops, flops / rate
 
 
@@ -62,6 +64,16 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def time_engine(model, task, neutral, layers, ks, ms, positions, precision, max_tokens, device) -> float:
+    """Seconds for ``su.run_sweep`` on the whole grid (discovery and baselines included)."""
+    sync(device)
+    t0 = time.perf_counter()
+    su.run_sweep(model, [task], layers, ks, ms, positions, neutral=neutral, progress=False, precision=precision,
+                 max_tokens=max_tokens)
+    sync(device)
+    return time.perf_counter() - t0
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="random:gpt2-small")
@@ -72,6 +84,10 @@ def main() -> None:
     ap.add_argument("--layers", default="all", help="comma-separated layers (default: all)")
     ap.add_argument("--n-eval", type=int, default=0, help="evaluation prompts to use (default: all)")
     ap.add_argument("--n-neutral", type=int, default=0, help="held-out neutral prompts to use (default: all)")
+    ap.add_argument("--precisions", default="", help="comma-separated engine precisions (default: float32 and "
+                    "bfloat16, and tf32 on CUDA)")
+    ap.add_argument("--max-tokens", type=int, default=0, help="tokens per engine chunk (default: sized to the device)")
+    ap.add_argument("--no-last", action="store_true", help='skip the positions="last" timing')
     args = ap.parse_args()
 
     model = su.load_model(args.model, device=args.device)
@@ -82,32 +98,34 @@ def main() -> None:
     if args.n_neutral:
         neutral = su.NeutralSet(neutral.discovery, neutral.heldout[: args.n_neutral])
     layers = list(range(su.n_layers(model))) if args.layers == "all" else [int(x) for x in args.layers.split(",")]
+    cuda = args.device.startswith("cuda")
+    precisions = args.precisions.split(",") if args.precisions else ["float32", "bfloat16"] + ["tf32"] * cuda
     ks, ms = su.PAPER_KS, su.PAPER_MULTIPLIERS
     n_grid = len(layers) * len(ks) * len(ms)
     print(f"model {args.model} on {args.device} ({torch.get_num_threads()} CPU threads); task {task.name}: "
           f"{len(task.evaluation)} evaluation prompts, {len(neutral.heldout)} held-out neutral prompts; "
-          f"grid {len(layers)} layers x {len(ks)} k x {len(ms)} multipliers = {n_grid} configurations")
-
-    su.run_sweep(model, [task], [0], [1], [2.0], neutral=neutral, progress=False)  # warm-up
-    sync(args.device)
-    t0 = time.perf_counter()
-    su.run_sweep(model, [task], layers, ks, ms, neutral=neutral, progress=False)
-    sync(args.device)
-    engine = time.perf_counter() - t0
+          f"grid {len(layers)} layers {layers} x {len(ks)} k x {len(ms)} multipliers = {n_grid} configurations")
 
     per_cfg, n_sampled = time_plain(model, task, neutral, layers, ks, ms, args.plain_sample, args.seed)
     plain = per_cfg * n_grid
-
-    rate = su.matmul_rate(args.device, n=2048 if args.device.startswith("cuda") else 1024)
-    lengths = [len(model.to_tokens(p)[0]) for p in [i.prompt for i in task.evaluation] + list(neutral.heldout)]
-    flops, floor = floor_seconds(model, layers, 2 * len(ks) * len(ms), lengths, rate)
-
-    print(f"plain loop : {plain:9.2f} s  (timed {n_sampled} random configurations, seed {args.seed}, "
+    print(f"plain loop : {plain:9.2f} s  (float32; timed {n_sampled} random configurations, seed {args.seed}, "
           f"{per_cfg:.3f} s each, scaled to {n_grid})")
-    print(f"engine     : {engine:9.2f} s  ({engine / n_grid * 1e3:.1f} ms per configuration)")
-    print(f"FLOP floor : {floor:9.2f} s  ({flops / 1e12:.2f} TFLOP at a measured {rate / 1e9:.0f} GFLOP/s)")
-    print(f"speed-up over plain loop : {plain / engine:6.1f}x")
-    print(f"engine / FLOP floor      : {engine / floor:6.2f}x")
+    lengths = [len(model.to_tokens(p)[0]) for p in [i.prompt for i in task.evaluation] + list(neutral.heldout)]
+    for precision in precisions:
+        su.run_sweep(model, [task], [layers[-1]], [1], [2.0], neutral=neutral, progress=False,
+                     precision=precision)  # warm-up (and the weights cast to this precision)
+        engine = time_engine(model, task, neutral, layers, ks, ms, "all", precision, args.max_tokens or None,
+                             args.device)
+        rate = su.matmul_rate(args.device, n=2048 if cuda else 1024, precision=precision)
+        flops, floor = floor_seconds(model, layers, 2 * len(ks) * len(ms), lengths, rate)
+        print(f"[{precision}] engine {engine:9.2f} s ({engine / n_grid * 1e3:.1f} ms per configuration); "
+              f"speed-up over plain loop {plain / engine:5.1f}x; FLOP floor {floor:8.2f} s ({flops / 1e12:.2f} "
+              f"TFLOP at a measured {rate / 1e9:.0f} GFLOP/s); engine / floor {engine / floor:5.2f}x")
+        if not args.no_last:
+            last = time_engine(model, task, neutral, layers, ks, ms, "last", precision, args.max_tokens or None,
+                               args.device)
+            print(f"[{precision}] positions='last' {last:9.2f} s beside 'all' {engine:9.2f} s: "
+                  f"{last / engine:4.2f}x")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@ discovery, intervention, measurement, zones). Everything else is machinery built
 
 ==============  ==========================================================================
 ``core``        the method itself; the plain, hooked computation everything is tested against
-``engine``      the fast forward from layer L for many configurations at once; the FLOP model
+``engine``      the fast forward from layer L for many configurations at once, metrics on the device
+``flops``       the FLOP model: a grid's floor, the measured matmul rate, the engine's overhead
 ``store``       the results table: settings that must not mix, atomic writes
 ``sweep``       the grid (``run_sweep``) and cross-task interference, through the engine
 ``explore``     tables about tasks and neurons (baselines, scores, overlap, top prompts)
@@ -40,8 +41,8 @@ from __future__ import annotations
 import importlib
 import warnings
 
-from . import (analysis, core, engine, errors, explore, hub, plots, preflight, profiles, sst2, standins, stats, store,
-               style, sweep)
+from . import (analysis, core, engine, errors, explore, flops, hub, plots, preflight, profiles, sst2, standins, stats,
+               store, style, sweep)
 from .analysis import (PAPER_BEST_LAYERS, PAPER_NUMBERS, best_per_task, best_shared_config,
                        confidence_gain_correlation, control_comparison, golden_zone, golden_zone_summary,
                        interference_summary, layer_profile, layer_specialisation, paper_comparison, round_for_reading,
@@ -56,7 +57,7 @@ from .core import (DATA_DIR, HUB_MODELS, KIT_ROOT, KIT_VERSION, MODEL_NAMES, SCO
                    restrict_to_single_token, run_and_capture, scores_from_activations, split_half, split_neutral,
                    split_selection_test, target_probs, target_token_ids, target_tokens, top_neurons, wrap_hf_model,
                    zone_of)
-from .engine import grid_flop_floor, matmul_rate
+from .flops import grid_flop_floor, matmul_rate
 from .errors import ModelUnavailableError, SNAError
 from .explore import (discovery_scores, neuron_overlap, prompt_pool, task_baselines, task_table,
                       top_activating_prompts, top_neurons_by_task)
@@ -114,14 +115,15 @@ __all__ = [
     "plot_confidence_vs_improvement", "plot_sst2_zones", "plot_layer_multiplier_heatmaps", "plot_improvement_vs_k",
     "plot_golden_zone", "plot_model_comparison",
     # the modules
-    "core", "engine", "store", "sweep", "explore", "analysis", "sst2", "profiles", "style", "plots", "standins",
-    "hub", "errors",
+    "core", "engine", "flops", "store", "sweep", "explore", "analysis", "stats", "sst2", "profiles", "preflight",
+    "style", "plots", "standins", "hub", "errors",
 ]
 
 # Names that were public at the top level before the kit became a package: where they live now.
 MOVED = {
     **dict.fromkeys(["BlockWeights", "EngineWeights", "LengthGroup", "LayerState", "layer_state", "Config",
-                     "engine_logits", "base_logits", "block_flops"], "engine"),
+                     "engine_logits", "base_logits"], "engine"),
+    **dict.fromkeys(["block_flops"], "flops"),
     **dict.fromkeys(["KEY_COLUMNS", "SweepSettings", "data_fingerprint"], "store"),
     **dict.fromkeys(["Profile", "PROFILES", "TABLE_MAKERS"], "profiles"),
     **dict.fromkeys(["SST2_FILES", "SST2_HUB_ID", "check_sst2_setup", "sst2_neurons"], "sst2"),

@@ -654,12 +654,17 @@ def outcome_of(base: Baseline, logits: torch.Tensor, neutral_base: torch.Tensor 
     """Compare a configuration's task logits ``[n, V]`` (and neutral logits) with the baseline."""
     p = logits.softmax(-1)[torch.arange(len(base.target_ids)), base.target_ids]
     kl = float("nan") if neutral_base is None else float(kl_divergence(neutral_base, neutral_new).mean())
+    return outcome_from(base, p, logits.argmax(-1) == base.target_ids, kl)
+
+
+def outcome_from(base: Baseline, p: torch.Tensor, top1: torch.Tensor, side_effect_kl: float) -> Outcome:
+    """METHOD's metrics from per-prompt target probabilities ``p`` and top-1 hits ``top1`` ``[n]``."""
     return Outcome(
         p_sna=float(p.mean()),
         improvement_pct=improvement_pct(base.p_mean, float(p.mean())),
         success_rate=float((p > base.p).float().mean()),
-        top1_sna=float((logits.argmax(-1) == base.target_ids).float().mean()),
-        side_effect_kl=kl,
+        top1_sna=float(top1.float().mean()),
+        side_effect_kl=float(side_effect_kl),
     )
 
 

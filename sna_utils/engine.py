@@ -5,24 +5,27 @@ The plain way runs the whole hooked model once per configuration. The engine ins
 block L and the neuron activations of layer L; (ii) adds each configuration's change,
 ``(m - 1) * act[S] @ W_out[S]``, to that residual (the only thing an MLP-neuron multiplier changes
 in block L); (iii) runs blocks L+1.. for many configurations stacked along the batch, the final
-block for the last real token only; (iv) unembeds only that token. It groups prompts by length,
-so no padding is computed. ``tests/test_engine.py`` checks it against the plain loop.
+block for the last real token only; with ``positions="last"`` only the last token at all, over the
+unmodified run's keys and values of the earlier positions; (iv) unembeds only that token and reduces
+the logits on the device to the target probability, top-1 and KL. It groups prompts by length, so no
+padding is computed. ``tests/test_engine.py`` checks it against the plain loop.
 
-Holds the weights in the engine's layout (read once per model from the Hugging Face modules),
-the kernels, the per-layer state, and the FLOP model used for estimates. Imports only ``core``.
+Holds the weights in the engine's layout (read once per model, cast once per precision), the
+kernels, the per-layer state and chunk sizes (the FLOP model is in ``flops``). Imports only ``core``.
 """
 
 from __future__ import annotations
 
-import time
+import contextlib
+import dataclasses
 import weakref
-from dataclasses import dataclass
-from typing import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
 
-from .core import (Batch, Positions, chunk_slices, d_mlp, hook_name, model_device, n_layers, run_and_capture)
+from .core import (Batch, Positions, chunk_slices, hook_name, model_device, run_and_capture)
 from .errors import SNAError
 
 @dataclass
@@ -110,15 +113,86 @@ def _read_weights(hf) -> EngineWeights:
     raise SNAError(f"Architecture {cfg.model_type!r} is not supported: the kit runs GPT-2 and GPT-NeoX (Pythia).")
 
 
+_WEIGHTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> {dtype or None: EngineWeights}
 
-_WEIGHTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+def _cast(eng: EngineWeights, dtype: torch.dtype) -> EngineWeights:
+    """A copy of the engine's weights in ``dtype`` (the rotary module computes in its input's dtype)."""
+    def to(t):
+        return tuple(x.to(dtype) for x in t) if isinstance(t, tuple) else t.to(dtype)
+
+    blocks = [BlockWeights(**{f.name: to(getattr(b, f.name)) for f in dataclasses.fields(b)}) for b in eng.blocks]
+    return dataclasses.replace(eng, blocks=blocks, ln_f=to(eng.ln_f), w_u=to(eng.w_u))
 
 
-def engine_weights(model) -> EngineWeights:
-    """The engine's view of ``model``'s weights, read once per model (the bridge's HF modules hold them)."""
+def engine_weights(model, dtype: torch.dtype | None = None) -> EngineWeights:
+    """The engine's view of ``model``'s weights, read once per model (the bridge's HF modules hold them),
+    and cast once per other ``dtype``."""
     if model not in _WEIGHTS:
-        _WEIGHTS[model] = _read_weights(model.original_model)
-    return _WEIGHTS[model]
+        _WEIGHTS[model] = {None: _read_weights(model.original_model)}
+    views = _WEIGHTS[model]
+    if dtype is not None and dtype != views[None].w_u.dtype and dtype not in views:
+        views[dtype] = _cast(views[None], dtype)
+    return views.get(dtype, views[None])
+
+# ---------------------------------------------------------------------------
+# Precision and chunk sizes: what the device runs the engine in, and how much at a time
+# ---------------------------------------------------------------------------
+
+PRECISIONS = ("float64", "float32", "tf32", "bfloat16")  # None: the model's own dtype
+
+
+def check_precision(model, precision: str | None) -> str:
+    """The engine's precision on ``model``'s device (None: the model's dtype); SNAError if it cannot run there."""
+    if precision is None:
+        return str(model.cfg.dtype).removeprefix("torch.")
+    if precision not in PRECISIONS:
+        raise SNAError(f"precision={precision!r} is not one of {', '.join(PRECISIONS)} (or None: the model's dtype).")
+    if precision == "tf32" and model_device(model).type != "cuda":
+        raise SNAError(f"precision='tf32' needs a CUDA device; the model is on {model_device(model)}.")
+    return precision
+
+
+def compute_dtype(precision: str) -> torch.dtype:
+    """The dtype blocks L+1.. run in (TF32 is float32 storage with TF32 matrix multiplies)."""
+    return {"float64": torch.float64, "bfloat16": torch.bfloat16}.get(precision, torch.float32)
+
+
+@contextlib.contextmanager
+def precision_mode(precision: str) -> Iterator[None]:
+    """TF32 matrix multiplies on CUDA while inside (for ``precision='tf32'``); restores the flags after."""
+    old = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = precision == "tf32"
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
+
+
+CPU_CHUNK_TOKENS = 4096  # a quarter of the activation memory of the former 16,384 (host-memory test)
+CPU_LOGIT_BYTES = 64 << 20  # float64 logits reduced at a time on the CPU
+
+
+def _free_bytes(device: torch.device) -> int:
+    """Memory the engine may use on ``device`` at once: 40 % of free GPU memory (0 on the CPU)."""
+    return int(0.4 * torch.cuda.mem_get_info(device)[0]) if device.type == "cuda" else 0
+
+
+def chunk_tokens(eng: EngineWeights, device: torch.device, dtype: torch.dtype) -> int:
+    """Token rows per forward chunk: sized to free GPU memory on CUDA, cache-friendly on the CPU."""
+    free = _free_bytes(device)
+    if not free:
+        return CPU_CHUNK_TOKENS
+    d, d_mlp_ = eng.w_u.shape[1], eng.blocks[0].w_in.shape[1]
+    per_token = dtype.itemsize * (3 * d_mlp_ + 10 * d)  # MLP in/out, q/k/v, attention output, residuals
+    return max(256, min(1 << 20, free // 2 // per_token))
+
+
+def logit_rows(eng: EngineWeights, device: torch.device) -> int:
+    """Rows of full-vocabulary logits reduced at a time (float32 and float64 copies and temporaries: ~32 B a value)."""
+    free = _free_bytes(device) // 2 or CPU_LOGIT_BYTES
+    return max(1, free // (eng.w_u.shape[0] * 32))
+
 
 # ---------------------------------------------------------------------------
 # The kernels: blocks L+1.. on many configurations at once
@@ -143,64 +217,81 @@ def _apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torc
     return torch.cat((x[..., :r] * cos + _rotate_half(x[..., :r]) * sin, x[..., r:]), dim=-1)
 
 
-def _attention(eng: EngineWeights, w: BlockWeights, h: torch.Tensor, last: torch.Tensor | None) -> torch.Tensor:
-    """Causal self-attention of normalised ``h`` ``[B, T, d]``; only at rows' ``last`` positions if given."""
-    B, T, d = h.shape
-    nh, dh = eng.n_heads, d // eng.n_heads
+def _qkv(eng: EngineWeights, w: BlockWeights, h: torch.Tensor, pos: torch.Tensor):
+    """Queries, keys, values ``[B, nh, S, dh]`` of normalised ``h`` ``[B, S, d]`` at token positions ``pos`` ``[S]``."""
+    B, S, d = h.shape
     q, k, v = _affine(h, w.w_qkv, w.b_qkv).split(d, dim=-1)
-    q, k, v = (t.view(B, T, nh, dh).transpose(1, 2) for t in (q, k, v))  # [B, nh, T, dh]
+    q, k, v = (t.view(B, S, eng.n_heads, d // eng.n_heads).transpose(1, 2) for t in (q, k, v))
     if eng.rotary is not None:
-        pos = torch.arange(T, device=h.device)[None]
-        cos, sin = eng.rotary(h, pos)  # [1, T, r]
+        cos, sin = eng.rotary(h, pos[None])  # [1, S, r]
         q, k = _apply_rotary(q, cos[:, None], sin[:, None]), _apply_rotary(k, cos[:, None], sin[:, None])
-    if last is None:
-        z = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        return _affine(z.transpose(1, 2).reshape(B, T, d), w.w_o, w.b_o)
-    rows = torch.arange(B, device=h.device)
-    q = q[rows, :, last][:, :, None]  # [B, nh, 1, dh]
-    mask = (torch.arange(T, device=h.device)[None] <= last[:, None])[:, None, None]  # [B, 1, 1, T]
-    z = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-    return _affine(z.reshape(B, d), w.w_o, w.b_o)
+    return q, k, v
 
 
 def _mlp(eng: EngineWeights, w: BlockWeights, h: torch.Tensor) -> torch.Tensor:
     return _affine(eng.act(_affine(h, w.w_in, w.b_in)), w.w_out, w.b_out)
 
 
-def _block(eng: EngineWeights, layer: int, x: torch.Tensor, last: torch.Tensor | None = None) -> torch.Tensor:
-    """One transformer block on ``x`` ``[B, T, d]``; returns ``[B, T, d]``, or ``[B, d]`` at ``last``."""
-    w = eng.blocks[layer]
-    attn = _attention(eng, w, _layer_norm(x, w.ln1, eng.eps), last)
-    x_q = x if last is None else x[torch.arange(x.shape[0], device=x.device), last]
+def _residual(eng: EngineWeights, w: BlockWeights, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """The block's output from its input ``x`` and the heads' mixed values ``z`` (same leading shape)."""
+    attn = _affine(z, w.w_o, w.b_o)
     if eng.parallel:
-        return x_q + attn + _mlp(eng, w, _layer_norm(x_q, w.ln2, eng.eps))
-    mid = x_q + attn
+        return x + attn + _mlp(eng, w, _layer_norm(x, w.ln2, eng.eps))
+    mid = x + attn
     return mid + _mlp(eng, w, _layer_norm(mid, w.ln2, eng.eps))
 
 
-def _logits_from_resid(eng: EngineWeights, resid_after: torch.Tensor, layer: int,
-                       last: torch.Tensor) -> torch.Tensor:
-    """Run blocks ``layer+1..`` from the residual after block ``layer``; logits at ``last`` ``[B, V]``."""
-    x = resid_after
+def _block(eng: EngineWeights, layer: int, x: torch.Tensor, last_only: bool, keep: list | None) -> torch.Tensor:
+    """One block on ``x`` ``[B, T, d]``; ``[B, T, d]``, or ``[B, d]`` at the last position if ``last_only``.
+    Appends the keys and values of positions ``0..T-2`` to ``keep`` if given."""
+    w = eng.blocks[layer]
+    B, T, d = x.shape
+    q, k, v = _qkv(eng, w, _layer_norm(x, w.ln1, eng.eps), torch.arange(T, device=x.device))
+    if keep is not None:
+        keep.append((k[:, :, :-1].contiguous(), v[:, :, :-1].contiguous()))
+    if last_only:
+        z = F.scaled_dot_product_attention(q[:, :, -1:], k, v)  # the last query sees every key
+        return _residual(eng, w, x[:, -1], z.reshape(B, d))
+    z = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    return _residual(eng, w, x, z.transpose(1, 2).reshape(B, T, d))
+
+
+def _run_all(eng: EngineWeights, x: torch.Tensor, layer: int, keep: list | None = None) -> torch.Tensor:
+    """Blocks ``layer+1..`` on residuals ``[B, T, d]`` (every position changed); the last position ``[B, d]``."""
     n = len(eng.blocks)
-    rows = torch.arange(x.shape[0], device=x.device)
-    for L in range(layer + 1, n - 1):
-        x = _block(eng, L, x)
-    x = _block(eng, n - 1, x, last) if layer < n - 1 else x[rows, last]
-    return F.linear(_layer_norm(x, eng.ln_f, eng.eps), eng.w_u)
+    for L in range(layer + 1, n):
+        x = _block(eng, L, x, L == n - 1, keep)
+    return x if layer < n - 1 else x[:, -1]
+
+
+def _run_last(eng: EngineWeights, x: torch.Tensor, layer: int, kv: list) -> torch.Tensor:
+    """Blocks ``layer+1..`` for the last position only, ``[n, C, d]`` (C configurations of n prompts of
+    length T); earlier positions are unchanged, so their keys/values ``kv`` come from the unmodified run."""
+    n, C, d = x.shape
+    for (k0, v0), L in zip(kv, range(layer + 1, len(eng.blocks))):
+        w = eng.blocks[L]
+        pos = torch.full((C,), k0.shape[2], device=x.device)  # all C queries sit at position T-1
+        q, k, v = _qkv(eng, w, _layer_norm(x, w.ln1, eng.eps), pos)  # [n, nh, C, dh]: C queries per prompt
+        scale = q.shape[-1] ** -0.5
+        scores = torch.cat([q @ k0.transpose(-1, -2), (q * k).sum(-1, keepdim=True)], -1) * scale
+        a = scores.softmax(-1, dtype=torch.promote_types(x.dtype, torch.float32)).to(x.dtype)  # [n, nh, C, T]
+        z = a[..., :-1] @ v0 + a[..., -1:] * v
+        x = _residual(eng, w, x, z.transpose(1, 2).reshape(n, C, d))
+    return x
 
 
 # ---------------------------------------------------------------------------
-# The state of a prompt set at one layer, and the engine itself
+# The state of a prompt set at one layer
 # ---------------------------------------------------------------------------
 
 @dataclass
 class LengthGroup:
     """Prompts of one token length at one layer, without intervention (on the model's device)."""
 
-    index: torch.Tensor  # where these prompts sit in the prompt set  [n_g]
+    index: torch.Tensor  # where these prompts sit in the prompt set  [n_g] (on the device)
     resid_after: torch.Tensor  # residual stream after block L          [n_g, T_g, d_model]
     act: torch.Tensor  # hook_post of layer L                           [n_g, T_g, d_mlp]
+    kv: dict = field(default_factory=dict)  # dtype -> keys/values of positions < T-1 in blocks L+1..
 
 
 @dataclass
@@ -221,9 +312,23 @@ def layer_state(model, batch: Batch, layer: int) -> LayerState:
         index = (lengths == T).nonzero().squeeze(1)
         cache = run_and_capture(model, batch.tokens[index, :T].to(dev),
                                 [hook_name(layer), f"blocks.{layer}.hook_resid_post"])
-        groups.append(LengthGroup(index, cache[f"blocks.{layer}.hook_resid_post"], cache[hook_name(layer)]))
+        groups.append(LengthGroup(index.to(dev), cache[f"blocks.{layer}.hook_resid_post"], cache[hook_name(layer)]))
     return LayerState(len(lengths), groups)
 
+
+def _base_kv(eng: EngineWeights, g: LengthGroup, layer: int) -> list:
+    """Keys and values of the unmodified run at positions < T-1, per block L+1.. (computed once per dtype)."""
+    dtype = eng.w_u.dtype
+    if dtype not in g.kv:
+        keep: list = []
+        _run_all(eng, g.resid_after.to(dtype), layer, keep)
+        g.kv[dtype] = keep
+    return g.kv[dtype]
+
+
+# ---------------------------------------------------------------------------
+# The engine: final residuals per configuration, reduced to METHOD's numbers on the device
+# ---------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class Config:
@@ -233,73 +338,127 @@ class Config:
     multiplier: float
 
 
-@torch.no_grad()
-def engine_logits(model, state: LayerState, layer: int, configs: Sequence[Config],
-                  positions: Positions = "all", max_tokens: int = 16384) -> torch.Tensor:
-    """Logits at the last token for every (configuration, prompt) ``[n_configs, n_prompts, V]`` (CPU)."""
-    eng = engine_weights(model)
-    w_out = eng.blocks[layer].w_out
-    out = torch.empty(len(configs), state.n_prompts, eng.w_u.shape[0], dtype=w_out.dtype)
+IDENTITY = Config((), 1.0)
+
+
+def _final_resid(model, state: LayerState, layer: int, configs: Sequence[Config], positions: Positions,
+                 precision: str, max_tokens: int | None) -> Iterator[tuple[slice, LengthGroup, torch.Tensor]]:
+    """For chunks of configurations and each length group: the residual before ``ln_f`` at the last
+    position ``[c, n_g, d]`` (in the precision's dtype, on the device)."""
+    w_out = engine_weights(model).blocks[layer].w_out  # the model's dtype, like the state
+    eng = engine_weights(model, compute_dtype(precision))
+    max_tokens = max_tokens or chunk_tokens(eng, model_device(model), eng.w_u.dtype)
     for g in state.groups:
-        n, T, _ = g.resid_after.shape
-        for sl in chunk_slices(len(configs), max(1, max_tokens // (n * T))):
-            resid = []
+        n, T, d = g.resid_after.shape
+        kv = _base_kv(eng, g, layer) if positions == "last" and layer < len(eng.blocks) - 1 else None
+        for sl in chunk_slices(len(configs), max(1, max_tokens // (n * (T if kv is None else 1)))):
+            deltas = []
             for c in configs[sl]:
                 idx = torch.tensor(c.neurons, dtype=torch.long, device=w_out.device)
-                delta = (c.multiplier - 1.0) * g.act[..., idx] @ w_out[idx]  # [n, T, d]
-                if positions == "last":
-                    delta[:, :-1] = 0.0
-                resid.append(g.resid_after + delta)
-            x = torch.cat(resid)  # [configs * n, T, d]
-            last = torch.full((x.shape[0],), T - 1, device=x.device)
-            out[sl, g.index] = _logits_from_resid(eng, x, layer, last).cpu().view(len(resid), n, -1)
+                act = g.act[..., idx] if positions == "all" else g.act[:, -1:, idx]
+                deltas.append((c.multiplier - 1.0) * act @ w_out[idx])  # [n, T or 1, d]
+            if positions == "all":
+                x = torch.cat([g.resid_after + dl for dl in deltas]).to(eng.w_u.dtype)  # [c n, T, d]
+                yield sl, g, _run_all(eng, x, layer).view(len(deltas), n, d)
+            else:
+                x = (g.resid_after[:, -1:] + torch.cat(deltas, 1)).to(eng.w_u.dtype)  # [n, c, d]
+                yield sl, g, (_run_last(eng, x, layer, kv) if kv is not None else x).transpose(0, 1)
+
+
+@dataclass
+class Reference:
+    """A prompt set's next-token distribution without intervention, kept on the device for KL."""
+
+    probs: torch.Tensor  # [n_prompts, V] float64
+    neg_entropy: torch.Tensor  # sum_v p log p  [n_prompts] float64
+
+
+@dataclass
+class Metrics:
+    """METHOD's per-(configuration, prompt) numbers, the only thing that leaves the device ``[C, n]`` (CPU)."""
+
+    p: torch.Tensor  # target probability (float64)
+    top1: torch.Tensor  # the target is the argmax (bool)
+    kl: torch.Tensor  # KL(base || new) in nats (float64; NaN without a reference)
+
+
+def _logits(eng: EngineWeights, x: torch.Tensor) -> torch.Tensor:
+    """Full-vocabulary logits of final residuals ``[..., d] -> [..., V]``, at least float32."""
+    z = F.linear(_layer_norm(x, eng.ln_f, eng.eps), eng.w_u)
+    return z if z.dtype in (torch.float32, torch.float64) else z.float()
+
+
+def _reduce(z: torch.Tensor, target: torch.Tensor | None, ref: Reference | None, index: torch.Tensor):
+    """Target probability, top-1 and KL of logits ``z`` ``[c, n, V]`` of prompts ``index`` ``[n]``, on the device.
+    KL(p || q) = sum p log p - sum p z + logsumexp(z), all in float64 (no [c, n, V] log-probabilities)."""
+    c, n, _ = z.shape
+    p = top1 = kl = None
+    if target is not None:
+        t = target[index]
+        p = (z.gather(-1, t.expand(c, n)[..., None])[..., 0] - z.logsumexp(-1)).exp().double()
+        top1 = z.argmax(-1) == t
+    if ref is not None:
+        z64 = z.double()
+        kl = (ref.neg_entropy[index] - torch.einsum("cnv,nv->cn", z64, ref.probs[index])
+              + z64.logsumexp(-1)).clamp_min(0.0)
+    return p, top1, kl
+
+
+@torch.no_grad()
+def engine_metrics(model, state: LayerState, layer: int, configs: Sequence[Config], positions: Positions = "all",
+                   target_ids: torch.Tensor | None = None, reference: Reference | None = None,
+                   precision: str | None = None, max_tokens: int | None = None) -> Metrics:
+    """METHOD's numbers for every (configuration, prompt), computed where the logits are; ``target_ids``
+    ``[n_prompts]`` for the target probability and top-1, ``reference`` for the KL side effect."""
+    precision = check_precision(model, precision)
+    eng = engine_weights(model, compute_dtype(precision))
+    dev = model_device(model)
+    target = None if target_ids is None else target_ids.to(dev)
+    out = [torch.full((len(configs), state.n_prompts), float("nan"), dtype=torch.float64) for _ in range(3)]
+    out[1] = torch.zeros(out[1].shape, dtype=torch.bool)
+    with precision_mode(precision):
+        for sl, g, x in _final_resid(model, state, layer, configs, positions, precision, max_tokens):
+            step = max(1, logit_rows(eng, dev) // x.shape[1])
+            for i in range(0, x.shape[0], step):
+                cfg = slice(sl.start + i, min(sl.stop, sl.start + i + step))
+                for o, r in zip(out, _reduce(_logits(eng, x[i:i + step]), target, reference, g.index)):
+                    if r is not None:
+                        o[cfg, g.index.cpu()] = r.cpu()
+    return Metrics(*out)
+
+
+@torch.no_grad()
+def reference(model, state: LayerState, layer: int, precision: str | None = None) -> Reference:
+    """The prompt set's unmodified next-token distribution through the same engine (on the device)."""
+    precision = check_precision(model, precision)
+    eng = engine_weights(model, compute_dtype(precision))
+    dev = model_device(model)
+    ref = Reference(torch.empty(state.n_prompts, eng.w_u.shape[0], dtype=torch.float64, device=dev),
+                    torch.empty(state.n_prompts, dtype=torch.float64, device=dev))
+    with precision_mode(precision):
+        for _, g, x in _final_resid(model, state, layer, [IDENTITY], "all", precision, None):
+            logp = _logits(eng, x[0]).double().log_softmax(-1)
+            ref.probs[g.index] = logp.exp()
+            ref.neg_entropy[g.index] = (logp.exp() * logp).sum(-1)
+    return ref
+
+
+@torch.no_grad()
+def engine_logits(model, state: LayerState, layer: int, configs: Sequence[Config], positions: Positions = "all",
+                  max_tokens: int | None = None, precision: str | None = None) -> torch.Tensor:
+    """Full logits at the last token ``[n_configs, n_prompts, V]`` on the host (for inspection; the sweep
+    uses :func:`engine_metrics`, which never moves logits off the device)."""
+    precision = check_precision(model, precision)
+    eng = engine_weights(model, compute_dtype(precision))
+    dtype = torch.promote_types(eng.w_u.dtype, torch.float32)
+    out = torch.empty(len(configs), state.n_prompts, eng.w_u.shape[0], dtype=dtype)
+    with precision_mode(precision):
+        for sl, g, x in _final_resid(model, state, layer, configs, positions, precision, max_tokens):
+            out[sl, g.index.cpu()] = _logits(eng, x).cpu()
     return out
 
 
-def base_logits(model, state: LayerState, layer: int) -> torch.Tensor:
-    """The prompt set's logits without intervention, through the same engine ``[n_prompts, V]``."""
-    return engine_logits(model, state, layer, [Config((), 1.0)])[0]
+def base_logits(model, state: LayerState, layer: int, precision: str | None = None) -> torch.Tensor:
+    """The prompt set's logits without intervention, through the same engine ``[n_prompts, V]`` (host)."""
+    return engine_logits(model, state, layer, [IDENTITY], precision=precision)[0]
 
-
-# ---------------------------------------------------------------------------
-# The FLOP model (for estimates and the benchmark)
-# ---------------------------------------------------------------------------
-
-# Engine time / FLOP floor, measured by `make bench` on the 2-core build CPU, float32: 1.18 on the GPT-2 Small
-# shape, 1.35 on the Medium shape (README, Speed). Estimates use the larger; on a GPU it is not measured.
-ENGINE_OVER_FLOOR = 1.35
-
-
-def matmul_rate(device: str | torch.device = "cpu", n: int = 1024, repeats: int = 5) -> float:
-    """Measured float32 matrix-multiply rate of ``device`` in FLOP/s (best of ``repeats``)."""
-    a = torch.randn(n, n, device=device)
-    b = torch.randn(n, n, device=device)
-    best = float("inf")
-    for _ in range(repeats + 1):
-        if str(device).startswith("cuda"):
-            torch.cuda.synchronize()
-        t = time.perf_counter()
-        a @ b
-        if str(device).startswith("cuda"):
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - t)
-    return 2 * n**3 / best
-
-
-def block_flops(d_model: int, d_mlp_: int, seq: int) -> float:
-    """Matrix-multiply FLOPs of one block on one sequence of ``seq`` tokens."""
-    proj = 2 * seq * (4 * d_model * d_model + 2 * d_model * d_mlp_)
-    attn = 2 * 2 * seq * seq * d_model  # scores and weighted values (full square, as run)
-    return proj + attn
-
-
-def grid_flop_floor(model, layer: int, n_configs: int, n_prompts: int, seq: int) -> float:
-    """FLOPs a grid strictly needs at ``layer``: blocks L.. for every configuration, plus last-token logits."""
-    per_seq = (n_layers(model) - layer) * block_flops(model.cfg.d_model, d_mlp(model), seq)
-    logits = 2 * model.cfg.d_model * model.cfg.d_vocab
-    return n_configs * n_prompts * (per_seq + logits)
-
-
-def prompts_flop_floor(model, layer: int, n_configs: int, lengths: Sequence[int]) -> float:
-    """``grid_flop_floor`` summed over prompts of the given token lengths (each run at its real length)."""
-    return sum(grid_flop_floor(model, layer, n_configs, 1, int(T)) for T in lengths)

@@ -2,8 +2,8 @@
 
 The runner (``scripts/run_notebooks.py``) prints a :class:`Plan`: the device, the models that will be
 downloaded, and an estimated time per grid. The estimate is the FLOP floor of each grid
-(``engine.grid_flop_floor`` on the model's shape, no weights loaded) divided by this device's measured
-float32 matmul rate, times ``engine.ENGINE_OVER_FLOOR`` (the engine/floor ratio ``make bench`` measured).
+(``flops.grid_flop_floor`` on the model's shape, no weights loaded) divided by this device's measured
+float32 matmul rate, times ``flops.ENGINE_OVER_FLOOR`` (the engine/floor ratio ``make bench`` measured).
 The ``paper`` profile on a CPU-only machine stops with a message naming the ways on, unless
 ``$SNA_PAPER_ON_CPU=1``. Imports ``core``, ``engine``, ``errors``, ``hub`` and ``profiles``.
 """
@@ -17,7 +17,7 @@ from typing import Sequence
 import torch
 
 from .core import HUB_MODELS, default_device, load_neutral, load_tasks, split_neutral
-from .engine import ENGINE_OVER_FLOOR, matmul_rate, prompts_flop_floor
+from .flops import ENGINE_OVER_FLOOR, matmul_rate, prompts_flop_floor
 from .errors import SNAError
 from .profiles import TABLE_MAKERS, ModelShape, Profile, get_profile, model_shape
 

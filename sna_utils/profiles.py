@@ -131,7 +131,7 @@ GPT2_VOCAB = 50257
 
 @dataclass(frozen=True)
 class ModelShape:
-    """The sizes the FLOP model needs; ``cfg`` lets ``engine.grid_flop_floor`` read it like a loaded model."""
+    """The sizes the FLOP model needs; ``cfg`` lets ``flops.grid_flop_floor`` read it like a loaded model."""
 
     n_layers: int
     d_model: int

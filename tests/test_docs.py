@@ -5,7 +5,6 @@ import re
 from pathlib import Path
 
 import nbformat
-import pytest
 
 import sna_utils as su
 from sna_utils.profiles import PROFILES

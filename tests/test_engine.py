@@ -1,5 +1,7 @@
 """The sweep engine against the plain per-configuration loop (the reference computation)."""
 import math
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -66,3 +68,121 @@ def test_engine_reuses_topk_ordering(tiny, tasks, neutral):
     ranking = su.rank_neurons(scores)
     for k in (1, 5, 50):
         assert su.top_neurons(scores, k) == ranking[:k].tolist()
+
+
+def _rel(a, b):
+    return float(((a - b).abs() / b.abs().clamp_min(1e-12)).max())
+
+
+@pytest.fixture(scope="module")
+def precision_grid(tiny64, tasks, neutral):
+    """A grid run in float64 on ``tiny64``, and a function running it at another precision."""
+    small, neu = trim(tasks, neutral, n_tasks=2)
+    grid = dict(layers=[0, 2], ks=[1, 40], multipliers=[0.0, 10.0], neutral=neu, progress=False)
+    return su.run_sweep(tiny64, small, precision="float64", **grid), lambda p: su.run_sweep(tiny64, small,
+                                                                                           precision=p, **grid)
+
+
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_precision_agreement_with_float64(precision_grid, precision):
+    """Each precision against float64 on the same model: target probabilities, improvements, KL, top-1.
+    float32 agrees to float32 noise; bfloat16 visibly departs (so the option takes effect) but stays near."""
+    ref, run = precision_grid
+    got = run(precision)
+    col = {c: (torch.tensor(got[c].to_numpy()), torch.tensor(ref[c].to_numpy()))
+           for c in ["p_base", "p_sna", "improvement_pct", "side_effect_kl"]}
+    points = float((col["improvement_pct"][0] - col["improvement_pct"][1]).abs().max())  # percentage points
+    flips = float((got["top1_sna"] != ref["top1_sna"]).mean())
+    if precision == "float32":
+        assert _rel(*col["p_sna"]) < 1e-5 and _rel(*col["p_base"]) < 1e-5
+        assert _rel(*col["side_effect_kl"]) < 1e-4 and points < 1e-2 and flips == 0.0
+    else:
+        assert 1e-3 < _rel(*col["p_sna"]) < 0.1, "bfloat16 rounds (~3 significant digits) but stays close"
+        assert _rel(*col["side_effect_kl"]) < 3.0 and float(col["side_effect_kl"][0].max()) > 0
+        assert points < 20 and flips <= 0.05
+
+
+def test_engine_metrics_do_not_depend_on_chunking(tiny, tasks, neutral):
+    """Tiny chunks (one configuration at a time, a few logit rows) give the numbers of the default chunks."""
+    t = tasks[0]
+    state = su.engine.layer_state(tiny, su.encode_prompts(tiny, [i.prompt for i in t.evaluation]), 1)
+    ids = su.target_token_ids(tiny, t.evaluation)
+    configs = [su.engine.Config((3, 7, 11), m) for m in (0.0, 2.0, 5.0)] + [su.engine.Config((1,), 3.0)]
+    ref = su.engine.reference(tiny, state, 1)
+    for positions in ("all", "last"):
+        a = su.engine.engine_metrics(tiny, state, 1, configs, positions, ids, ref)
+        old = su.engine.logit_rows
+        su.engine.logit_rows = lambda eng, dev: 3
+        try:
+            b = su.engine.engine_metrics(tiny, state, 1, configs, positions, ids, ref, max_tokens=5)
+        finally:
+            su.engine.logit_rows = old
+        torch.testing.assert_close(a.p, b.p, rtol=1e-5, atol=1e-9)
+        torch.testing.assert_close(a.kl, b.kl, rtol=1e-4, atol=1e-7)
+        assert torch.equal(a.top1, b.top1)
+
+
+def test_chunks_follow_the_device(tiny, monkeypatch):
+    """CPU: the fixed cache-friendly size; CUDA: a share of the free memory (here a 24 GB GPU, GPT-2 Medium shape)."""
+    eng = su.engine.engine_weights(tiny)
+    cpu = torch.device("cpu")
+    assert su.engine.chunk_tokens(eng, cpu, torch.float32) == su.engine.CPU_CHUNK_TOKENS
+    assert su.engine.logit_rows(eng, cpu) * eng.w_u.shape[0] * 32 <= su.engine.CPU_LOGIT_BYTES
+    free = int(0.4 * 22e9)
+    monkeypatch.setattr(su.engine, "_free_bytes", lambda device: free)
+    medium = su.engine.EngineWeights("gpt2", [su.engine.BlockWeights(*[torch.empty(0)] * 6, torch.empty(1024, 4096),
+                                                                     *[torch.empty(0)] * 3)],
+                                     (None, None), torch.empty(50257, 1024), 16, 1e-5, None, False, None)
+    gpu = torch.device("cuda")
+    for dtype in (torch.float32, torch.bfloat16):
+        tokens = su.engine.chunk_tokens(medium, gpu, dtype)
+        activations = tokens * dtype.itemsize * (3 * 4096 + 10 * 1024)
+        assert 16384 <= tokens and activations <= free / 2, (dtype, tokens)
+    assert su.engine.logit_rows(medium, gpu) * 50257 * 32 <= free / 2
+
+
+@pytest.mark.parametrize("precision,message", [("float16", "not one of"), ("tf32", "needs a CUDA device")])
+def test_precision_rejected_before_work(tiny, tasks, neutral, tmp_path, precision, message):
+    small, neu = trim(tasks, neutral, n_tasks=1)
+    with pytest.raises(su.SNAError, match=message):
+        su.run_sweep(tiny, small, [0], [1], [2.0], out=tmp_path / "x.parquet", neutral=neu, precision=precision)
+    assert not (tmp_path / "x.parquet").exists()
+    with pytest.raises(su.SNAError, match=message):
+        su.cross_task_interference(tiny, small, 0, 1, 2.0, neutral=neu, precision=precision)
+
+
+PEAK_SCRIPT = r"""
+import resource, sys, threading, time
+import torch
+import sna_utils as su
+torch.set_num_threads(2)
+model = su.load_model("random:gpt2-small", device="cpu")
+task, neutral = su.load_tasks(["addition"])[0], su.split_neutral(su.load_neutral())
+def rss():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize()
+base, peak, done = rss(), [0], threading.Event()
+def poll():
+    while not done.is_set():
+        peak[0] = max(peak[0], rss())
+        time.sleep(0.002)
+threading.Thread(target=poll, daemon=True).start()
+df = su.run_sweep(model, [task], [int(sys.argv[1])], su.PAPER_KS, su.PAPER_MULTIPLIERS, neutral=neutral,
+                  progress=False)
+done.set()
+assert len(df) == 56 and df["control_side_effect_kl"].notna().all()
+print("PEAK_GB", (max(peak[0], rss()) - base) / 1e9)
+"""
+
+
+@pytest.mark.slow
+def test_paper_size_task_layer_stays_small_in_host_memory(tmp_path):
+    """One paper-size (task, layer) of random:gpt2-small (56 (k, m) pairs with controls, every evaluation and
+    held-out neutral prompt) raises peak host memory by at most 0.6 GB over the loaded model: no logits on the host.
+    (Before the metrics moved to the device: +2.2 GB.) Layer 8: four blocks after it, the same chunk sizes."""
+    script = tmp_path / "peak.py"
+    script.write_text(PEAK_SCRIPT)
+    run = subprocess.run([sys.executable, str(script), "8"], capture_output=True, text=True, timeout=1200)
+    assert run.returncode == 0, run.stderr[-3000:]
+    peak = float(run.stdout.split("PEAK_GB")[-1])
+    assert 0.0 < peak <= 0.6, f"peak host memory rose by {peak:.2f} GB"

@@ -49,6 +49,7 @@ LAYERS = [
     {"hub", "standins"},
     {"core"},
     {"engine", "store", "explore", "analysis", "stats", "style"},
+    {"flops"},
     {"sweep", "sst2", "plots", "profiles"},
     {"preflight"},
 ]

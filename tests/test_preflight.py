@@ -32,7 +32,7 @@ def test_token_lengths_are_the_models(tiny, small):
 
 
 def test_grid_flops_equal_the_floor_on_the_loaded_model(tiny, small):
-    """The shape-only count equals engine.grid_flop_floor on the model, one prompt at a time at its length."""
+    """The shape-only count equals flops.grid_flop_floor on the model, one prompt at a time at its length."""
     tasks, neutral = small
     layers, ks, ms = [0, 2], 3, 2
     eval_lengths = [(su.encode_prompts(tiny, [i.prompt for i in t.evaluation]).last + 1).tolist() for t in tasks]
@@ -60,7 +60,7 @@ def test_parts_follow_the_profile():
 
 def test_estimate_is_floor_over_rate_times_the_measured_ratio():
     p = pf.plan("paper", device="cpu", rate=1e11)
-    assert p.seconds() == pytest.approx(sum(x.flops for x in p.parts) / 1e11 * su.engine.ENGINE_OVER_FLOOR)
+    assert p.seconds() == pytest.approx(sum(x.flops for x in p.parts) / 1e11 * su.flops.ENGINE_OVER_FLOOR)
     only_sweep = pf.plan("paper", [su.profiles.TABLE_MAKERS["sweep_"]], device="cpu", rate=1e11)
     assert {x.model for x in only_sweep.parts} == {"gpt2-small", "gpt2-medium"}
     assert only_sweep.seconds() < p.seconds()

@@ -1,0 +1,57 @@
+"""The FLOP model: what a grid strictly costs, this device's measured matmul rate, and the engine's overhead.
+
+Used for the sweep's up-front estimate, the pre-flight of ``make run`` and the benchmark's floor.
+The floor counts the matrix-multiply arithmetic a grid needs: blocks L.. for every configuration and
+prompt at its real length, plus last-token logits. Imports ``core`` and ``engine`` (precisions).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Sequence
+
+import torch
+
+from .core import d_mlp, n_layers
+from .engine import compute_dtype, precision_mode
+
+# Engine time / FLOP floor, measured by `make bench` on the 2-core build CPU, float32: 1.18 on the GPT-2 Small
+# shape, 1.35 on the Medium shape (README, Speed). Estimates use the larger; on a GPU it is not measured.
+ENGINE_OVER_FLOOR = 1.35
+
+
+def matmul_rate(device: str | torch.device = "cpu", n: int = 1024, repeats: int = 5,
+                precision: str = "float32") -> float:
+    """Measured matrix-multiply rate of ``device`` in FLOP/s at ``precision`` (best of ``repeats``)."""
+    a = torch.randn(n, n, device=device, dtype=compute_dtype(precision))
+    b = torch.randn(n, n, device=device, dtype=compute_dtype(precision))
+    best = float("inf")
+    with precision_mode(precision):
+        for _ in range(repeats + 1):
+            if str(device).startswith("cuda"):
+                torch.cuda.synchronize()
+            t = time.perf_counter()
+            a @ b
+            if str(device).startswith("cuda"):
+                torch.cuda.synchronize()
+            best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best
+
+
+def block_flops(d_model: int, d_mlp_: int, seq: int) -> float:
+    """Matrix-multiply FLOPs of one block on one sequence of ``seq`` tokens."""
+    proj = 2 * seq * (4 * d_model * d_model + 2 * d_model * d_mlp_)
+    attn = 2 * 2 * seq * seq * d_model  # scores and weighted values (full square, as run)
+    return proj + attn
+
+
+def grid_flop_floor(model, layer: int, n_configs: int, n_prompts: int, seq: int) -> float:
+    """FLOPs a grid strictly needs at ``layer``: blocks L.. for every configuration, plus last-token logits."""
+    per_seq = (n_layers(model) - layer) * block_flops(model.cfg.d_model, d_mlp(model), seq)
+    logits = 2 * model.cfg.d_model * model.cfg.d_vocab
+    return n_configs * n_prompts * (per_seq + logits)
+
+
+def prompts_flop_floor(model, layer: int, n_configs: int, lengths: Sequence[int]) -> float:
+    """``grid_flop_floor`` summed over prompts of the given token lengths (each run at its real length)."""
+    return sum(grid_flop_floor(model, layer, n_configs, 1, int(T)) for T in lengths)
