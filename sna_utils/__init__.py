@@ -8,8 +8,9 @@ discovery, intervention, measurement, zones). Everything else is machinery built
 ==============  ==========================================================================
 ``core``        the method itself; the plain, hooked computation everything is tested against
 ``engine``      the fast forward from layer L for many configurations at once; the FLOP model
-``store``       the results table: settings that must not mix, atomic writes
-``sweep``       the grid (``run_sweep``) and cross-task interference, through the engine
+``store``       the results table: a dataset of one file per unit, settings that must not mix
+``sweep``       the grid (``run_sweep``, one unit per task and layer) and cross-task interference
+``cluster``     units of work as Ray tasks (optional), a GPU each, retried if a worker dies
 ``explore``     tables about tasks and neurons (baselines, scores, overlap, top prompts)
 ``analysis``    statistics on results tables: summaries, zones, rho, golden zones, paper numbers
 ``sst2``        the external check on GLUE SST-2
@@ -19,7 +20,7 @@ discovery, intervention, measurement, zones). Everything else is machinery built
 ``hub``         one fast check that the Hugging Face Hub is reachable; ``errors``: SNAError
 ==============  ==========================================================================
 
-Imports run one way: ``errors`` and ``hub``/``standins`` under ``core``; ``core`` under every
+Imports run one way: ``errors`` and ``hub``/``standins``/``cluster`` under ``core``; ``core`` under every
 other module; ``analysis`` and ``style`` under ``plots`` and ``profiles``. No module imports
 one above it (``tests/test_package.py`` checks this).
 
@@ -38,7 +39,7 @@ from __future__ import annotations
 import importlib
 import warnings
 
-from . import analysis, core, engine, errors, explore, hub, plots, profiles, sst2, standins, store, style, sweep
+from . import analysis, cluster, core, engine, errors, explore, hub, plots, profiles, sst2, standins, store, style, sweep
 from .analysis import (PAPER_BEST_LAYERS, PAPER_NUMBERS, best_per_task, best_shared_config,
                        confidence_gain_correlation, control_comparison, golden_zone, golden_zone_summary,
                        interference_summary, layer_profile, layer_specialisation, paper_comparison, task_summary,
@@ -65,6 +66,7 @@ from .profiles import (PAPER_KS, PAPER_MULTIPLIERS, first_available_table, get_p
                        sweep_table_name)
 from .sst2 import SST2_LABEL_WORDS, SST2_TEMPLATE, load_sst2, run_sst2, score_sst2, sst2_prompts, sst2_zone_report
 from .standins import STANDINS, build_random_hf_model, model_note
+from .cluster import RayExecutor
 from .store import read_table, write_table_atomic
 from .style import FIGURES_DIR, ZONE_COLORS, save_figure
 from .sweep import cross_task_interference, run_sweep
@@ -90,6 +92,7 @@ __all__ = [
     "STANDINS", "build_random_hf_model", "model_note",
     # engine, store, sweep
     "grid_flop_floor", "matmul_rate", "read_table", "write_table_atomic", "run_sweep", "cross_task_interference",
+    "RayExecutor",
     # explore
     "task_table", "task_baselines", "discovery_scores", "top_neurons_by_task", "neuron_overlap",
     "top_activating_prompts", "prompt_pool",

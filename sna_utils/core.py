@@ -201,7 +201,10 @@ def load_task(path: str | os.PathLike, seed: int = 0) -> Task:
     path = Path(path)
     if not path.is_file():
         raise SNAError(f"Task file not found: {path}")
-    raw = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise SNAError(f"Task file {path} is not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}.") from e
     for key in ("name", "category", "items"):
         if key not in raw:
             raise SNAError(f"Task file {path} has no {key!r} field.")
