@@ -126,7 +126,7 @@ def as_dataset(out: Path) -> None:
     The file is read first (a damaged one raises and stays untouched), moved aside, split into unit files,
     then removed; a run cut off in between finishes the move the next time.
     """
-    aside = out.with_name(f".{out.name}.single-file")
+    aside = out.with_name(f".{out.stem}.single-file{out.suffix}")
     if out.is_file():
         old = read_table(out)
         if not {"task", "layer", "settings_id"} <= set(old.columns):

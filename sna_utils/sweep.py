@@ -116,9 +116,9 @@ def run_unit(model, plan: SweepPlan, task_name: str, layer: int, cache: dict) ->
 
 
 def _as_tasks(tasks: Sequence[Task | str], seed: int) -> list[Task]:
-    """Tasks as given; names ("addition") are loaded with :func:`load_tasks` and ``seed``."""
-    tasks = list(tasks)
-    if isinstance(tasks, str) or not tasks:
+    """Tasks as given; names ("addition", or one name alone) are loaded with :func:`load_tasks` and ``seed``."""
+    tasks = [tasks] if isinstance(tasks, (str, Task)) else list(tasks)
+    if not tasks:
         raise SNAError("No tasks given: pass a list of Task objects (su.load_tasks()) or task names.")
     bad = [t for t in tasks if not isinstance(t, (Task, str))]
     if bad:

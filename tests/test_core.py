@@ -300,6 +300,14 @@ def test_missing_task_file(tmp_path):
         su.load_neutral(tmp_path)
 
 
+def test_task_file_not_json_names_file_and_line(tmp_path):
+    (tmp_path / "tasks").mkdir()
+    bad = tmp_path / "tasks" / "broken.json"
+    bad.write_text('{"name": "broken",\n "category": "x",\n "items": [{"prompt": "a" "target": "b"}]}\n')
+    with pytest.raises(su.SNAError, match=r"broken\.json is not valid JSON: .* line 3, column"):
+        su.load_tasks(data_dir=tmp_path)
+
+
 # --- zones and metrics ----------------------------------------------------------
 
 @pytest.mark.parametrize("p,zone", [(0.0, 1), (0.0699, 1), (0.07, 2), (0.1, 2), (0.10001, 3), (1.0, 3)])
