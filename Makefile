@@ -1,13 +1,15 @@
 # Two commands (see README.md):
 #   make run [PROFILE=paper|quick|smoke]   set up .venv, run every notebook with papermill
 #   make test                              set up .venv, run the test suite (offline)
+# EXTRAS=ray (make setup/test/run EXTRAS=ray) also installs the optional Ray extra; its tests skip without it.
 PROFILE ?= paper
+EXTRAS ?=
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml | sha256sum | cut -c1-12)
+STAMP := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml | sha256sum | cut -c1-12)$(if $(EXTRAS),-$(EXTRAS))
 
-.PHONY: setup run test bench app clean-outputs check-clean
+.PHONY: setup run test bench bench-ray app clean-outputs check-clean
 
 setup: $(STAMP)
 
@@ -18,6 +20,7 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install -q "torch==2.13.0"
 	$(PY) -m pip install -q -r requirements.txt
 	$(PY) -m pip install -q --no-deps -e .
+	$(if $(EXTRAS),$(PY) -m pip install -q -e ".[$(EXTRAS)]")
 	rm -f $(VENV)/.installed-*
 	touch $@
 
@@ -37,6 +40,10 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) scripts/benchmark_sweep.py
+
+bench-ray:
+	$(MAKE) setup EXTRAS=ray
+	$(PY) scripts/benchmark_ray.py
 
 app: $(STAMP)
 	$(VENV)/bin/streamlit run app/sna_demo.py

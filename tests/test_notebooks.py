@@ -14,6 +14,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
+import sna_utils as su
+
 KIT_ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK_DIR = KIT_ROOT / "notebooks"
 SERIES = ["01_gpt2_small_validation", "02_neuron_discovery", "03_gpt2_medium_sweep", "04_sst2_zone_analysis",
@@ -161,10 +163,12 @@ def test_smoke_series_writes_every_figure_and_table(smoke_run):
 
     for name in SMOKE_TABLES:
         path = run_dir / "results" / "smoke" / name
-        assert path.is_file(), path
-        table = pd.read_parquet(path) if name.endswith(".parquet") else pd.read_csv(path)
+        assert path.exists(), path
+        table = su.read_table(path)
         assert "model" in table.columns and len(table), name
-    sweep = pd.read_parquet(run_dir / "results" / "smoke" / "sweep_tiny.parquet")
+    sweep_dir = run_dir / "results" / "smoke" / "sweep_tiny.parquet"
+    assert len(su.store.unit_files(sweep_dir)) == 12 * 3  # one file per (task, layer)
+    sweep = pd.read_parquet(sweep_dir)
     assert len(sweep) == 12 * 3 * 2 * 2 and set(sweep["model"]) == {"tiny"}
     assert set(pd.read_parquet(run_dir / "results" / "smoke" / "pythia.parquet")["model"]) == {"tiny-pythia"}
 
