@@ -19,15 +19,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .core import (KIT_VERSION, Baseline, NeutralSet, Positions, Task, baseline_of, check_k, check_layer,
-                   check_multiplier, check_positions, check_prompts, check_score_method, d_mlp, encode_prompts,
-                   kl_divergence, last_token_activations, load_neutral, load_tasks, model_device, model_name, outcome_of,
+from .cluster import RayExecutor, as_executor
+from .core import (Baseline, NeutralSet, Positions, Task, baseline_of, check_k, check_layer, check_multiplier,
+                   check_positions, check_prompts, check_score_method, d_mlp, encode_prompts, kl_divergence,
+                   last_token_activations, load_neutral, load_tasks, model_device, model_name, outcome_of,
                    random_neurons, rank_neurons, scores_from_activations, split_neutral, target_token_ids,
                    top_neurons, zone_of)
 from .engine import Config, LayerState, base_logits, engine_logits, grid_flop_floor, layer_state, matmul_rate
 from .errors import SNAError
 from .explore import neuron_overlap
-from .cluster import RayExecutor, as_executor
 from .store import SweepSettings, data_fingerprint, existing_rows, write_unit
 
 

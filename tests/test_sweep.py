@@ -158,7 +158,7 @@ def test_unknown_option_is_refused_before_work(tiny, tasks, neutral, tmp_path):
 def test_units_computed_one_by_one_equal_the_sweep(tiny, small, sweep):
     """run_unit (what a Ray task runs) in a fresh process cache gives the sweep's rows, unit by unit."""
     t, neu = small
-    settings = su.SweepSettings("tiny", "all", "mean_diff", 0, su.store.data_fingerprint(t, neu))
+    settings = su.store.SweepSettings("tiny", "all", "mean_diff", 0, su.store.data_fingerprint(t, neu))
     plan = su.sweep.SweepPlan({x.name: x for x in t}, (0, 1, 2), (1, 5), (2.0, 5.0), "all", neu, "mean_diff", 0,
                               settings, None, frozenset(), dict(max_tokens=16384))
     units = [su.sweep.run_unit(tiny, plan, x.name, L, {}) for L in (2, 0) for x in t[::-1]]
