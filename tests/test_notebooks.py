@@ -183,8 +183,8 @@ def test_smoke_series_writes_every_figure_and_table(smoke_run):
 def test_figures_notebook_names_missing_table(smoke_run, tmp_path, monkeypatch, keep, missing, maker):
     run_dir, _ = smoke_run
     (tmp_path / "results" / "smoke").mkdir(parents=True)
-    for name in keep:
-        shutil.copy(run_dir / "results" / "smoke" / name, tmp_path / "results" / "smoke" / name)
+    for name in keep:  # a sweep table is a folder of unit files
+        shutil.copytree(run_dir / "results" / "smoke" / name, tmp_path / "results" / "smoke" / name)
     monkeypatch.setenv("SNA_RESULTS_DIR", str(tmp_path / "results"))
     monkeypatch.setenv("SNA_FIGURES_DIR", str(tmp_path / "figures"))
     with pytest.raises(rn.NotebookFailed) as info:
