@@ -3,15 +3,17 @@
 #   make test                              set up .venv, run the test suite (offline)
 # and one to work in the notebooks:
 #   make lab                               set up .venv, register it as the Jupyter kernel "sna-kit", open JupyterLab
+# EXTRAS=ray (make setup/test/run EXTRAS=ray) also installs the optional Ray extra; its tests skip without it.
 PROFILE ?= paper
+EXTRAS ?=
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml | sha256sum | cut -c1-12)
+STAMP := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml | sha256sum | cut -c1-12)$(if $(EXTRAS),-$(EXTRAS))
 
 KERNEL_NAME := sna-kit
 
-.PHONY: setup run test lab bench app clean-outputs check-clean
+.PHONY: setup run test lab bench bench-ray app clean-outputs check-clean
 
 setup: $(STAMP)
 
@@ -22,6 +24,7 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) scripts/install.py torch
 	$(PY) -m pip install -q -r requirements.txt
 	$(PY) -m pip install -q --no-deps -e .
+	$(if $(EXTRAS),$(PY) -m pip install -q -e ".[$(EXTRAS)]")
 	$(PY) scripts/install.py report
 	rm -f $(VENV)/.installed-*
 	touch $@
@@ -47,6 +50,10 @@ lab: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) scripts/benchmark_sweep.py
+
+bench-ray:
+	$(MAKE) setup EXTRAS=ray
+	$(PY) scripts/benchmark_ray.py
 
 app: $(STAMP)
 	$(VENV)/bin/streamlit run app/sna_demo.py

@@ -9,8 +9,9 @@ discovery, intervention, measurement, zones). Everything else is machinery built
 ``core``        the method itself; the plain, hooked computation everything is tested against
 ``engine``      the fast forward from layer L for many configurations at once, metrics on the device
 ``flops``       the FLOP model: a grid's floor, the measured matmul rate, the engine's overhead
-``store``       the results table: settings that must not mix, atomic writes
-``sweep``       the grid (``run_sweep``) and cross-task interference, through the engine
+``store``       the results table: a dataset of one file per unit, settings that must not mix
+``sweep``       the grid (``run_sweep``, one unit per task and layer) and cross-task interference
+``cluster``     units of work as Ray tasks (optional), a GPU each, retried if a worker dies
 ``explore``     tables about tasks and neurons (baselines, scores, overlap, top prompts)
 ``analysis``    statistics on results tables: summaries, zones, rho, golden zones, paper numbers
 ``stats``       per-prompt metrics, bootstrap intervals, paired tests (Holm), rho over tasks, nulls
@@ -22,7 +23,7 @@ discovery, intervention, measurement, zones). Everything else is machinery built
 ``hub``         one fast check that the Hugging Face Hub is reachable; ``errors``: SNAError
 ==============  ==========================================================================
 
-Imports run one way: ``errors`` and ``hub``/``standins`` under ``core``; ``core`` under every
+Imports run one way: ``errors`` and ``hub``/``standins``/``cluster`` under ``core``; ``core`` under every
 other module; ``analysis`` and ``style`` under ``plots`` and ``profiles``. No module imports
 one above it (``tests/test_package.py`` checks this).
 
@@ -41,8 +42,8 @@ from __future__ import annotations
 import importlib
 import warnings
 
-from . import (analysis, core, engine, errors, explore, flops, hub, plots, preflight, profiles, sst2, standins, stats,
-               store, style, sweep)
+from . import (analysis, cluster, core, engine, errors, explore, flops, hub, plots, preflight, profiles, sst2, standins,
+               stats, store, style, sweep)
 from .analysis import (PAPER_BEST_LAYERS, PAPER_NUMBERS, best_per_task, best_shared_config,
                        confidence_gain_correlation, control_comparison, golden_zone, golden_zone_summary,
                        interference_summary, layer_profile, layer_specialisation, paper_comparison, round_for_reading,
@@ -52,14 +53,15 @@ from .core import (DATA_DIR, HUB_MODELS, KIT_ROOT, KIT_VERSION, MODEL_NAMES, SCO
                    baseline_of, check_k, check_layer, check_multiplier, check_neurons, check_positions, check_prompts,
                    check_device, check_score_method, d_mlp, default_device, encode_prompts, gpt2_tokenizer,
                    hook_name, improvement_pct, kit_model_name, kl_divergence, last_token_activations, load_model,
-                   load_neutral, load_neutral_formats, load_task, load_tasks, measure, model_device, model_name,
+                   load_neutral, load_task, load_tasks, measure, model_device, model_name,
                    n_layers, neuron_scores, next_token_logits, outcome_of, random_neurons, rank_neurons,
                    restrict_to_single_token, run_and_capture, scores_from_activations, split_half, split_neutral,
                    split_selection_test, target_probs, target_token_ids, target_tokens, top_neurons, wrap_hf_model,
                    zone_of)
 from .flops import grid_flop_floor, matmul_rate
 from .errors import ModelUnavailableError, SNAError
-from .explore import (discovery_scores, neuron_overlap, prompt_pool, task_baselines, task_table,
+from .explore import (discovery_scores, load_neutral_formats, neuron_overlap, prompt_pool, task_baselines,
+                      task_table,
                       top_activating_prompts, top_neurons_by_task)
 from .plots import (plot_baseline_zones, plot_confidence_vs_improvement, plot_golden_zone, plot_improvement_vs_k,
                     plot_interference, plot_layer_multiplier_heatmaps, plot_layer_specialisation,
@@ -70,6 +72,7 @@ from .profiles import (PAPER_KS, PAPER_MULTIPLIERS, first_available_table, get_p
                        sweep_table_name)
 from .sst2 import SST2_LABEL_WORDS, SST2_TEMPLATE, load_sst2, run_sst2, score_sst2, sst2_prompts, sst2_zone_report
 from .standins import STANDINS, build_random_hf_model, model_note
+from .cluster import RayExecutor
 from .store import read_table, write_table_atomic
 from .style import FIGURES_DIR, ZONE_COLORS, figures_dir, save_figure
 from .sweep import cross_task_interference, run_sweep
@@ -96,6 +99,7 @@ __all__ = [
     "STANDINS", "build_random_hf_model", "model_note",
     # engine, store, sweep
     "grid_flop_floor", "matmul_rate", "read_table", "write_table_atomic", "run_sweep", "cross_task_interference",
+    "RayExecutor",
     # explore
     "task_table", "task_baselines", "discovery_scores", "top_neurons_by_task", "neuron_overlap",
     "top_activating_prompts", "prompt_pool",
@@ -115,7 +119,7 @@ __all__ = [
     "plot_confidence_vs_improvement", "plot_sst2_zones", "plot_layer_multiplier_heatmaps", "plot_improvement_vs_k",
     "plot_golden_zone", "plot_model_comparison",
     # the modules
-    "core", "engine", "flops", "store", "sweep", "explore", "analysis", "stats", "sst2", "profiles", "preflight",
+    "core", "engine", "flops", "store", "sweep", "cluster", "explore", "analysis", "stats", "sst2", "profiles", "preflight",
     "style", "plots", "standins", "hub", "errors",
 ]
 

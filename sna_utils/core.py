@@ -217,7 +217,10 @@ def load_task(path: str | os.PathLike, seed: int = 0) -> Task:
     path = Path(path)
     if not path.is_file():
         raise SNAError(f"Task file not found: {path}")
-    raw = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise SNAError(f"Task file {path} is not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}.") from e
     for key in ("name", "category", "items"):
         if key not in raw:
             raise SNAError(f"Task file {path} has no {key!r} field.")
@@ -258,17 +261,6 @@ def load_neutral(data_dir: str | os.PathLike = DATA_DIR) -> list[str]:
     if not path.is_file():
         raise SNAError(f"Neutral prompt file not found: {path}")
     return [line.rstrip("\n") for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
-def load_neutral_formats(data_dir: str | os.PathLike = DATA_DIR) -> dict[str, list[str]]:
-    """Each task's format-matched neutral prompts (``data/neutral_formats.json``): its templates, none of its skill."""
-    path = Path(data_dir) / "neutral_formats.json"
-    if not path.is_file():
-        raise SNAError(f"Format-matched neutral prompt file not found: {path}")
-    tasks = json.loads(path.read_text(encoding="utf-8")).get("tasks")
-    if not isinstance(tasks, dict) or not tasks:
-        raise SNAError(f"{path} needs a 'tasks' object mapping each task name to a list of prompts.")
-    return {name: check_prompts(prompts, f"{path.name} tasks[{name!r}]") for name, prompts in tasks.items()}
 
 
 def split_neutral(prompts: Sequence[str], seed: int = 0) -> NeutralSet:

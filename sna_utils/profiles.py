@@ -97,7 +97,8 @@ def safe_name(name: str) -> str:
 
 
 def sweep_table_name(model: str) -> str:
-    """File name of a model's sweep table in a profile's results folder (written by notebook 03)."""
+    """Name of a model's sweep table in a profile's results folder (written by notebook 03): a dataset
+    folder of one Parquet file per (task, layer) unit."""
     return f"sweep_{safe_name(model)}.parquet"
 
 
@@ -109,7 +110,7 @@ def interference_table_name(model: str) -> str:
 def results_table(name: str, profile: str, root: str | os.PathLike | None = None) -> pd.DataFrame:
     """Read table ``name`` of ``profile``; a missing one raises naming the notebook that writes it."""
     path = results_dir(profile, root) / name
-    if not path.is_file():
+    if not path.exists():  # a file, or a sweep's dataset folder
         maker = next((nb for key, nb in TABLE_MAKERS.items() if name == key or name.startswith(key)), None)
         raise SNAError(f"Missing results table {path}: it is written by notebook "
                        f"{maker or '(none of the series)'}. Run that notebook in profile {profile!r} first "
@@ -121,7 +122,7 @@ def first_available_table(names: Sequence[str], profile: str,
                           root: str | os.PathLike | None = None) -> tuple[str | None, pd.DataFrame | None]:
     """The first of ``names`` present in ``profile``'s results folder, read; ``(None, None)`` if none is."""
     for name in names:
-        if (results_dir(profile, root) / name).is_file():
+        if (results_dir(profile, root) / name).exists():
             return name, read_table(results_dir(profile, root) / name)
     return None, None
 

@@ -1,7 +1,11 @@
-"""The sweep's results table: its key, the settings that must not mix, and writes that never corrupt it.
+"""The sweep's results table: its key, the settings that must not mix, and writes that never lose rows.
 
-A table is Parquet or CSV; every row carries the ``settings_id`` of :class:`SweepSettings`, and a
-table written with other settings is refused rather than mixed. Imports only ``core``.
+A sweep's table is a dataset: a folder (named like a file, ``sweep_gpt2-medium.parquet``) holding one
+Parquet or CSV file per unit of work (model, task, layer). Each unit file is written under a hidden
+temporary name and renamed, so concurrent writers never touch each other's files and a reader sees only
+complete units. Every row carries the ``settings_id`` of :class:`SweepSettings`; rows made with other
+settings are refused rather than mixed. Single-file tables of earlier kit versions still read, and a sweep
+into one turns it into a dataset first. Imports only ``core``.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -47,12 +52,37 @@ def data_fingerprint(tasks: Sequence[Task], neutral: NeutralSet) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 
+SETTING_LABELS = {"model": "model", "positions": "positions", "score_method": "score method", "seed": "seed",
+                  "data_sha": "data", "kit_version": "kit version"}
+
+
 def read_table(path: str | os.PathLike) -> pd.DataFrame:
-    """Read a results table (Parquet or CSV by extension)."""
+    """Read a results table: a Parquet/CSV file (by extension) or a dataset folder of unit files."""
     path = Path(path)
+    if path.is_dir():
+        frames = [_read_file(f) for f in unit_files(path)]
+        df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+        key = KEY_COLUMNS + ["settings_id"]
+        return df.drop_duplicates(key, ignore_index=True) if set(key) <= set(df.columns) else df
     if not path.is_file():
         raise SNAError(f"Results table not found: {path}")
-    return pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+    return _read_file(path)
+
+
+def _read_file(path: Path) -> pd.DataFrame:
+    """One Parquet/CSV file; a damaged one raises naming it (and is left as it is)."""
+    try:
+        return pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+    except Exception as e:  # pyarrow and pandas raise many types for a damaged file
+        raise SNAError(f"{path} is not a readable {path.suffix.lstrip('.') or 'table'} file "
+                       f"({type(e).__name__}: {str(e)[:200]}). It was left untouched: move or delete it, "
+                       f"or choose another `out` path.") from e
+
+
+def unit_files(folder: Path) -> list[Path]:
+    """The complete unit files of a dataset folder (hidden temporaries and ``_``-files excluded), by name."""
+    return sorted(f for f in Path(folder).iterdir()
+                  if f.is_file() and f.suffix == Path(folder).suffix and not f.name.startswith((".", "_")))
 
 
 def write_table_atomic(df: pd.DataFrame, path: str | os.PathLike) -> None:
@@ -60,21 +90,87 @@ def write_table_atomic(df: pd.DataFrame, path: str | os.PathLike) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    if path.suffix == ".parquet":
-        df.to_parquet(tmp, index=False)
-    else:
-        df.to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    try:
+        if path.suffix == ".parquet":
+            df.to_parquet(tmp, index=False)
+        else:
+            df.to_csv(tmp, index=False)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def unit_file_name(task: str, layer: int, settings_id: str, rows: pd.DataFrame, suffix: str) -> str:
+    """Deterministic name of one unit's file: the same unit computed twice overwrites, never duplicates."""
+    configs = json.dumps(sorted(zip(rows["k"].astype(int).tolist(), rows["multiplier"].astype(float).tolist())))
+    grid = hashlib.sha256(configs.encode()).hexdigest()[:8]
+    return f"{re.sub(r'[^A-Za-z0-9.-]+', '-', task)}__layer{int(layer):03d}__{settings_id}__{grid}{suffix}"
+
+
+def write_unit(rows: pd.DataFrame, folder: Path, settings_id: str) -> Path:
+    """Add one (task, layer) unit's rows to the dataset ``folder`` (atomic; refuses other settings' folders)."""
+    (task,), (layer,) = rows["task"].unique(), rows["layer"].unique()
+    folder.mkdir(parents=True, exist_ok=True)
+    other = [f.name for f in unit_files(folder) if f"__{settings_id}__" not in f.name]
+    if other:
+        raise SNAError(f"{folder} now holds units made with other settings ({other[0]}, ...), written by "
+                       f"another run; rows of different settings are never mixed. Choose another `out` path.")
+    path = folder / unit_file_name(task, layer, settings_id, rows, folder.suffix)
+    write_table_atomic(rows, path)
+    return path
+
+
+def as_dataset(out: Path) -> None:
+    """Turn a single-file sweep table at ``out`` into a dataset folder of the same name, unit by unit.
+
+    The file is read first (a damaged one raises and stays untouched), moved aside, split into unit files,
+    then removed; a run cut off in between finishes the move the next time.
+    """
+    aside = out.with_name(f".{out.stem}.single-file{out.suffix}")
+    if out.is_file():
+        old = read_table(out)
+        if not {"task", "layer", "settings_id"} <= set(old.columns):
+            raise SNAError(f"{out} is not a sweep table (no task, layer or settings_id column); left untouched.")
+        try:
+            os.replace(out, aside)
+        except OSError:  # another process moved it first; it finishes the split
+            return
+    if not aside.is_file():
+        return
+    old = read_table(aside)
+    out.mkdir(parents=True, exist_ok=True)
+    for _, unit in old.groupby(["settings_id", "task", "layer"], sort=False):
+        write_table_atomic(unit, out / unit_file_name(unit["task"].iloc[0], unit["layer"].iloc[0],
+                                                      unit["settings_id"].iloc[0], unit, out.suffix))
+    aside.unlink(missing_ok=True)
+
+
+def settings_differences(old: pd.DataFrame, settings: SweepSettings) -> list[str]:
+    """Each setting whose value in the table ``old`` differs from ``settings``: 'name: old vs new'."""
+    found = []
+    for field, label in SETTING_LABELS.items():
+        new = str(getattr(settings, field))
+        was = sorted(set(old[field].astype(str))) if field in old else None
+        if was is None:
+            found.append(f"{label}: not recorded in the table, {new} now")
+        elif was != [new]:
+            found.append(f"{label}: {', '.join(was)} in the table, {new} now")
+    return found
 
 
 def existing_rows(out: Path | None, settings: SweepSettings) -> pd.DataFrame | None:
-    if out is None or not out.is_file():
+    """The rows already in the dataset ``out`` (None if there are none); raises if made with other settings."""
+    if out is None:
+        return None
+    as_dataset(out)
+    if not out.is_dir():
         return None
     old = read_table(out)
+    if old.empty:
+        return None
     ids = set(old["settings_id"]) if "settings_id" in old else {"?"}
     if ids != {settings.settings_id}:
-        raise SNAError(
-            f"{out} holds results made with other settings (settings_id {sorted(ids)} != "
-            f"{settings.settings_id}: model, positions, score method, seed, data or kit version differ). "
-            f"Choose another `out` path or delete the file; rows of different settings are never mixed.")
+        diff = "; ".join(settings_differences(old, settings)) or "settings_id " + ", ".join(sorted(map(str, ids)))
+        raise SNAError(f"{out} holds results made with other settings ({diff}). Choose another `out` path or "
+                       f"delete the folder; rows of different settings are never mixed.")
     return old

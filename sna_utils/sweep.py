@@ -1,30 +1,34 @@
 """The grid: every (task, layer, k, multiplier) through the engine, SNA beside its random-neuron control.
 
-:func:`run_sweep` writes one row of METHOD's metrics per configuration to the results table after
-every (task, layer), resumes where an interrupted run stopped, and never mixes settings.
+:func:`run_sweep` cuts the grid into units of work, one per (task, layer); :func:`run_unit` computes one
+and writes its file to the results dataset, in this process or as a Ray task (``executor="ray"``). A sweep
+resumes where an interrupted run stopped and never mixes settings.
 :func:`cross_task_interference` amplifies one task's neurons and measures every other task.
-Imports ``core``, ``engine``, ``store`` and ``explore`` (for the neuron-set overlap).
+Imports ``core``, ``engine``, ``store``, ``cluster`` and ``explore`` (for the neuron-set overlap).
 """
 
 from __future__ import annotations
 
+import inspect
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 import pandas as pd
 import torch
 
-from .core import (KIT_VERSION, Baseline, NeutralSet, Positions, Task, check_k, check_layer,
-                   check_multiplier, check_positions, check_prompts, check_score_method, d_mlp, encode_prompts,
-                   last_token_activations, load_neutral, model_device, model_name, outcome_from,
+from .cluster import RayExecutor, as_executor
+from .core import (Baseline, NeutralSet, Positions, Task, check_k, check_layer, check_multiplier, check_positions,
+                   check_prompts, check_score_method, d_mlp, encode_prompts, last_token_activations, load_neutral,
+                   load_tasks, model_device, model_name, outcome_from,
                    random_neurons, rank_neurons, scores_from_activations, split_neutral, target_token_ids,
                    top_neurons, zone_of)
 from .engine import IDENTITY, Config, LayerState, Reference, check_precision, engine_metrics, layer_state, reference
 from .errors import SNAError
 from .explore import neuron_overlap
 from .flops import ENGINE_OVER_FLOOR, matmul_rate, prompts_flop_floor
-from .store import SweepSettings, data_fingerprint, existing_rows, write_table_atomic
+from .store import SweepSettings, data_fingerprint, existing_rows, write_unit
 
 
 def _baseline(model, state: LayerState, layer: int, ids: torch.Tensor, precision: str | None) -> Baseline:
@@ -64,23 +68,110 @@ def _sweep_rows(model, task: Task, layer: int, ranking: torch.Tensor, ks, ms, po
     return rows
 
 
+@dataclass(frozen=True)
+class SweepPlan:
+    """What every unit of one sweep shares; shipped once to each Ray worker. ``options`` go to ``_sweep_rows``."""
+
+    tasks: dict[str, Task]
+    layers: tuple[int, ...]
+    ks: tuple[int, ...]
+    ms: tuple[float, ...]
+    positions: Positions
+    neutral: NeutralSet
+    score_method: str
+    seed: int
+    settings: SweepSettings
+    out: Path | None
+    done: frozenset  # (task, layer, k, multiplier) already in the table
+    options: dict = field(default_factory=dict)
+
+
 @torch.no_grad()
-def run_sweep(model, tasks: Sequence[Task], layers: Sequence[int], ks: Sequence[int],
+def run_unit(model, plan: SweepPlan, task_name: str, layer: int, cache: dict) -> pd.DataFrame:
+    """One unit of work, (task, layer): discovery ranking, layer state, baseline, the grid's rows, its file.
+
+    ``cache`` keeps what later units of the same process reuse: encoded prompts, discovery rankings (all of
+    the plan's layers at once) and the current layer's neutral state with its control KLs.
+    """
+    t, L = plan.tasks[task_name], layer
+    if "neutral_batch" not in cache:
+        cache["neutral_batch"] = encode_prompts(model, plan.neutral.heldout)
+    if ("ranking", t.name) not in cache:
+        if "neutral_acts" not in cache:
+            cache["neutral_acts"] = last_token_activations(model, plan.neutral.discovery, plan.layers)
+        acts = last_token_activations(model, [i.prompt for i in t.discovery], plan.layers)
+        cache["ranking", t.name] = {LL: rank_neurons(scores_from_activations(
+            acts[LL], cache["neutral_acts"][LL], plan.score_method)) for LL in plan.layers}
+    if cache.get("layer", (None,))[0] != L:  # the neutral state of one layer at a time bounds memory
+        neutral_state = layer_state(model, cache["neutral_batch"], L)
+        cache["layer"] = (L, neutral_state, reference(model, neutral_state, L, plan.options.get("precision")), {})
+    _, neutral_state, neutral_base, control_cache = cache["layer"]
+    if ("eval", t.name) not in cache:
+        cache["eval", t.name] = (target_token_ids(model, t.evaluation),
+                                 encode_prompts(model, [i.prompt for i in t.evaluation]))
+    ids, batch = cache["eval", t.name]
+    state = layer_state(model, batch, L)
+    base = _baseline(model, state, L, ids, plan.options.get("precision"))
+    rows = _sweep_rows(model, t, L, cache["ranking", t.name][L], plan.ks, plan.ms, plan.positions, base, state,
+                       neutral_base, neutral_state, control_cache, plan.seed, **plan.options)
+    s = plan.settings
+    df = pd.DataFrame([r | dict(model=s.model, score_method=s.score_method, seed=s.seed, data_sha=s.data_sha,
+                                settings_id=s.settings_id, kit_version=s.kit_version) for r in rows
+                       if (r["task"], r["layer"], r["k"], r["multiplier"]) not in plan.done])
+    if plan.out is not None and len(df):
+        write_unit(df, plan.out, s.settings_id)
+    return df
+
+
+def _as_tasks(tasks: Sequence[Task | str], seed: int) -> list[Task]:
+    """Tasks as given; names ("addition", or one name alone) are loaded with :func:`load_tasks` and ``seed``."""
+    tasks = [tasks] if isinstance(tasks, (str, Task)) else list(tasks)
+    if not tasks:
+        raise SNAError("No tasks given: pass a list of Task objects (su.load_tasks()) or task names.")
+    bad = [t for t in tasks if not isinstance(t, (Task, str))]
+    if bad:
+        raise SNAError(f"tasks must be Task objects (su.load_tasks()) or task names, got {type(bad[0]).__name__}"
+                       f" {bad[0]!r:.60}.")
+    names = [t for t in tasks if isinstance(t, str)]
+    loaded = dict(zip(names, load_tasks(names, seed=seed))) if names else {}
+    tasks = [loaded[t] if isinstance(t, str) else t for t in tasks]
+    if len({t.name for t in tasks}) != len(tasks):
+        raise SNAError(f"Task names repeat: {[t.name for t in tasks]}.")
+    return tasks
+
+
+def _check_options(options: dict) -> None:
+    """Extra run_sweep keywords must be options of the per-unit computation (``_sweep_rows``)."""
+    params = inspect.signature(_sweep_rows).parameters
+    known = set(params) - set(_UNIT_ARGS)
+    unknown = sorted(set(options) - known)
+    if unknown and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        raise SNAError(f"run_sweep got unknown option(s) {unknown}; it accepts {sorted(known)} besides its own.")
+
+
+_UNIT_ARGS = ("model", "task", "layer", "ranking", "ks", "ms", "positions", "base", "task_state", "neutral_base",
+              "neutral_state", "control_cache", "seed")
+
+
+@torch.no_grad()
+def run_sweep(model, tasks: Sequence[Task | str], layers: Sequence[int], ks: Sequence[int],
               multipliers: Sequence[float], positions: Positions = "all", out: str | os.PathLike | None = None,
               neutral: NeutralSet | None = None, score_method: str = "mean_diff", seed: int = 0,
-              max_tokens: int | None = None, progress: bool = True, precision: str | None = None) -> pd.DataFrame:
+              max_tokens: int | None = None, progress: bool = True, precision: str | None = None,
+              executor: str | RayExecutor | None = None, **options) -> pd.DataFrame:
     """Every (task, layer, k, multiplier) configuration: one row of METHOD's metrics each.
 
-    Rows are written to ``out`` (.parquet or .csv) after every (task, layer); a rerun with the
-    same settings skips what is there, a rerun with different settings refuses to mix rows.
-    ``precision`` is the engine's (None: the model's dtype; see ``engine.PRECISIONS``); ``max_tokens``
-    the tokens per forward chunk (None: sized to the device).
+    ``tasks`` are Task objects or task names. ``out`` (``.parquet`` or ``.csv``) names a dataset folder that
+    gets one file per (task, layer) as it finishes; a rerun with the same settings skips what is there, a
+    rerun with different settings refuses to mix rows, and concurrent runs into one folder lose nothing.
+    ``precision`` is the engine's (None: the model's dtype; see ``engine.PRECISIONS``); ``max_tokens`` the
+    tokens per forward chunk (None: sized to the device). ``executor="ray"`` (or a :class:`RayExecutor`) runs
+    the units as Ray tasks, one GPU each where the cluster has GPUs. Further keyword ``options`` are passed
+    to each unit's computation.
     """
     from tqdm.auto import tqdm
 
-    tasks = list(tasks)
-    if not tasks:
-        raise SNAError("No tasks given.")
+    tasks = _as_tasks(tasks, seed)
     layers = sorted({check_layer(model, L) for L in layers})
     ks = sorted({check_k(model, k) for k in ks})
     ms = sorted({check_multiplier(m) for m in multipliers})
@@ -89,66 +180,67 @@ def run_sweep(model, tasks: Sequence[Task], layers: Sequence[int], ks: Sequence[
     check_positions(positions)
     check_score_method(score_method)
     precision = check_precision(model, precision)
+    options = dict(max_tokens=max_tokens, precision=precision) | options
+    _check_options(options)
+    executor = as_executor(executor)
     out = Path(out) if out is not None else None
     if out is not None and out.suffix not in (".parquet", ".csv"):
-        raise SNAError(f"out={out}: use a .parquet or .csv file name.")
+        raise SNAError(f"out={out}: use a .parquet or .csv name (it becomes a folder of one file per unit).")
     neutral = neutral or split_neutral(load_neutral(), seed)
-    ids = {t.name: target_token_ids(model, t.evaluation) for t in tasks}  # check every target first
+    cache: dict = {("eval", t.name): (target_token_ids(model, t.evaluation),  # checks every target first
+                                      encode_prompts(model, [i.prompt for i in t.evaluation])) for t in tasks}
     for t in tasks:
         check_prompts([i.prompt for i in t.discovery], f"{t.name} discovery prompts")
-    eval_batches = {t.name: encode_prompts(model, [i.prompt for i in t.evaluation]) for t in tasks}
-    neutral_batch = encode_prompts(model, neutral.heldout)
 
     settings = SweepSettings(model_name(model), positions, score_method, seed, data_fingerprint(tasks, neutral))
     old = existing_rows(out, settings)
-    done = set() if old is None else set(zip(old["task"], old["layer"], old["k"], old["multiplier"]))
-    todo = [(t, L) for L in layers for t in tasks
-            if any((t.name, L, k, m) not in done for k in ks for m in ms)]
+    done = frozenset() if old is None else frozenset(zip(old["task"], old["layer"], old["k"], old["multiplier"]))
+    todo = [(t.name, L) for L in layers for t in tasks if any((t.name, L, k, m) not in done for k in ks for m in ms)]
     n_cfg = len(tasks) * len(layers) * len(ks) * len(ms)
     n_todo = len(todo) * len(ks) * len(ms)
+    cache["neutral_batch"] = encode_prompts(model, neutral.heldout)
+    _print_start(model, tasks, layers, ks, ms, neutral, cache, todo, out, n_cfg, n_todo, executor, precision)
 
-    neutral_lengths = (neutral_batch.last + 1).tolist()
-    flops = sum(prompts_flop_floor(model, L, 2 * len(ks) * len(ms), (eval_batches[t.name].last + 1).tolist()
-                                   + neutral_lengths) for t, L in todo)
+    plan = SweepPlan({t.name: t for t in tasks}, tuple(layers), tuple(ks), tuple(ms), positions, neutral,
+                     score_method, seed, settings, out, done, options)
+    frames = [] if old is None else [old]
+    bar = tqdm(total=n_todo, desc="SNA sweep", unit="config", disable=not progress)
+
+    def finished(unit: tuple[str, int], df: pd.DataFrame) -> None:
+        frames.append(df)
+        bar.update(len(ks) * len(ms))
+
+    if executor is None:
+        for name, L in todo:
+            finished((name, L), run_unit(model, plan, name, L, cache))
+    else:
+        executor.map(_unit_task, dict(model=model, plan=plan), todo, finished)
+    bar.close()
+    df = pd.concat([f for f in frames if len(f)], ignore_index=True) if any(len(f) for f in frames) else pd.DataFrame()
+    return df.sort_values(["task", "layer", "k", "multiplier"], ignore_index=True) if len(df) else df
+
+
+def _unit_task(shared: dict, unit: tuple[str, int], cache: dict) -> pd.DataFrame:
+    """A unit as a Ray task: the model moves to the worker's GPU once, if it was given one."""
+    if "model" not in cache:
+        model = shared["model"]
+        cache["model"] = model.to("cuda") if torch.cuda.is_available() else model
+    return run_unit(cache["model"], shared["plan"], *unit, cache)
+
+
+def _print_start(model, tasks, layers, ks, ms, neutral, cache, todo, out, n_cfg, n_todo, executor,
+                 precision) -> None:
+    """The sweep's first line: the grid, what is already saved, what runs where, and an estimate."""
+    neutral_lengths = (cache["neutral_batch"].last + 1).tolist()
+    flops = sum(prompts_flop_floor(model, L, 2 * len(ks) * len(ms), (cache["eval", n][1].last + 1).tolist()
+                                   + neutral_lengths) for n, L in todo)
     dev = model_device(model)
     est = flops / matmul_rate(dev, precision=precision) * ENGINE_OVER_FLOOR if todo else 0.0
+    saved = f"{n_cfg - n_todo} already in {out}" if out is not None else "nothing saved (no `out` path)"
+    where = "" if executor is None else f" as {len(todo)} Ray tasks"
     print(f"Sweep on {model_name(model)} ({dev}, {precision}): {n_cfg} configurations "
           f"({len(tasks)} tasks x {len(layers)} layers x {len(ks)} k x {len(ms)} multipliers), "
-          f"{n_cfg - n_todo} already in {out}, {n_todo} to run; estimated {est / 60:.1f} min.")
-
-    rows: list[dict] = [] if old is None else old.to_dict("records")
-    rankings: dict[str, dict[int, torch.Tensor]] = {}
-    bar = tqdm(total=n_todo, desc="SNA sweep", unit="config", disable=not progress)
-    neutral_acts = None
-    for L in layers:
-        layer_todo = [t for t, LL in todo if LL == L]
-        if not layer_todo:
-            continue
-        neutral_state = layer_state(model, neutral_batch, L)
-        neutral_base = reference(model, neutral_state, L, precision)
-        control_cache: dict = {}
-        for t in layer_todo:
-            if t.name not in rankings:  # discovery once per task, all layers at once
-                if neutral_acts is None:
-                    neutral_acts = last_token_activations(model, neutral.discovery, layers)
-                acts = last_token_activations(model, [i.prompt for i in t.discovery], layers)
-                rankings[t.name] = {LL: rank_neurons(scores_from_activations(acts[LL], neutral_acts[LL],
-                                                                             score_method)) for LL in layers}
-            state = layer_state(model, eval_batches[t.name], L)
-            base = _baseline(model, state, L, ids[t.name], precision)
-            new = _sweep_rows(model, t, L, rankings[t.name][L], ks, ms, positions, base, state,
-                              neutral_base, neutral_state, control_cache, seed, max_tokens, precision)
-            new = [r for r in new if (r["task"], r["layer"], r["k"], r["multiplier"]) not in done]
-            for r in new:
-                r.update(model=settings.model, score_method=score_method, seed=seed,
-                         settings_id=settings.settings_id, kit_version=KIT_VERSION)
-            rows.extend(new)
-            if out is not None:
-                write_table_atomic(pd.DataFrame(rows), out)
-            bar.update(len(ks) * len(ms))
-    bar.close()
-    df = pd.DataFrame(rows)
-    return df.sort_values(["task", "layer", "k", "multiplier"], ignore_index=True) if len(df) else df
+          f"{saved}, {n_todo} to run{where}; estimated {est / 60:.1f} min on one {dev.type.upper()}.")
 
 
 @torch.no_grad()

@@ -41,3 +41,40 @@ def plain_rows(model, tasks, neutral, layers, ks, ms, positions, seed=0):
 def assert_close(a, b, col, rtol=1e-4):
     for x, y in zip(a[col], b[col]):
         assert math.isclose(x, y, rel_tol=rtol, abs_tol=1e-9), (col, x, y)
+
+
+SWEEP_SCRIPT = """
+import sys
+import torch
+import sna_utils as su
+from helpers import GRID, trim
+torch.set_num_threads(1)
+out, layers, n_tasks = sys.argv[1], [int(x) for x in sys.argv[2].split(",")], int(sys.argv[3])
+small, neu = trim(su.load_tasks(), su.split_neutral(su.load_neutral()), n_tasks=n_tasks)
+su.run_sweep(su.load_model("tiny", device="cpu"), small, layers, out=out, neutral=neu, progress=False, **GRID)
+"""
+GRID = dict(ks=[1, 5], multipliers=[2.0, 5.0])
+
+
+def sweep_process(out, layers, n_tasks):
+    """A sweep of the tiny model (``GRID``, trimmed tasks) into ``out``, in a separate Python process."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = os.environ | {"PYTHONPATH": str(Path(__file__).parent)}
+    return subprocess.Popen([sys.executable, "-c", SWEEP_SCRIPT, str(out), ",".join(map(str, layers)), str(n_tasks)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def assert_same_rows(a, b):
+    """Same configurations, each once, and every metric equal up to float32 noise of another thread count."""
+    import numpy as np
+
+    key = ["task", "layer", "k", "multiplier"]
+    assert not a.duplicated(key).any() and not b.duplicated(key).any()
+    a, b = a.sort_values(key, ignore_index=True), b.sort_values(key, ignore_index=True)
+    pd.testing.assert_frame_equal(a[key], b[key])
+    for col in METRICS:
+        np.testing.assert_allclose(a[col], b[col], rtol=1e-4, atol=1e-4 if col.endswith("_pct") else 1e-8, err_msg=col)

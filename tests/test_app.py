@@ -191,13 +191,19 @@ def test_streamlit_config_binds_locally_without_usage_statistics():
 # AppTest: defaults from a saved sweep table; caching
 # ---------------------------------------------------------------------------
 
-def test_defaults_come_from_saved_sweep_table(app, monkeypatch, tmp_path):
+@pytest.mark.parametrize("layout", ["single file", "dataset folder"])
+def test_defaults_come_from_saved_sweep_table(app, monkeypatch, tmp_path, layout):
     rows = [("tiny", "addition", 0, 5, 3.0, "all", 10.0), ("tiny", "addition", 2, 10, 2.0, "last", 50.0),
             ("tiny-pythia", "addition", 1, 1, 20.0, "all", 99.0)]
     table = tmp_path / "results" / "quick" / "sweep.parquet"
     table.parent.mkdir(parents=True)
-    pd.DataFrame(rows, columns=["model", "task", "layer", "k", "multiplier", "positions",
-                                "improvement_pct"]).to_parquet(table)
+    df = pd.DataFrame(rows, columns=["model", "task", "layer", "k", "multiplier", "positions", "improvement_pct"])
+    if layout == "single file":  # as kit 0.1.0 wrote it
+        df.to_parquet(table)
+    else:  # one file per (task, layer) unit, as run_sweep writes it now
+        table.mkdir()
+        for (task, layer), unit in df.groupby(["task", "layer"]):
+            unit.to_parquet(table / f"{task}__layer{layer:03d}.parquet")
     monkeypatch.setenv("SNA_DEMO_RESULTS", str(tmp_path / "results"))
     at = app().run()
     assert errors(at) == []

@@ -254,31 +254,6 @@ def test_every_target_is_one_real_gpt2_token(tasks):
     assert tok(" 12")["input_ids"] == [1105]  # the real vocabulary, not a stand-in
 
 
-def test_format_matched_neutral_prompts(tasks):
-    """Every task has >= 64 off-task prompts in its own format: they end on the task's last tokens (>= 75 %,
-    more often than neutral prose does) and none is a task prompt."""
-    formats, tok = su.load_neutral_formats(), su.gpt2_tokenizer()
-    assert set(formats) == {t.name for t in tasks}
-    prose = su.load_neutral()
-    for t in tasks:
-        last = {tok(i.prompt)["input_ids"][-1] for i in t.items}
-        share = lambda prompts: sum(tok(p)["input_ids"][-1] in last for p in prompts) / len(prompts)
-        assert len(set(formats[t.name])) == len(formats[t.name]) >= 64, t.name
-        assert not set(formats[t.name]) & {i.prompt for i in t.items}, t.name
-        assert share(formats[t.name]) >= 0.75 and share(formats[t.name]) > share(prose), t.name
-
-
-def test_bad_format_matched_neutral_file(tmp_path):
-    with pytest.raises(su.SNAError, match="neutral prompt file not found"):
-        su.load_neutral_formats(tmp_path)
-    (tmp_path / "neutral_formats.json").write_text('{"tasks": []}')
-    with pytest.raises(su.SNAError, match="'tasks' object"):
-        su.load_neutral_formats(tmp_path)
-    (tmp_path / "neutral_formats.json").write_text('{"tasks": {"addition": ["1 + 1 =", " "]}}')
-    with pytest.raises(su.SNAError, match=r"tasks\['addition'\]\[1\] is empty"):
-        su.load_neutral_formats(tmp_path)
-
-
 def test_tokenizer_is_real_gpt2():
     tok = su.gpt2_tokenizer()
     assert tok("Hello world")["input_ids"] == [50256, 15496, 995]
@@ -413,6 +388,14 @@ def test_missing_task_file(tmp_path):
         su.load_tasks(["addition", "telepathy"])
     with pytest.raises(su.SNAError, match="Neutral prompt file not found"):
         su.load_neutral(tmp_path)
+
+
+def test_task_file_not_json_names_file_and_line(tmp_path):
+    (tmp_path / "tasks").mkdir()
+    bad = tmp_path / "tasks" / "broken.json"
+    bad.write_text('{"name": "broken",\n "category": "x",\n "items": [{"prompt": "a" "target": "b"}]}\n')
+    with pytest.raises(su.SNAError, match=r"broken\.json is not valid JSON: .* line 3, column"):
+        su.load_tasks(data_dir=tmp_path)
 
 
 # --- zones and metrics ----------------------------------------------------------

@@ -74,3 +74,34 @@ def test_task_baselines_match_measure(tiny, small, sweep):
         assert math.isclose(b.loc[x.name, "p_base"], base.p_mean, rel_tol=1e-6)
         assert b.loc[x.name, "zone"] == su.zone_of(base.p_mean)
         assert math.isclose(b.loc[x.name, "p_base"], sweep[sweep["task"] == x.name]["p_base"].iloc[0], rel_tol=1e-4)
+
+
+def test_format_matched_neutral_prompts(tasks):
+    """Every task has >= 64 off-task prompts in its own format: they end on the task's last tokens (>= 75 %,
+    more often than neutral prose does) and none is a task prompt."""
+    formats, tok = su.load_neutral_formats(), su.gpt2_tokenizer()
+    assert set(formats) == {t.name for t in tasks}
+    prose = su.load_neutral()
+    for t in tasks:
+        last = {tok(i.prompt)["input_ids"][-1] for i in t.items}
+        share = lambda prompts: sum(tok(p)["input_ids"][-1] in last for p in prompts) / len(prompts)
+        assert len(set(formats[t.name])) == len(formats[t.name]) >= 64, t.name
+        assert not set(formats[t.name]) & {i.prompt for i in t.items}, t.name
+        assert share(formats[t.name]) >= 0.75 and share(formats[t.name]) > share(prose), t.name
+
+
+def test_bad_format_matched_neutral_file(tmp_path):
+    with pytest.raises(su.SNAError, match="neutral prompt file not found"):
+        su.load_neutral_formats(tmp_path)
+    (tmp_path / "neutral_formats.json").write_text('{"tasks": []}')
+    with pytest.raises(su.SNAError, match="'tasks' object"):
+        su.load_neutral_formats(tmp_path)
+    (tmp_path / "neutral_formats.json").write_text('{"tasks": {"addition": ["1 + 1 =", " "]}}')
+    with pytest.raises(su.SNAError, match=r"tasks\['addition'\]\[1\] is empty"):
+        su.load_neutral_formats(tmp_path)
+    (tmp_path / "neutral_formats.json").write_text('{"tasks": {"addition": ["1 + 1 =",}}')
+    with pytest.raises(su.SNAError, match="not valid JSON: .* at line 1"):
+        su.load_neutral_formats(tmp_path)
+    (tmp_path / "neutral_formats.json").write_text('{"tasks": {"addition": ["1 + 1 =",}}')
+    with pytest.raises(su.SNAError, match="not valid JSON: .* at line 1"):
+        su.load_neutral_formats(tmp_path)

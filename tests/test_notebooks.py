@@ -196,10 +196,12 @@ def test_smoke_series_writes_every_figure_and_table(smoke_run):
 
     for name in SMOKE_TABLES:
         path = run_dir / "results" / "smoke" / name
-        assert path.is_file(), path
-        table = pd.read_parquet(path) if name.endswith(".parquet") else pd.read_csv(path)
+        assert path.exists(), path
+        table = su.read_table(path)
         assert "model" in table.columns and len(table), name
-    sweep = pd.read_parquet(run_dir / "results" / "smoke" / "sweep_tiny.parquet")
+    sweep_dir = run_dir / "results" / "smoke" / "sweep_tiny.parquet"
+    assert len(su.store.unit_files(sweep_dir)) == 12 * 3  # one file per (task, layer)
+    sweep = pd.read_parquet(sweep_dir)
     assert len(sweep) == 12 * 3 * 2 * 2 and set(sweep["model"]) == {"tiny"}
     assert set(pd.read_parquet(run_dir / "results" / "smoke" / "pythia.parquet")["model"]) == {"tiny-pythia"}
     assert not list((run_dir / "figures").glob("*.png")), "figures belong in figures/<profile>/"
@@ -241,8 +243,8 @@ def test_first_run_comparison_has_every_row(smoke_run):
 def test_figures_notebook_names_missing_table(smoke_run, tmp_path, monkeypatch, keep, missing, maker):
     run_dir, _ = smoke_run
     (tmp_path / "results" / "smoke").mkdir(parents=True)
-    for name in keep:
-        shutil.copy(run_dir / "results" / "smoke" / name, tmp_path / "results" / "smoke" / name)
+    for name in keep:  # a sweep table is a folder of unit files
+        shutil.copytree(run_dir / "results" / "smoke" / name, tmp_path / "results" / "smoke" / name)
     monkeypatch.setenv("SNA_RESULTS_DIR", str(tmp_path / "results"))
     monkeypatch.setenv("SNA_FIGURES_DIR", str(tmp_path / "figures"))
     with pytest.raises(rn.NotebookFailed) as info:

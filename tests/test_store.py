@@ -1,10 +1,15 @@
-"""The results table: settings never mix, and a cut-off write never corrupts it."""
+"""The results table: a dataset of one file per unit that concurrent or killed writers never damage;
+settings never mix; single-file tables of earlier versions still read."""
+
+import os
+import signal
+import time
 
 import pandas as pd
 import pytest
 
 import sna_utils as su
-from helpers import trim
+from helpers import GRID, assert_same_rows, sweep_process, trim
 
 
 def test_other_settings_never_mix(tiny, tasks, neutral, tmp_path):
@@ -16,6 +21,108 @@ def test_other_settings_never_mix(tiny, tasks, neutral, tmp_path):
     with pytest.raises(su.SNAError, match="other settings"):
         su.run_sweep(tiny, small, [1], [2], [2.0], score_method="zscore", out=out, neutral=neu, progress=False)
     assert len(su.read_table(out)) == 2  # untouched
+
+
+def test_settings_mismatch_names_each_setting_and_both_values(tiny, tasks, neutral, tmp_path):
+    small, neu = trim(tasks, neutral, n_tasks=1)
+    out = tmp_path / "s.parquet"
+    su.run_sweep(tiny, small, [1], [2], [2.0], out=out, neutral=neu, progress=False)
+    with pytest.raises(su.SNAError) as e:
+        su.run_sweep(tiny, small, [1], [2], [2.0], positions="last", seed=3, out=out, neutral=neu, progress=False)
+    msg = str(e.value)
+    assert "positions: all in the table, last now" in msg and "seed: 0 in the table, 3 now" in msg
+    assert "model:" not in msg and "score method:" not in msg
+    other = [su.Task(small[0].name, "x", "", small[0].discovery[1:], small[0].evaluation)]
+    with pytest.raises(su.SNAError, match=r"\(data: [0-9a-f]{12} in the table, [0-9a-f]{12} now\)"):
+        su.run_sweep(tiny, other, [1], [2], [2.0], out=out, neutral=neu, progress=False)
+
+
+def test_dataset_holds_one_file_per_unit_and_reads_anywhere(tiny, tasks, neutral, tmp_path):
+    small, neu = trim(tasks, neutral, n_tasks=2)
+    out = su.results_dir("smoke", tmp_path) / su.sweep_table_name("tiny")  # where notebook 03 writes it
+    df = su.run_sweep(tiny, small, [0, 2], out=out, neutral=neu, progress=False, **GRID)
+    files = su.store.unit_files(out)
+    assert out.is_dir() and len(files) == 2 * 2
+    assert all(len(su.read_table(f)) == 2 * 2 for f in files)  # one (task, layer) each, all its k x m
+    assert_same_rows(su.read_table(out), df)
+    assert_same_rows(pd.read_parquet(out), df)  # pandas/pyarrow read the folder directly
+    assert_same_rows(su.results_table(out.name, "smoke", tmp_path), df)  # how notebook 05 reads it
+    assert su.first_available_table([out.name], "smoke", tmp_path)[0] == out.name
+    (out / ".sweep_tiny.tmp-1").write_bytes(b"PAR1 half")  # a killed writer's temporary is never read
+    assert_same_rows(su.read_table(out), df)
+
+
+def test_single_file_table_reads_and_becomes_a_dataset(tiny, tasks, neutral, tmp_path, monkeypatch):
+    small, neu = trim(tasks, neutral, n_tasks=2)
+    grid = dict(layers=[0, 1], neutral=neu, progress=False, **GRID)
+    full = su.run_sweep(tiny, small, **grid)
+    old = tmp_path / "old.parquet"
+    su.write_table_atomic(full[full["layer"] == 0], old)  # what kit 0.1.0 wrote after layer 0
+    assert len(su.read_table(old)) == 2 * 4
+    calls = {"n": 0}
+    real = su.sweep._sweep_rows
+
+    def counting(*args, **kwargs):
+        calls["n"] += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(su.sweep, "_sweep_rows", counting)
+    resumed = su.run_sweep(tiny, small, out=old, **grid)
+    assert calls["n"] == 2, "only layer 1's two units are computed"
+    assert old.is_dir() and len(su.store.unit_files(old)) == 4 and not list(tmp_path.glob(".old*"))
+    assert_same_rows(resumed, full)
+    assert_same_rows(su.read_table(old), full)
+
+
+def test_damaged_tables_are_named_and_left_untouched(tiny, tasks, neutral, tmp_path):
+    small, neu = trim(tasks, neutral, n_tasks=1)
+    bad = tmp_path / "s.parquet"
+    bad.write_bytes(b"not a parquet file")
+    with pytest.raises(su.SNAError, match=r"s\.parquet is not a readable parquet file"):
+        su.run_sweep(tiny, small, [1], [2], [2.0], out=bad, neutral=neu, progress=False)
+    assert bad.read_bytes() == b"not a parquet file"
+    out = tmp_path / "d.parquet"
+    su.run_sweep(tiny, small, [1], [2], [2.0], out=out, neutral=neu, progress=False)
+    unit = su.store.unit_files(out)[0]
+    unit.write_bytes(b"PAR1 cut")
+    with pytest.raises(su.SNAError, match=unit.name.replace(".", r"\.")):
+        su.read_table(out)
+    assert unit.read_bytes() == b"PAR1 cut"
+
+
+@pytest.mark.slow
+def test_concurrent_sweeps_into_one_dataset_lose_nothing(tiny, tasks, neutral, tmp_path):
+    """Two processes sweep layers {0, 1} and {1, 2} of one model into one folder at the same time."""
+    out = tmp_path / "shared.parquet"
+    procs = [sweep_process(out, [0, 1], 6), sweep_process(out, [1, 2], 6)]
+    for p in procs:
+        _, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err[-2000:]
+    small, neu = trim(tasks, neutral, n_tasks=6)
+    reference = su.run_sweep(tiny, small, [0, 1, 2], neutral=neu, progress=False, **GRID)
+    assert_same_rows(su.read_table(out), reference)  # every row of both, none twice
+    assert len(su.store.unit_files(out)) == 6 * 3
+
+
+@pytest.mark.slow
+def test_sigkilled_sweep_reruns_to_exactly_the_full_rows(tiny, tasks, neutral, tmp_path):
+    out = tmp_path / "killed.parquet"
+    proc = sweep_process(out, [0, 1, 2], 4)
+    deadline = time.time() + 300
+    while not (out.is_dir() and len(su.store.unit_files(out)) >= 2) and proc.poll() is None:
+        assert time.time() < deadline, "the sweep wrote nothing"
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    kept = len(su.store.unit_files(out))
+    assert proc.returncode == -signal.SIGKILL and 2 <= kept < 12, "killed mid-run"
+    half = su.read_table(out)  # every file there is complete
+    assert len(half) == kept * 4
+    small, neu = trim(tasks, neutral, n_tasks=4)
+    grid = dict(layers=[0, 1, 2], neutral=neu, progress=False, **GRID)
+    resumed = su.run_sweep(tiny, small, out=out, **grid)
+    assert_same_rows(resumed, su.run_sweep(tiny, small, **grid))
+    assert_same_rows(su.read_table(out), resumed)
 
 
 def test_cut_off_write_leaves_table_intact(tmp_path, monkeypatch):

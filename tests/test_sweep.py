@@ -124,3 +124,44 @@ def test_interference_rejects_empty_and_repeated_tasks(tiny, small):
         su.cross_task_interference(tiny, [], 1, 5, 2.0, neutral=neu)
     with pytest.raises(su.SNAError, match="repeat"):
         su.cross_task_interference(tiny, [t[0], t[0]], 1, 5, 2.0, neutral=neu)
+
+
+def test_task_names_are_loaded(tiny, tasks, neutral):
+    _, neu = trim(tasks, neutral)
+    grid = dict(layers=[1], ks=[2], multipliers=[2.0], neutral=neu, progress=False)
+    by_name = su.run_sweep(tiny, ["addition"], **grid)
+    by_task = su.run_sweep(tiny, su.load_tasks(["addition"]), **grid)
+    pd.testing.assert_frame_equal(by_name, by_task)
+    with pytest.raises(su.SNAError, match="Unknown task"):
+        su.run_sweep(tiny, ["addition", "telepathy"], **grid)
+    with pytest.raises(su.SNAError, match="Task objects .* or task names"):
+        su.run_sweep(tiny, [3], **grid)
+    pd.testing.assert_frame_equal(su.run_sweep(tiny, "addition", **grid), by_task)  # one name alone
+    with pytest.raises(su.SNAError, match="No tasks"):
+        su.run_sweep(tiny, [], **grid)
+
+
+def test_start_line_without_out_path(tiny, tasks, neutral, capsys):
+    small, neu = trim(tasks, neutral, n_tasks=1)
+    su.run_sweep(tiny, small, [1], [2], [2.0], neutral=neu, progress=False)
+    line = capsys.readouterr().out.splitlines()[0]
+    assert "None" not in line and "nothing saved (no `out` path), 1 to run" in line
+
+
+def test_unknown_option_is_refused_before_work(tiny, tasks, neutral, tmp_path):
+    small, neu = trim(tasks, neutral, n_tasks=1)
+    with pytest.raises(su.SNAError, match=r"unknown option\(s\) \['precisoin'\]"):
+        su.run_sweep(tiny, small, [1], [2], [2.0], neutral=neu, out=tmp_path / "s.parquet", precisoin="fp16")
+    assert not (tmp_path / "s.parquet").exists()
+
+
+def test_units_computed_one_by_one_equal_the_sweep(tiny, small, sweep):
+    """run_unit (what a Ray task runs) in a fresh process cache gives the sweep's rows, unit by unit."""
+    t, neu = small
+    settings = su.store.SweepSettings("tiny", "all", "mean_diff", 0, su.store.data_fingerprint(t, neu))
+    plan = su.sweep.SweepPlan({x.name: x for x in t}, (0, 1, 2), (1, 5), (2.0, 5.0), "all", neu, "mean_diff", 0,
+                              settings, None, frozenset(), dict(max_tokens=16384))
+    units = [su.sweep.run_unit(tiny, plan, x.name, L, {}) for L in (2, 0) for x in t[::-1]]
+    got = pd.concat(units).sort_values(["task", "layer", "k", "multiplier"], ignore_index=True)
+    expected = sweep[sweep["layer"].isin([0, 2])].reset_index(drop=True)
+    pd.testing.assert_frame_equal(got, expected, check_exact=False, rtol=1e-5)
