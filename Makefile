@@ -3,7 +3,7 @@
 #   make test                              set up .venv, run the test suite (offline)
 # and one to work in the notebooks:
 #   make lab                               set up .venv, register it as the Jupyter kernel "sna-kit", open JupyterLab
-# EXTRAS=ray (make setup/test/run EXTRAS=ray) also installs the optional Ray extra; its tests skip without it.
+# EXTRAS=ray (make setup/run EXTRAS=ray) also installs the optional Ray extra; make test always installs it for its tests.
 PROFILE ?= paper
 EXTRAS ?=
 PYTHON ?= python3
@@ -39,6 +39,8 @@ NB_RUN := runs/test-smoke
 NB_ENV := SNA_RESULTS_DIR=$(CURDIR)/$(NB_RUN)/results SNA_FIGURES_DIR=$(CURDIR)/$(NB_RUN)/figures
 
 test: $(STAMP)
+	# The Ray extra, so that the cluster tests run (they skip where Ray is missing).
+	$(PY) -c "import ray" 2>/dev/null || $(PY) -m pip install -q -e ".[ray]"
 	SNA_TEST_RUN_DIR=$(CURDIR)/$(NB_RUN) $(PY) -m pytest
 	$(NB_ENV) $(PY) -m pytest -p no:cacheprovider --nbval-lax \
 	  --nbval-sanitize-with notebooks/nbval_sanitize.cfg $(NB_RUN)/0*.ipynb

@@ -81,5 +81,5 @@ def test_paper_on_cpu_stops_with_the_ways_on(monkeypatch):
     pf.check_can_start(paper)
     monkeypatch.delenv(pf.CONFIRM_VARIABLE)
     pf.check_can_start(pf.plan("quick", device="cpu", rate=1e11))
-    pf.check_can_start(pf.plan("paper", ["05_figures"], device="cpu", rate=1e11))  # no sweep chosen
+    pf.check_can_start(pf.plan("paper", ["06_figures"], device="cpu", rate=1e11))  # no sweep chosen
     pf.check_can_start(pf.Plan("paper", "cuda", 1e13, paper.parts, True))

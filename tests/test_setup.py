@@ -47,11 +47,11 @@ def test_every_notebook_starts_with_the_current_kit_cells(path):
 
 
 def test_kit_cells_are_inserted_once_and_touch_nothing_else(tmp_path):
-    source = NOTEBOOK_DIR / "05_figures.ipynb"
+    source = NOTEBOOK_DIR / "06_figures.ipynb"
     nb = nbformat.read(source, as_version=4)
     rest = nb.cells[2:]
     nb.cells = [rest[0], nb.cells[1], *rest[1:]]  # an install cell in the wrong place, no badge
-    path = tmp_path / "05_figures.ipynb"
+    path = tmp_path / "06_figures.ipynb"
     nbformat.write(nb, path)
     assert cells.kit_cell_problems(path)
     assert cells.add_kit_cells(path) is True
