@@ -38,6 +38,7 @@ class SweepSettings:
     seed: int
     data_sha: str
     kit_version: str = KIT_VERSION
+    precision: str = "float32"  # the engine's (engine.PRECISIONS): it changes the numbers, so it keys the table
 
     @property
     def settings_id(self) -> str:
@@ -53,7 +54,7 @@ def data_fingerprint(tasks: Sequence[Task], neutral: NeutralSet) -> str:
 
 
 SETTING_LABELS = {"model": "model", "positions": "positions", "score_method": "score method", "seed": "seed",
-                  "data_sha": "data", "kit_version": "kit version"}
+                  "data_sha": "data", "kit_version": "kit version", "precision": "precision"}
 
 
 def read_table(path: str | os.PathLike) -> pd.DataFrame:

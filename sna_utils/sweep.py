@@ -116,7 +116,8 @@ def run_unit(model, plan: SweepPlan, task_name: str, layer: int, cache: dict) ->
                        neutral_base, neutral_state, control_cache, plan.seed, **plan.options)
     s = plan.settings
     df = pd.DataFrame([r | dict(model=s.model, score_method=s.score_method, seed=s.seed, data_sha=s.data_sha,
-                                settings_id=s.settings_id, kit_version=s.kit_version) for r in rows
+                                settings_id=s.settings_id, kit_version=s.kit_version, precision=s.precision)
+                       for r in rows
                        if (r["task"], r["layer"], r["k"], r["multiplier"]) not in plan.done])
     if plan.out is not None and len(df):
         write_unit(df, plan.out, s.settings_id)
@@ -192,7 +193,8 @@ def run_sweep(model, tasks: Sequence[Task | str], layers: Sequence[int], ks: Seq
     for t in tasks:
         check_prompts([i.prompt for i in t.discovery], f"{t.name} discovery prompts")
 
-    settings = SweepSettings(model_name(model), positions, score_method, seed, data_fingerprint(tasks, neutral))
+    settings = SweepSettings(model_name(model), positions, score_method, seed, data_fingerprint(tasks, neutral),
+                             precision=precision)
     old = existing_rows(out, settings)
     done = frozenset() if old is None else frozenset(zip(old["task"], old["layer"], old["k"], old["multiplier"]))
     todo = [(t.name, L) for L in layers for t in tasks if any((t.name, L, k, m) not in done for k in ks for m in ms)]

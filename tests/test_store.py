@@ -20,7 +20,10 @@ def test_other_settings_never_mix(tiny, tasks, neutral, tmp_path):
         su.run_sweep(tiny, small, [1], [2], [2.0], positions="last", out=out, neutral=neu, progress=False)
     with pytest.raises(su.SNAError, match="other settings"):
         su.run_sweep(tiny, small, [1], [2], [2.0], score_method="zscore", out=out, neutral=neu, progress=False)
+    with pytest.raises(su.SNAError, match="precision: float32 in the table, bfloat16 now"):
+        su.run_sweep(tiny, small, [1], [2], [2.0], precision="bfloat16", out=out, neutral=neu, progress=False)
     assert len(su.read_table(out)) == 2  # untouched
+    assert (su.read_table(out)["precision"] == "float32").all()
 
 
 def test_settings_mismatch_names_each_setting_and_both_values(tiny, tasks, neutral, tmp_path):
