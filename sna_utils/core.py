@@ -212,15 +212,20 @@ def _split_seed(seed: int, name: str) -> int:
     return int(hashlib.sha256(f"{seed}:{name}".encode()).hexdigest()[:8], 16)
 
 
+def read_json(path: Path, what: str):
+    """A JSON data file's content; a missing file or invalid JSON raises naming ``what``, the file and the line."""
+    if not path.is_file():
+        raise SNAError(f"{what} not found: {path}")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise SNAError(f"{what} {path} is not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}.") from e
+
+
 def load_task(path: str | os.PathLike, seed: int = 0) -> Task:
     """Read one task file (``data/tasks/<name>.json``) and split it by ``seed``."""
     path = Path(path)
-    if not path.is_file():
-        raise SNAError(f"Task file not found: {path}")
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise SNAError(f"Task file {path} is not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}.") from e
+    raw = read_json(path, "Task file")
     for key in ("name", "category", "items"):
         if key not in raw:
             raise SNAError(f"Task file {path} has no {key!r} field.")

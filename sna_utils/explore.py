@@ -7,7 +7,6 @@ steps, returned as a DataFrame. Imports only ``core``.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -16,7 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .core import (DATA_DIR, NeutralSet, Task, baseline_of, check_layer, check_neurons, check_prompts,
+from .core import (DATA_DIR, read_json, NeutralSet, Task, baseline_of, check_layer, check_neurons, check_prompts,
                    last_token_activations, load_neutral, model_name, n_layers, next_token_logits, rank_neurons,
                    scores_from_activations, split_neutral, target_token_ids, zone_of)
 from .errors import SNAError
@@ -126,12 +125,7 @@ def load_neutral_formats(data_dir: str | os.PathLike = DATA_DIR) -> dict[str, li
     An alternative discovery reference (not used by discovery yet); it lives here until it is.
     """
     path = Path(data_dir) / "neutral_formats.json"
-    if not path.is_file():
-        raise SNAError(f"Format-matched neutral prompt file not found: {path}")
-    try:
-        tasks = json.loads(path.read_text(encoding="utf-8")).get("tasks")
-    except json.JSONDecodeError as e:
-        raise SNAError(f"{path} is not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}.") from e
+    tasks = read_json(path, "Format-matched neutral prompt file").get("tasks")
     if not isinstance(tasks, dict) or not tasks:
         raise SNAError(f"{path} needs a 'tasks' object mapping each task name to a list of prompts.")
     return {name: check_prompts(prompts, f"{path.name} tasks[{name!r}]") for name, prompts in tasks.items()}
