@@ -12,6 +12,7 @@ discovery, intervention, measurement, zones). Everything else is machinery built
 ``store``       the results table: a dataset of one file per unit, settings that must not mix
 ``sweep``       the grid (``run_sweep``, one unit per task and layer) and cross-task interference
 ``cluster``     units of work as Ray tasks (optional), a GPU each, retried if a worker dies
+``heldout``     choosing on selection prompts, reporting on test prompts (every best-of choice)
 ``explore``     tables about tasks and neurons (baselines, scores, overlap, top prompts)
 ``analysis``    statistics on results tables: summaries, zones, rho, golden zones, paper numbers
 ``stats``       per-prompt metrics, bootstrap intervals, paired tests (Holm), rho over tasks, nulls
@@ -42,7 +43,7 @@ from __future__ import annotations
 import importlib
 import warnings
 
-from . import (analysis, cluster, core, engine, errors, explore, flops, hub, plots, preflight, profiles, sst2, standins,
+from . import (analysis, cluster, core, engine, errors, explore, flops, heldout, hub, plots, preflight, profiles, sst2, standins,
                stats, store, style, sweep)
 from .analysis import (PAPER_BEST_LAYERS, PAPER_NUMBERS, best_per_task, best_shared_config,
                        confidence_gain_correlation, control_comparison, golden_zone, golden_zone_summary,
@@ -59,6 +60,7 @@ from .core import (DATA_DIR, HUB_MODELS, KIT_ROOT, KIT_VERSION, MODEL_NAMES, SCO
                    split_selection_test, target_probs, target_token_ids, target_tokens, top_neurons, wrap_hf_model,
                    zone_of)
 from .flops import grid_flop_floor, matmul_rate
+from .heldout import arm_column, choose_on_selection, part_column
 from .errors import ModelUnavailableError, SNAError
 from .explore import (discovery_scores, load_neutral_formats, neuron_overlap, prompt_pool, task_baselines,
                       task_table,
@@ -103,6 +105,8 @@ __all__ = [
     # explore
     "task_table", "task_baselines", "discovery_scores", "top_neurons_by_task", "neuron_overlap",
     "top_activating_prompts", "prompt_pool",
+    # heldout
+    "choose_on_selection", "arm_column", "part_column",
     # analysis
     "PAPER_NUMBERS", "PAPER_BEST_LAYERS", "best_per_task", "task_summary", "confidence_gain_correlation",
     "zone_summary", "zones_by_model", "golden_zone", "golden_zone_summary", "control_comparison", "layer_profile",
@@ -119,7 +123,7 @@ __all__ = [
     "plot_confidence_vs_improvement", "plot_sst2_zones", "plot_layer_multiplier_heatmaps", "plot_improvement_vs_k",
     "plot_golden_zone", "plot_model_comparison",
     # the modules
-    "core", "engine", "flops", "store", "sweep", "cluster", "explore", "analysis", "stats", "sst2", "profiles", "preflight",
+    "core", "engine", "flops", "store", "sweep", "cluster", "explore", "heldout", "analysis", "stats", "sst2", "profiles", "preflight",
     "style", "plots", "standins", "hub", "errors",
 ]
 
