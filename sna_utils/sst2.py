@@ -243,7 +243,8 @@ def run_sst2_grid(model, layers: Sequence[int], ks: Sequence[int], multipliers: 
 def sst2_zone_report(examples: pd.DataFrame, confidence_bins: Sequence[float] = (0.1, 0.3),
                      by_label: bool = False) -> pd.DataFrame:
     """Per zone of the baseline p (and per 2-way-confidence band; per true label with ``by_label``): group size,
-    accuracy and mean p (%) of every arm present (base, sna, control, bias), changes in pp, and SNA's mean
+    accuracy and mean p (%) of every arm present (base, sna, control, bias), changes in pp, the room left
+    (``max_gain_pp``, 100 minus the baseline accuracy), and SNA's mean
     shift of the 2-way log-odds toward " positive" (nats; a uniform shift shows as one sign in every group)."""
     df = examples.copy()
     lo, hi = confidence_bins
@@ -263,6 +264,7 @@ def sst2_zone_report(examples: pd.DataFrame, confidence_bins: Sequence[float] = 
                 row[f"accuracy_{run}"] = 100 * sub[f"correct_{run}"].mean()
                 row[f"p_{run}"] = 100 * sub[f"p_correct_{run}"].mean()
             row["accuracy_change_pp"] = row["accuracy_sna"] - row["accuracy_base"]
+            row["max_gain_pp"] = 100 - row["accuracy_base"]  # the most any intervention can add to this group
             row["p_change_pp"] = row["p_sna"] - row["p_base"]
             for run in (a for a in arms if a not in ("base", "sna")):
                 row[f"{run}_accuracy_change_pp"] = row[f"accuracy_{run}"] - row["accuracy_base"]

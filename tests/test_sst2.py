@@ -99,6 +99,7 @@ def test_zone_report_groups_at_the_boundaries():
     assert rep.loc[("METHOD zone", su.ZONE_NAMES[2]), "n"] == 2
     assert rep.loc[("METHOD zone", su.ZONE_NAMES[3]), "n"] == 1
     assert rep.loc[("METHOD zone", su.ZONE_NAMES[2]), "accuracy_change_pp"] == pytest.approx(50.0)
+    assert rep.loc[("METHOD zone", su.ZONE_NAMES[2]), "max_gain_pp"] == pytest.approx(100.0)
     assert rep.loc[("METHOD zone", su.ZONE_NAMES[1]), "p_change_pp"] == pytest.approx(10.0)
     assert rep.loc[("all", "all examples"), "n"] == 4
 
@@ -232,6 +233,11 @@ def test_profiles_take_k_and_m_from_the_paper_grid():
         assert set(prof.sst2_ks) <= set(su.PAPER_KS) and set(prof.sst2_multipliers) <= set(su.PAPER_MULTIPLIERS)
         assert prof.sst2_layer in prof.sst2_layers
     assert su.profiles.PROFILES["paper"].sst2_layers == (19, 20, 21, 22, 23)
+    method = (Path(su.KIT_ROOT) / "docs" / "method.md").read_text(encoding="utf-8")
+    for name, prof in su.profiles.PROFILES.items():  # the method note's profiles table states each grid
+        row = next(line for line in method.splitlines() if line.startswith(f"| `{name}` |"))
+        sets = [", ".join(f"{v:g}" for v in vals) for vals in (prof.sst2_layers, prof.sst2_ks, prof.sst2_multipliers)]
+        assert "held out: layers {%s} x k in {%s} x m in {%s}" % tuple(sets) in row, name
 
 
 def test_zone_report_per_label_exposes_a_uniform_shift():
