@@ -108,8 +108,7 @@ def config_table(grid: pd.DataFrame) -> pd.DataFrame:
     _check_grid(grid)
     rows = with_outcomes(grid)
     sna = metric_table(rows[rows["arm"] == "sna"], CONFIG)
-    ctrl = metric_table(rows[rows["arm"] == "control"], CONFIG, prefix="control_")
-    ctrl = ctrl.rename(columns={f"control_{c}": c for c in CONFIG})
+    ctrl = metric_table(rows[rows["arm"] == "control"], CONFIG, prefix="control_")  # keys keep their names
     return sna.merge(ctrl, on=list(CONFIG)).assign(model=grid["model"].iloc[0], task="sst2")
 
 
@@ -188,6 +187,11 @@ def _ci(values: np.ndarray, n_resamples: int, seed: int) -> tuple[float, float]:
     return iv.low, iv.high
 
 
+def _balanced(correct: np.ndarray, label: np.ndarray) -> float:
+    """Balanced accuracy: the mean over the labels present of each label's mean of ``correct`` ``[n]``."""
+    return float(np.mean([correct[label == lab].mean() for lab in (0, 1) if (label == lab).any()]))
+
+
 def accuracy_report(examples: pd.DataFrame, part: str = "test", n_resamples: int = 2000,
                     seed: int = 0) -> pd.DataFrame:
     """Per arm on ``part`` (or 'all'): overall, per-label and balanced accuracy (%) with 95 % bootstrap CIs
@@ -199,15 +203,12 @@ def accuracy_report(examples: pd.DataFrame, part: str = "test", n_resamples: int
     rows = []
     for arm in [a for a in ARMS if f"correct_{a}" in ex]:
         c = 100.0 * ex[f"correct_{arm}"].to_numpy(dtype=float)
-        stats = {"accuracy": (c, lambda v: float(v.mean()))}
-        for lab, name in ((0, "negative"), (1, "positive")):
-            stats[f"accuracy_{name}"] = (c[label == lab], lambda v: float(v.mean()))
-        for stat, (values, _) in stats.items():
+        groups = {"accuracy": c, "accuracy_negative": c[label == 0], "accuracy_positive": c[label == 1]}
+        for stat, values in groups.items():
             low, high = _ci(values, n_resamples, seed)
-            rows.append(dict(arm=arm, statistic=stat, n=len(values), value=float(values.mean()) if len(values)
-                             else float("nan"), ci_low=low, ci_high=high))
-        iv = bootstrap_ci([c, label], lambda v, lab: float(np.mean([v[lab == i].mean() for i in (0, 1)
-                                                                      if (lab == i).any()])), n_resamples, 0.95, seed)
+            rows.append(dict(arm=arm, statistic=stat, n=len(values),
+                             value=float(values.mean()) if len(values) else float("nan"), ci_low=low, ci_high=high))
+        iv = bootstrap_ci([c, label], _balanced, n_resamples, 0.95, seed)
         rows.append(dict(arm=arm, statistic="balanced_accuracy", n=len(c), value=iv.estimate, ci_low=iv.low,
                          ci_high=iv.high))
     return pd.DataFrame(rows).assign(part=part)
