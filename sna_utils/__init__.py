@@ -17,6 +17,7 @@ discovery, intervention, measurement, zones). Everything else is machinery built
 ``analysis``    statistics on results tables: summaries, zones, rho, golden zones, paper numbers
 ``stats``       per-prompt metrics, bootstrap intervals, paired tests (Holm), rho over tasks, nulls
 ``sst2``        the external check on GLUE SST-2
+``sst2_heldout`` SST-2 chosen on selection examples, reported on test ones; the bias-only control; claims
 ``profiles``    smoke / quick / paper, the results folder and table names, notebook defaults
 ``preflight``   what a profile will cost on this machine (device, downloads, estimated time), before it runs
 ``style``       the figure style and the helpers plots share; ``plots``: the figures
@@ -43,8 +44,8 @@ from __future__ import annotations
 import importlib
 import warnings
 
-from . import (analysis, cluster, core, engine, errors, explore, flops, heldout, hub, plots, preflight, profiles, sst2, standins,
-               stats, store, style, sweep)
+from . import (analysis, cluster, core, engine, errors, explore, flops, heldout, hub, plots, preflight, profiles, sst2, sst2_heldout,
+               standins, stats, store, style, sweep)
 from .analysis import (PAPER_BEST_LAYERS, PAPER_NUMBERS, best_per_task, best_shared_config,
                        confidence_gain_correlation, control_comparison, golden_zone, golden_zone_summary,
                        interference_summary, layer_profile, layer_specialisation, paper_comparison, round_for_reading,
@@ -72,7 +73,9 @@ from .plots import (plot_baseline_zones, plot_confidence_vs_improvement, plot_go
 from .profiles import (PAPER_KS, PAPER_MULTIPLIERS, first_available_table, get_profile, interference_table_name,
                        n_layers_of, notebook_defaults, results_dir, results_table, safe_name, sweep_grid,
                        sweep_table_name)
-from .sst2 import SST2_LABEL_WORDS, SST2_TEMPLATE, load_sst2, run_sst2, score_sst2, sst2_prompts, sst2_zone_report
+from .sst2 import (SST2_LABEL_WORDS, SST2_TEMPLATE, discovery_overlap, load_sst2, run_sst2, run_sst2_grid, score_sst2,
+                   sst2_prompts, sst2_split, sst2_zone_report)
+from .sst2_heldout import sst2_claims, sst2_study
 from .standins import STANDINS, build_random_hf_model, model_note
 from .cluster import RayExecutor
 from .store import read_table, write_table_atomic
@@ -113,6 +116,7 @@ __all__ = [
     "layer_specialisation", "best_shared_config", "interference_summary", "paper_comparison", "round_for_reading",
     # sst2
     "SST2_TEMPLATE", "SST2_LABEL_WORDS", "load_sst2", "sst2_prompts", "score_sst2", "run_sst2", "sst2_zone_report",
+    "sst2_split", "run_sst2_grid", "discovery_overlap", "sst2_study", "sst2_claims",
     # profiles
     "PAPER_KS", "PAPER_MULTIPLIERS", "get_profile", "results_dir", "safe_name", "sweep_table_name",
     "interference_table_name", "results_table", "first_available_table", "n_layers_of", "sweep_grid",
@@ -123,7 +127,7 @@ __all__ = [
     "plot_confidence_vs_improvement", "plot_sst2_zones", "plot_layer_multiplier_heatmaps", "plot_improvement_vs_k",
     "plot_golden_zone", "plot_model_comparison",
     # the modules
-    "core", "engine", "flops", "store", "sweep", "cluster", "explore", "heldout", "analysis", "stats", "sst2", "profiles", "preflight",
+    "core", "engine", "flops", "store", "sweep", "cluster", "explore", "heldout", "analysis", "stats", "sst2", "sst2_heldout", "profiles", "preflight",
     "style", "plots", "standins", "hub", "errors",
 ]
 

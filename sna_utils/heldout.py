@@ -36,11 +36,12 @@ def part_column(metric: str, part: str) -> str:
 
 
 def choose_on_selection(table: pd.DataFrame, by: Sequence[str] = ("model", "task"),
-                        metric: str = "improvement_pct", arm: Arm = "sna") -> pd.DataFrame:
+                        metric: str = "improvement_pct", arm: Arm = "sna",
+                        keys: Sequence[str] = CONFIG_KEYS) -> pd.DataFrame:
     """Each group's configuration with the best ``metric`` on selection prompts, reported on test prompts.
 
-    Returns one row per group: ``by``, the chosen configuration's keys (those of ``layer, k, multiplier``
-    not in ``by``), ``chosen_on_selection`` (its selection value, biased upward by the choice),
+    Returns one row per group: ``by``, the chosen configuration's keys (those of ``keys``, by default
+    ``layer, k, multiplier``, not in ``by``), ``chosen_on_selection`` (its selection value, biased upward by the choice),
     ``held_out`` (its test value, unbiased) and ``in_sample_best`` (the group's maximum over all
     evaluation prompts: the paper's reading, inflated by selection).
     """
@@ -54,7 +55,7 @@ def choose_on_selection(table: pd.DataFrame, by: Sequence[str] = ("model", "task
         raise SNAError(f"Column {sel!r} is empty: nothing to choose on.")
     groups = table.groupby(list(by), sort=True)
     chosen = table.loc[groups[sel].idxmax()]
-    keys = [c for c in CONFIG_KEYS if c not in by and c in table.columns]
+    keys = [c for c in keys if c not in by and c in table.columns]
     out = chosen[[*by, *keys]].reset_index(drop=True)
     out["chosen_on_selection"] = chosen[sel].to_numpy()
     out["held_out"] = chosen[test].to_numpy()

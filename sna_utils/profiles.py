@@ -47,6 +47,10 @@ class Profile:
     sst2_k: int = 20
     sst2_multiplier: float = 5.0
     sst2_n_train: int = 256
+    sst2_layers: tuple[int, ...] = ()  # notebook 04's held-out grid (k and m from the paper grid)
+    sst2_ks: tuple[int, ...] = ()
+    sst2_multipliers: tuple[float, ...] = ()
+    sst2_limit: int | None = None  # validation sentences used (None: all 872)
     pythia_model: str = "pythia-160m"
     description: str = ""
 
@@ -54,12 +58,15 @@ class Profile:
 PROFILES = {
     "smoke": Profile("smoke", "tiny", ("tiny",), None, (1, 5), (2.0, 5.0), (5,), (2.0, 5.0),
                      sst2_model="tiny", sst2_layer=2, sst2_k=10, sst2_n_train=64, pythia_model="tiny-pythia",
+                     sst2_layers=(1, 2), sst2_ks=(5,), sst2_multipliers=(2.0, 5.0), sst2_limit=200,
                      description="offline random tiny models, a handful of configurations: tests and CI"),
     "quick": Profile("quick", "gpt2-small", ("gpt2-small",), (2, 5, 8, 10), (5, 20, 100), (2.0, 5.0, 10.0),
                      (10,), (3.0,), sst2_model="gpt2-small", sst2_layer=10,
+                     sst2_layers=(8, 9, 10, 11), sst2_ks=(5, 20, 100), sst2_multipliers=(2.0, 5.0, 10.0),
                      description="GPT-2 Small, a few layers, k and m: a first real look on a laptop"),
     "paper": Profile("paper", "gpt2-small", ("gpt2-small", "gpt2-medium"), None, PAPER_KS, PAPER_MULTIPLIERS,
                      (10,), (3.0,), sst2_model="gpt2-medium", sst2_layer=21,
+                     sst2_layers=(19, 20, 21, 22, 23), sst2_ks=(5, 20, 50, 100), sst2_multipliers=(2.0, 5.0, 10.0, 20.0),
                      description="GPT-2 Small and Medium, the full 24,192-configuration grid (GPU recommended)"),
 }
 
@@ -84,6 +91,8 @@ TABLE_MAKERS = {  # results table (file name or prefix) -> the notebook that wri
     "sweep_": "03_gpt2_medium_sweep",
     "interference_": "03_gpt2_medium_sweep",
     "sst2_examples.parquet": "04_sst2_zone_analysis",
+    "sst2_grid.parquet": "04_sst2_zone_analysis",
+    "sst2_claims.parquet": "04_sst2_zone_analysis",
     "pythia.parquet": "05_pythia_160m",
 }
 

@@ -1,8 +1,10 @@
 """The external check on GLUE SST-2: sentiment as a next-token task, scored per example and per zone.
 
-Loads SST-2 (strict TSV reader or the Hub), finds sentiment neurons on train sentences, scores every
-validation example before SNA, after it and with control neurons, and reports by METHOD's zones of
-the baseline probability and by 2-way confidence bands. Imports ``core`` and ``hub``.
+Loads SST-2 (strict TSV reader or the Hub), cuts the validation set into a selection and a test part,
+finds sentiment neurons on train sentences only (three discovery references), scores every validation
+example before SNA, after it and with control neurons over a small grid (``run_sst2_grid``, for
+``sst2_heldout``), and reports by METHOD's zones of the baseline probability and by 2-way confidence bands,
+per true label. Imports ``core``, ``explore``, ``hub``, ``stats`` and ``sst2_heldout``.
 """
 
 from __future__ import annotations
@@ -15,11 +17,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .core import (ZONE_NAMES, Intervention, Positions, check_k, check_layer, check_multiplier, d_mlp, load_neutral,
-                   model_name, neuron_scores, next_token_logits, random_neurons, split_neutral, target_token_ids,
-                   top_neurons, zone_of)
+from .core import (ZONE_NAMES, Intervention, Positions, _split_seed, check_k, check_layer, check_multiplier,
+                   check_positions, check_prompts, check_score_method, d_mlp, last_token_activations, load_neutral,
+                   model_name, next_token_logits, random_neurons, rank_neurons, scores_from_activations, split_half,
+                   split_neutral, target_token_ids, zone_of)
 from .errors import SNAError
+from .explore import neuron_overlap
 from .hub import require_hub
+from .sst2_heldout import ARMS, label_outcomes
+from .stats import log_odds
 
 
 SST2_TEMPLATE = "Review: {sentence}\nSentiment:"
@@ -32,6 +38,13 @@ SST2_HUB_ID = "nyu-mll/glue"
 
 
 SST2_FILES = {"validation": "dev.tsv", "train": "train.tsv"}
+
+
+DISCOVERY_MODES = {  # discovery reference: what the train prompts are contrasted with
+    "neutral": "SST-2 train prompts vs the neutral discovery prose (the original reading)",
+    "template": "SST-2 train prompts vs the neutral discovery prose in the same 'Sentiment:' template",
+    "contrast": "positive vs negative train prompts, either sign (|mean difference|)",
+}
 
 
 def _read_sst2_tsv(path: Path) -> pd.DataFrame:
@@ -92,26 +105,72 @@ def score_sst2(model, data: pd.DataFrame, intervention: Intervention | None = No
                batch_size: int = 32) -> pd.DataFrame:
     """Per example: p of the correct label word, 2-way P(positive), prediction and correctness."""
     ids = check_sst2_setup(model, template, label_words)
-    logits = next_token_logits(model, sst2_prompts(data["sentence"], template), intervention, batch_size)
-    probs = logits.double().softmax(-1)[:, ids]  # [n, 2]: P(negative), P(positive)
-    labels = torch.tensor(data["label"].to_numpy())
-    p_correct = probs[torch.arange(len(labels)), labels]
-    pred = (probs[:, 1] > probs[:, 0]).long()
-    return pd.DataFrame({"p_correct": p_correct.numpy(), "p2_positive": (probs[:, 1] / probs.sum(-1)).numpy(),
-                         "pred": pred.numpy(), "correct": (pred == labels).numpy()}, index=data.index)
+    probs = label_probs(model, data["sentence"], ids, intervention, template, batch_size)
+    return label_outcomes(probs[:, 0], probs[:, 1], data["label"].to_numpy()).set_axis(data.index)
+
+
+def label_probs(model, sentences: Iterable[str], ids: torch.Tensor, intervention: Intervention | None = None,
+                template: str = SST2_TEMPLATE, batch_size: int = 32) -> np.ndarray:
+    """Full-vocabulary next-token probabilities of the two label words ``ids`` ``[n, 2]`` (negative, positive)."""
+    logits = next_token_logits(model, sst2_prompts(sentences, template), intervention, batch_size)
+    return logits.double().softmax(-1)[:, ids].numpy()
+
+
+def sst2_split(data: pd.DataFrame, seed: int = 0) -> pd.Series:
+    """Each validation example's part, 'selection' or 'test' (a fixed-seed half each, no example in both)."""
+    selection, _ = split_half(list(data.index), _split_seed(seed, "sst2:selection"))
+    return pd.Series(np.where(data.index.isin(selection), "selection", "test"), index=data.index, name="part")
+
+
+def discovery_prompts(train: pd.DataFrame, discovery: str = "neutral", neutral: Sequence[str] | None = None,
+                      template: str = SST2_TEMPLATE) -> tuple[list[str], list[str]]:
+    """(prompts, reference prompts) of a discovery mode (``DISCOVERY_MODES``) from train sentences only."""
+    if discovery not in DISCOVERY_MODES:
+        raise SNAError(f"Unknown SST-2 discovery {discovery!r}: choose one of {sorted(DISCOVERY_MODES)}.")
+    if discovery == "contrast":
+        pos, neg = (train.loc[train["label"] == lab, "sentence"] for lab in (1, 0))
+        if len(pos) < 1 or len(neg) < 1:
+            raise SNAError("Contrast discovery needs positive and negative train sentences in the sample.")
+        return sst2_prompts(pos, template), sst2_prompts(neg, template)
+    neutral = check_prompts(list(neutral if neutral is not None else split_neutral(load_neutral()).discovery),
+                            "neutral prompts")
+    reference = sst2_prompts(neutral, template) if discovery == "template" else neutral
+    return sst2_prompts(train["sentence"], template), reference
+
+
+def sst2_scores(model, layers: Sequence[int], n_train: int = 256, seed: int = 0, discovery: str = "neutral",
+                neutral: Sequence[str] | None = None, template: str = SST2_TEMPLATE,
+                data_dir: str | os.PathLike | None = None, method: str = "mean_diff") -> dict[int, torch.Tensor]:
+    """Discovery scores ``{layer: [d_mlp]}`` from a fixed-seed sample of SST-2 *train* sentences."""
+    layers = [check_layer(model, L) for L in layers]
+    check_score_method(method)
+    if discovery not in DISCOVERY_MODES:
+        raise SNAError(f"Unknown SST-2 discovery {discovery!r}: choose one of {sorted(DISCOVERY_MODES)}.")
+    train = load_sst2("train", data_dir)
+    sample = train.sample(n=min(n_train, len(train)), random_state=seed)
+    prompts, reference = discovery_prompts(sample, discovery, neutral, template)
+    acts, ref = (last_token_activations(model, p, layers) for p in (prompts, reference))
+    scores = {L: scores_from_activations(acts[L], ref[L], method) for L in layers}
+    return {L: v.abs() for L, v in scores.items()} if discovery == "contrast" else scores
 
 
 def sst2_neurons(model, layer: int, k: int, n_train: int = 256, seed: int = 0,
                  neutral: Sequence[str] | None = None, template: str = SST2_TEMPLATE,
-                 data_dir: str | os.PathLike | None = None, method: str = "mean_diff") -> tuple[list[int], torch.Tensor]:
-    """Top-k neurons of ``layer`` for SST-2: a fixed-seed sample of train prompts against neutral prose."""
+                 data_dir: str | os.PathLike | None = None, method: str = "mean_diff",
+                 discovery: str = "neutral") -> tuple[list[int], torch.Tensor]:
+    """Top-k neurons of ``layer`` for SST-2 (train sentences only) and the scores ``[d_mlp]``."""
     check_layer(model, layer)
     check_k(model, k)
-    train = load_sst2("train", data_dir)
-    sample = train.sample(n=min(n_train, len(train)), random_state=seed)
-    neutral = list(neutral) if neutral is not None else list(split_neutral(load_neutral(), seed).discovery)
-    scores = neuron_scores(model, sst2_prompts(sample["sentence"], template), neutral, layer, method)
-    return top_neurons(scores, k), scores
+    scores = sst2_scores(model, [layer], n_train, seed, discovery, neutral, template, data_dir, method)[layer]
+    return rank_neurons(scores)[:k].tolist(), scores
+
+
+def discovery_overlap(model, layer: int, k: int, n_train: int = 256, seed: int = 0,
+                      data_dir: str | os.PathLike | None = None) -> pd.DataFrame:
+    """Jaccard overlap of the top-k neurons of ``layer`` chosen by each discovery mode (square DataFrame)."""
+    check_k(model, k)
+    return neuron_overlap({mode: sst2_neurons(model, layer, k, n_train, seed, data_dir=data_dir, discovery=mode)[0]
+                           for mode in DISCOVERY_MODES})
 
 
 def run_sst2(model, layer: int, k: int, multiplier: float, positions: Positions = "all", n_train: int = 256,
@@ -141,8 +200,52 @@ def run_sst2(model, layer: int, k: int, multiplier: float, positions: Positions 
     return out
 
 
-def sst2_zone_report(examples: pd.DataFrame, confidence_bins: Sequence[float] = (0.1, 0.3)) -> pd.DataFrame:
-    """Per zone of the baseline p (and per 2-way-confidence band): accuracy and mean p before/after, in pp."""
+def run_sst2_grid(model, layers: Sequence[int], ks: Sequence[int], multipliers: Sequence[float],
+                  discovery: str = "neutral", positions: Positions = "all", n_train: int = 256, seed: int = 0,
+                  data_dir: str | os.PathLike | None = None, template: str = SST2_TEMPLATE,
+                  label_words: Sequence[str] = SST2_LABEL_WORDS, limit: int | None = None,
+                  batch_size: int = 32) -> pd.DataFrame:
+    """SST-2 over a small grid: one row per (arm 'sna'/'control', layer, k, multiplier, validation example)
+    with the label words' full-vocabulary probabilities after (``p_negative``, ``p_positive``) and before
+    (``*_base``), the example's ``part`` ('selection'/'test') and its label. Neurons from train sentences only."""
+    layers = [check_layer(model, L) for L in layers]
+    for k in ks:
+        check_k(model, k)
+    for m in multipliers:
+        check_multiplier(m)
+    check_positions(positions)
+    if not (layers and len(ks) and len(multipliers)):
+        raise SNAError("Give at least one layer, one k and one multiplier for the SST-2 grid.")
+    if discovery not in DISCOVERY_MODES:
+        raise SNAError(f"Unknown SST-2 discovery {discovery!r}: choose one of {sorted(DISCOVERY_MODES)}.")
+    ids = check_sst2_setup(model, template, label_words)
+    val = load_sst2("validation", data_dir)
+    val = (val.iloc[:limit] if limit else val).assign(part=lambda d: sst2_split(d, seed))
+    scores = sst2_scores(model, layers, n_train, seed, discovery, template=template, data_dir=data_dir)
+    base = label_probs(model, val["sentence"], ids, None, template, batch_size)
+    common = dict(example=val.index.to_numpy(), label=val["label"].to_numpy(), part=val["part"].to_numpy(),
+                  p_negative_base=base[:, 0], p_positive_base=base[:, 1])
+    frames = []
+    for L in layers:
+        ranked = rank_neurons(scores[L]).tolist()
+        for k in ks:
+            for arm, neurons in (("sna", ranked[:k]), ("control", random_neurons(d_mlp(model), k, seed, L))):
+                for m in multipliers:
+                    p = label_probs(model, val["sentence"], ids, Intervention(L, neurons, m, positions), template,
+                                    batch_size)
+                    frames.append(pd.DataFrame(dict(arm=arm, layer=L, k=k, multiplier=float(m), **common,
+                                                    p_negative=p[:, 0], p_positive=p[:, 1],
+                                                    neurons=",".join(map(str, neurons)))))
+    return pd.concat(frames, ignore_index=True).assign(model=model_name(model), positions=positions,
+                                                       discovery=discovery, seed=seed)
+
+
+def sst2_zone_report(examples: pd.DataFrame, confidence_bins: Sequence[float] = (0.1, 0.3),
+                     by_label: bool = False) -> pd.DataFrame:
+    """Per zone of the baseline p (and per 2-way-confidence band; per true label with ``by_label``): group size,
+    accuracy and mean p (%) of every arm present (base, sna, control, bias), changes in pp, the room left
+    (``max_gain_pp``, 100 minus the baseline accuracy), and SNA's mean
+    shift of the 2-way log-odds toward " positive" (nats; a uniform shift shows as one sign in every group)."""
     df = examples.copy()
     lo, hi = confidence_bins
     df["band"] = np.where(df["confidence_2way"] < lo, f"uncertain (|q-0.5| < {lo})",
@@ -150,16 +253,25 @@ def sst2_zone_report(examples: pd.DataFrame, confidence_bins: Sequence[float] = 
                                    f"confident (|q-0.5| >= {hi})"))
     views = [("METHOD zone", df["zone"].map(ZONE_NAMES)), ("2-way confidence", df["band"]),
              ("all", pd.Series("all examples", index=df.index))]
+    arms = [a for a in ARMS if f"correct_{a}" in df]
     rows = []
     for view, groups in views:
-        for group, sub in df.groupby(groups, sort=True):
-            row = dict(view=view, group=group, n=len(sub))
-            for run in ("base", "sna", "control"):
+        keys = [groups, df["label"]] if by_label else [groups]
+        for key, sub in df.groupby(keys, sort=True):
+            key = key if isinstance(key, tuple) else (key,)
+            row = dict(view=view, group=key[0], **({"label": int(key[1])} if by_label else {}), n=len(sub))
+            for run in arms:
                 row[f"accuracy_{run}"] = 100 * sub[f"correct_{run}"].mean()
                 row[f"p_{run}"] = 100 * sub[f"p_correct_{run}"].mean()
             row["accuracy_change_pp"] = row["accuracy_sna"] - row["accuracy_base"]
+            row["max_gain_pp"] = 100 - row["accuracy_base"]  # the most any intervention can add to this group
             row["p_change_pp"] = row["p_sna"] - row["p_base"]
-            row["control_accuracy_change_pp"] = row["accuracy_control"] - row["accuracy_base"]
-            row["control_p_change_pp"] = row["p_control"] - row["p_base"]
+            for run in (a for a in arms if a not in ("base", "sna")):
+                row[f"{run}_accuracy_change_pp"] = row[f"accuracy_{run}"] - row["accuracy_base"]
+                row[f"{run}_p_change_pp"] = row[f"p_{run}"] - row["p_base"]
+            if "p2_positive_sna" in sub and "p2_positive_base" in sub:
+                row["shift_to_positive_nats"] = float((log_odds(sub["p2_positive_sna"]) -
+                                                       log_odds(sub["p2_positive_base"])).mean())
             rows.append(row)
     return pd.DataFrame(rows)
+

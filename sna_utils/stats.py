@@ -385,3 +385,31 @@ def constant_shift_null(p_base_by_task: dict[str, Sequence[float]], shift: float
     t = pd.DataFrame(rows)
     rho = {m: spearman_rho(t["p_base"], t[m]) for m in ("relative_pct", "delta_p", "delta_log_odds")}
     return ShiftNull(t, rho["relative_pct"], rho["delta_p"], rho["delta_log_odds"])
+
+
+# ---------------------------------------------------------------------------
+# McNemar's test on paired right/wrong outcomes
+# ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class McNemar:
+    """Exact McNemar test: examples only A gets right, only B gets right, and the two-sided p-value."""
+
+    a_only: int
+    b_only: int
+    p_value: float
+
+
+def mcnemar(correct_a: ArrayLike, correct_b: ArrayLike) -> McNemar:
+    """Exact McNemar test of two classifiers on the same examples ``[n]`` (booleans: right or wrong): a
+    two-sided binomial test of the discordant pairs against 1/2 (p = 1 when there are none)."""
+    from scipy.stats import binomtest
+
+    a, b = (np.asarray(x) for x in (correct_a, correct_b))
+    if a.ndim != 1 or a.shape != b.shape or a.size == 0:
+        raise SNAError(f"McNemar needs two non-empty 1-D arrays of the same length, got shapes {a.shape} and {b.shape}.")
+    if a.dtype != bool or b.dtype != bool:
+        raise SNAError(f"McNemar needs boolean right/wrong arrays, got dtypes {a.dtype} and {b.dtype}.")
+    a_only, b_only = int((a & ~b).sum()), int((b & ~a).sum())
+    n = a_only + b_only
+    return McNemar(a_only, b_only, 1.0 if n == 0 else float(binomtest(a_only, n, 0.5).pvalue))

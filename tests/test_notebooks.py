@@ -27,7 +27,7 @@ SMOKE_FIGURES = [
     "golden_zone_map", "05_pythia_vs_gpt2",
 ]
 SMOKE_TABLES = ["validation.parquet", "sweep_tiny.parquet", "interference_tiny.parquet", "sst2_examples.parquet",
-                "pythia.parquet", "paper_comparison.csv"]
+                "sst2_grid.parquet", "sst2_claims.parquet", "pythia.parquet", "paper_comparison.csv"]
 
 
 def _runner():

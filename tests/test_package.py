@@ -49,7 +49,7 @@ LAYERS = [
     {"hub", "standins", "cluster", "heldout"},
     {"core"},
     {"engine", "store", "explore", "analysis", "stats", "style"},
-    {"flops"},
+    {"flops", "sst2_heldout"},
     {"sweep", "sst2", "plots", "profiles"},
     {"preflight"},
 ]

@@ -255,3 +255,30 @@ def test_bad_input_is_named():
         stats.constant_shift_null({"a": [0.1]})
     with pytest.raises(su.SNAError, match="in \\[0, 1\\]"):
         stats.holm([0.5, 1.2])
+
+
+# --- McNemar -------------------------------------------------------------------------------------
+
+
+def test_mcnemar_hand_computed_and_scipy():
+    from scipy.stats import binomtest
+
+    a = np.array([True, True, True, False, False, True, False, True])
+    b = np.array([True, False, False, False, True, True, False, False])
+    t = stats.mcnemar(a, b)
+    assert (t.a_only, t.b_only) == (3, 1)  # discordant pairs: 3 only A right, 1 only B right
+    assert t.p_value == pytest.approx(10 / 16)  # 2 * P(X <= 1), X ~ Bin(4, 1/2) = 2 * 5/16
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        a, b = rng.random(40) < 0.6, rng.random(40) < 0.4
+        t = stats.mcnemar(a, b)
+        n = t.a_only + t.b_only
+        assert t.p_value == pytest.approx(binomtest(t.a_only, n, 0.5).pvalue if n else 1.0)
+    assert stats.mcnemar(a, a).p_value == 1.0  # no discordant pair
+
+
+def test_mcnemar_bad_input():
+    with pytest.raises(su.SNAError, match="same length"):
+        stats.mcnemar([True, False], [True])
+    with pytest.raises(su.SNAError, match="boolean"):
+        stats.mcnemar([1, 0], [0, 1])
