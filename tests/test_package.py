@@ -49,8 +49,8 @@ LAYERS = [
     {"hub", "standins", "cluster", "heldout"},
     {"core"},
     {"engine", "store", "explore", "analysis", "stats", "style"},
-    {"flops"},
-    {"sweep", "sst2", "plots", "profiles"},
+    {"flops", "choices"},
+    {"sweep", "sst2", "plots", "profiles", "saturation"},
     {"preflight"},
 ]
 
