@@ -325,16 +325,18 @@ def zone_share_ci(prompts: pd.DataFrame, sweep: pd.DataFrame, zone: int = 3, arm
 # Rows for the verdict table
 # ---------------------------------------------------------------------------
 
-def rho_verdict(low: float, high: float, p_vs_null: float, alpha: float = 0.05) -> str:
-    """A negative-rho claim: 'supported' when its interval lies below 0 and the null's p is below ``alpha``,
-    'contradicted' when the interval lies above 0, else 'not distinguishable from the control'."""
-    if any(math.isnan(v) for v in (low, high)):
+def rho_verdict(low: float, high: float, p: float, alpha: float = 0.05,
+                beyond_control: tuple[float, float] | None = None) -> str:
+    """A claim that a rho is negative, from its interval and permutation p: 'contradicted' when the interval
+    lies above 0 and p < ``alpha``; 'supported' when it lies below 0, p < ``alpha`` and (``beyond_control``:
+    the SNA-minus-control rho and its p) SNA's rho is below the control's the same way; else 'not
+    distinguishable from the control'."""
+    if any(math.isnan(v) for v in (low, high, p)):
         return "not measured"
-    if low > 0:
+    if low > 0 and p < alpha:
         return "contradicted"
-    if high < 0 and p_vs_null < alpha:
-        return "supported"
-    return "not distinguishable from the control"
+    beats = beyond_control is None or (beyond_control[0] < 0 and beyond_control[1] < alpha)
+    return "supported" if high < 0 and p < alpha and beats else "not distinguishable from the control"
 
 
 def _in_sample_log_odds_rho(prompts: pd.DataFrame, sweep: pd.DataFrame) -> float:
@@ -391,24 +393,23 @@ def saturation_claims(prompts: pd.DataFrame, sweep: pd.DataFrame, profile: str, 
             key = (model, series, gain)
             return float(rhos.loc[key, field]) if key in rhos.index else float("nan")
 
-        rel_p, lo_p = rho("sna_minus_control", "relative_pct", "p_value"), rho("sna_minus_control", "delta_log_odds",
-                                                                                "p_value")
-        rows.append(dict(model=model, claim="gains largest when unsure: Spearman rho of P_base with the relative improvement",
-                         paper=PAPER_NUMBERS["spearman_rho"],
-                         in_sample=confidence_gain_correlation(best_per_task(s), "improvement_pct")[0],
-                         held_out=rho("sna", "relative_pct"), ci_low=rho("sna", "relative_pct", "ci_low"),
-                         ci_high=rho("sna", "relative_pct", "ci_high"), control=rho("control", "relative_pct"),
-                         control_b=rho("control_b", "relative_pct"), null_p=rel_p,
-                         verdict=rho_verdict(rho("sna", "relative_pct", "ci_low"),
-                                             rho("sna", "relative_pct", "ci_high"), rel_p, alpha)))
-        low, high = rho("sna_minus_control", "delta_log_odds", "ci_low"), rho("sna_minus_control", "delta_log_odds",
-                                                                               "ci_high")
-        rows.append(dict(model=model, claim="... beyond the ratio's arithmetic: rho of P_base with the change in log-odds, "
-                               "SNA minus control", paper=np.nan,
-                         in_sample=_in_sample_log_odds_rho(m_prompts, s),
-                         held_out=rho("sna_minus_control", "delta_log_odds"), ci_low=low, ci_high=high,
-                         control=rho("control", "delta_log_odds"), control_b=rho("control_b", "delta_log_odds"),
-                         null_p=lo_p, verdict=rho_verdict(low, high, lo_p, alpha)))
+        def row(claim: str, paper: float, in_sample: float, series: str, gain: str, null_p: float,
+                verdict: str) -> dict:
+            return dict(model=model, claim=claim, paper=paper, in_sample=in_sample, held_out=rho(series, gain),
+                        ci_low=rho(series, gain, "ci_low"), ci_high=rho(series, gain, "ci_high"),
+                        control=rho("control", gain), control_b=rho("control_b", gain), null_p=null_p,
+                        verdict=verdict)
+
+        rel = [rho("sna", "relative_pct", f) for f in ("ci_low", "ci_high", "p_value")]
+        diff = [rho("sna_minus_control", "relative_pct", f) for f in ("rho", "p_value")]
+        rows.append(row("gains largest when unsure: Spearman rho of P_base with the relative improvement",
+                        PAPER_NUMBERS["spearman_rho"], confidence_gain_correlation(best_per_task(s),
+                                                                                   "improvement_pct")[0],
+                        "sna", "relative_pct", diff[1], rho_verdict(*rel, alpha, beyond_control=tuple(diff))))
+        lo = [rho("sna_minus_control", "delta_log_odds", f) for f in ("ci_low", "ci_high", "p_value")]
+        rows.append(row("... beyond the ratio's arithmetic: rho of P_base with the change in log-odds, SNA minus "
+                        "control", np.nan, _in_sample_log_odds_rho(m_prompts, s), "sna_minus_control",
+                        "delta_log_odds", lo[2], rho_verdict(*lo, alpha)))
         per = prompt_level(m_chosen, n_resamples=n_resamples, seed=seed).iloc[-1]
         ctrl = prompt_level(m_chosen, "control", n_resamples=n_resamples, seed=seed).iloc[-1]
         ctrl_b = (prompt_level(m_chosen, "control_b", n_resamples=n_resamples, seed=seed).iloc[-1]["rho"]

@@ -39,7 +39,7 @@ def _null_run(seed):
 @pytest.mark.slow
 def test_the_log_odds_analyses_keep_their_nominal_rate_where_the_relative_gain_sees_saturation():
     """A test of the test: 60 null tables. The paper's rho is strongly negative from arithmetic alone; the
-    held-out log-odds analyses reject at no more than the nominal 5 % allows (8 of 60: P(X >= 9) = 0.004 at
+    held-out log-odds analyses reject at no more than the nominal 5 % allows (8 of 60: P(X >= 9) = 0.003 at
     exactly 5 %)."""
     runs = np.array([_null_run(seed) for seed in range(60)])
     assert np.median(runs[:, 0]) < -0.7 and (runs[:, 0] < 0).mean() > 0.95
@@ -144,6 +144,14 @@ def test_the_verdict_rows(planted_tables):
     assert len(layers) == 4 and (layers.verdict == "not measured").all()  # layers 8-22 were not swept
 
 
+def test_the_verdict_rows_on_a_null_table():
+    """No saturation: the paper's rho is there (arithmetic), but neither log-odds row is called either way."""
+    sweep, prompts = synthetic_tables(seed=21, **SMALL)
+    null = sat.saturation_claims(prompts, sweep, "synthetic", n_resamples=1000)
+    assert null.held_out[0] < -0.5 and null.control[0] < -0.5
+    assert list(null.verdict[1:3]) == ["not distinguishable from the control"] * 2
+
+
 def test_layer_verdicts():
     """The paper's layer for mathematics is 8: planted there it is found; planted at 9 the claim is contradicted."""
     rows = {}
@@ -174,7 +182,11 @@ def test_rho_verdict():
     assert sat.rho_verdict(-0.9, -0.2, 0.3) == "not distinguishable from the control"
     assert sat.rho_verdict(-0.9, 0.2, 0.01) == "not distinguishable from the control"
     assert sat.rho_verdict(0.1, 0.8, 0.01) == "contradicted"
+    assert sat.rho_verdict(0.01, 0.5, 0.3) == "not distinguishable from the control"  # interval and p disagree
     assert sat.rho_verdict(float("nan"), 0.8, 0.01) == "not measured"
+    assert sat.rho_verdict(-0.9, -0.2, 0.01, beyond_control=(-0.5, 0.01)) == "supported"
+    assert sat.rho_verdict(-0.9, -0.2, 0.01, beyond_control=(-0.5, 0.2)) == "not distinguishable from the control"
+    assert sat.rho_verdict(-0.9, -0.2, 0.01, beyond_control=(0.5, 0.01)) == "not distinguishable from the control"
 
 
 def test_bad_input_is_refused(null_tables):
