@@ -16,6 +16,8 @@ discovery, intervention, measurement, zones). Everything else is machinery built
 ``explore``     tables about tasks and neurons (baselines, scores, overlap, top prompts)
 ``analysis``    statistics on results tables: summaries, zones, rho, golden zones, paper numbers
 ``stats``       per-prompt metrics, bootstrap intervals, paired tests (Holm), rho over tasks, nulls
+``choices``     every other best-of choice held out: best layer (bootstrapped), golden zones, interference
+``saturation``  the saturation artefact: rho of three metrics held out, per prompt, zone shares; verdict rows
 ``sst2``        the external check on GLUE SST-2
 ``sst2_heldout`` SST-2 chosen on selection examples, reported on test ones; the bias-only control; claims
 ``profiles``    smoke / quick / paper, the results folder and table names, notebook defaults
@@ -44,8 +46,8 @@ from __future__ import annotations
 import importlib
 import warnings
 
-from . import (analysis, cluster, core, engine, errors, explore, flops, heldout, hub, plots, preflight, profiles, sst2, sst2_heldout,
-               standins, stats, store, style, sweep)
+from . import (analysis, choices, cluster, core, engine, errors, explore, flops, heldout, hub, plots, preflight,
+               profiles, saturation, sst2, sst2_heldout, standins, stats, store, style, sweep)
 from .analysis import (PAPER_BEST_LAYERS, PAPER_NUMBERS, best_per_task, best_shared_config,
                        confidence_gain_correlation, control_comparison, golden_zone, golden_zone_summary,
                        interference_summary, layer_profile, layer_specialisation, paper_comparison, round_for_reading,
@@ -62,6 +64,8 @@ from .core import (DATA_DIR, HUB_MODELS, KIT_ROOT, KIT_VERSION, MODEL_NAMES, SCO
                    zone_of)
 from .flops import grid_flop_floor, matmul_rate
 from .heldout import arm_column, choose_on_selection, part_column
+from .choices import golden_zone_heldout, layer_specialisation_heldout, shared_config_heldout
+from .saturation import chosen_prompts, prompt_level, saturation_claims, saturation_rhos, zone_shares
 from .errors import ModelUnavailableError, SNAError
 from .explore import (discovery_scores, load_neutral_formats, neuron_overlap, prompt_pool, task_baselines,
                       task_table,
@@ -110,6 +114,9 @@ __all__ = [
     "top_activating_prompts", "prompt_pool",
     # heldout
     "choose_on_selection", "arm_column", "part_column",
+    # choices and saturation: the other best-of choices held out, the saturation artefact
+    "layer_specialisation_heldout", "golden_zone_heldout", "shared_config_heldout", "chosen_prompts",
+    "saturation_rhos", "prompt_level", "zone_shares", "saturation_claims",
     # analysis
     "PAPER_NUMBERS", "PAPER_BEST_LAYERS", "best_per_task", "task_summary", "confidence_gain_correlation",
     "zone_summary", "zones_by_model", "golden_zone", "golden_zone_summary", "control_comparison", "layer_profile",
@@ -127,7 +134,8 @@ __all__ = [
     "plot_confidence_vs_improvement", "plot_sst2_zones", "plot_layer_multiplier_heatmaps", "plot_improvement_vs_k",
     "plot_golden_zone", "plot_model_comparison",
     # the modules
-    "core", "engine", "flops", "store", "sweep", "cluster", "explore", "heldout", "analysis", "stats", "sst2", "sst2_heldout", "profiles", "preflight",
+    "core", "engine", "flops", "store", "sweep", "cluster", "explore", "heldout", "choices", "saturation", "analysis",
+    "stats", "sst2", "sst2_heldout", "profiles", "preflight",
     "style", "plots", "standins", "hub", "errors",
 ]
 

@@ -78,3 +78,99 @@ def assert_same_rows(a, b):
     pd.testing.assert_frame_equal(a[key], b[key])
     for col in METRICS:
         np.testing.assert_allclose(a[col], b[col], rtol=1e-4, atol=1e-4 if col.endswith("_pct") else 1e-8, err_msg=col)
+
+
+CATEGORIES = ("mathematics", "logical_reasoning", "abstract_semantics", "coding")
+
+
+def synthetic_prompts(n_tasks=8, n_prompts=80, layers=(0, 1, 2), ks=(1, 5), multipliers=(2.0, 5.0), shift=0.4,
+                      noise=0.5, saturation=0.0, layer_bonus=None, seed=0, model="synthetic"):
+    """A per-prompt table with the contract's columns, no model: each prompt's baseline log-odds drawn around its
+    task's centre (tasks spread over the three zones), each arm adding a log-odds shift per configuration (the same
+    for every task) plus N(0, noise) per prompt. ``saturation`` plants a real effect: SNA's shift grows by that many
+    nats per nat the prompt's baseline log-odds lies below -2. ``layer_bonus`` {category: (layer, nats)} plants a
+    best layer for SNA."""
+    import itertools
+
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    configs = list(itertools.product(layers, ks, multipliers))
+    cfg_shift = {arm: shift * (0.5 + rng.random(len(configs))) * (1.0 if arm == "sna" else 0.6)
+                 for arm in ("sna", "control", "control_b")}
+    centres = np.linspace(-5.5, 0.0, n_tasks) + rng.normal(0, 0.2, n_tasks)
+    frames = []
+    for t in range(n_tasks):
+        category = CATEGORIES[t % len(CATEGORIES)]
+        z0 = centres[t] + rng.normal(0, 1.0, n_prompts)
+        p_base = 1 / (1 + np.exp(-z0))
+        part = np.where(rng.permutation(n_prompts) < n_prompts // 2, "selection", "test")
+        for arm, shifts in cfg_shift.items():
+            for c, (L, k, m) in enumerate(configs):
+                s = shifts[c] + rng.normal(0, noise, n_prompts)
+                if arm == "sna":
+                    s = s + saturation * np.clip(-2.0 - z0, 0, None)
+                    bonus = (layer_bonus or {}).get(category)
+                    s = s + (bonus[1] if bonus and bonus[0] == L else 0.0)
+                p = 1 / (1 + np.exp(-(z0 + s)))
+                frames.append(pd.DataFrame(dict(
+                    model=model, settings_id="synthetic", task=f"task{t:02d}", category=category, layer=L, k=k,
+                    multiplier=m, arm=arm, prompt_id=np.arange(n_prompts), part=part, p_base=p_base, p=p,
+                    top1=p > 0.5)))
+    return pd.concat(frames, ignore_index=True)
+
+
+def sweep_from_prompts(prompts):
+    """The sweep table (contract columns: all-prompt metrics and their _selection/_test versions, every arm) that
+    the per-prompt table implies: means of the prompts of each (task, configuration, arm)."""
+    import numpy as np
+
+    from sna_utils.heldout import arm_column
+
+    keys = ["model", "settings_id", "category", "task", "layer", "k", "multiplier"]
+    df = prompts.assign(up=prompts["p"] > prompts["p_base"], top1_base=prompts["p_base"] > 0.5)
+    parts = {"": df, **{f"_{part}": df[df["part"] == part] for part in ("selection", "test")}}
+    out = None
+    for suffix, d in parts.items():
+        a = d.groupby([*keys, "arm"]).agg(p_base=("p_base", "mean"), p_sna=("p", "mean"), success_rate=("up", "mean"),
+                                          top1_sna=("top1", "mean"), top1_base=("top1_base", "mean"),
+                                          n=("p", "size"))
+        a["improvement_pct"] = 100 * (a["p_sna"] - a["p_base"]) / a["p_base"]
+        wide = a.unstack("arm")
+        cols = {}
+        for arm in ("sna", "control", "control_b"):
+            for metric in ("p_sna", "improvement_pct", "success_rate", "top1_sna"):
+                cols[arm_column(metric, arm) + suffix] = wide[(metric, arm)]
+        cols["p_base" + suffix] = wide[("p_base", "sna")]
+        if suffix:
+            cols["n" + suffix] = wide[("n", "sna")].astype(int)
+        else:
+            cols["top1_base"] = wide[("top1_base", "sna")]
+        part = pd.DataFrame(cols)
+        out = part if out is None else out.join(part)
+    out = out.reset_index()
+    out["zone"] = [su.zone_of(p) for p in out["p_base"]]
+    for arm in ("sna", "control", "control_b"):
+        out[arm_column("side_effect_kl", arm)] = 0.004 * (out["multiplier"] - 1) * np.sqrt(out["k"])
+    out["side_effect_kl_formats"] = out["side_effect_kl"]
+    return out
+
+
+def synthetic_tables(**kwargs):
+    """(sweep table, per-prompt table with exactly the contract's columns) from :func:`synthetic_prompts`."""
+    prompts = synthetic_prompts(**kwargs)
+    return sweep_from_prompts(prompts), prompts.drop(columns="category")
+
+
+def perturb_test_prompts(prompts, seed=1):
+    """A copy of the per-prompt table whose test prompts' probabilities (base and every arm) are redrawn: nothing
+    chosen on selection prompts may change."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    out = prompts.copy()
+    test = out["part"] == "test"
+    out.loc[test, "p"] = rng.uniform(0.001, 0.999, int(test.sum()))
+    new_base = dict(zip(out.loc[test, "prompt_id"].unique(), rng.uniform(0.001, 0.5, test.sum())))
+    out.loc[test, "p_base"] = out.loc[test, "prompt_id"].map(new_base)
+    return out

@@ -49,8 +49,8 @@ LAYERS = [
     {"hub", "standins", "cluster", "heldout"},
     {"core"},
     {"engine", "store", "explore", "analysis", "stats", "style"},
-    {"flops", "sst2_heldout"},
-    {"sweep", "sst2", "plots", "profiles"},
+    {"flops", "sst2_heldout", "choices"},
+    {"sweep", "sst2", "plots", "profiles", "saturation"},
     {"preflight"},
 ]
 
