@@ -439,10 +439,14 @@ def test_unknown_score_method_rejected_everywhere(tiny, tasks, neutral):
 def test_restrict_to_single_token(tiny, small):
     t, _ = small
     bad = su.Task("x", "poetry", "", t[0].discovery + (su.Item("Roses are", " red roses"),), t[0].evaluation)
-    kept, dropped = su.restrict_to_single_token(tiny, [bad, t[1]])
+    with pytest.warns(UserWarning, match=r"1 items left out: .* not one token for tiny's tokenizer \(x 1\)"):
+        kept, dropped = su.restrict_to_single_token(tiny, [bad, t[1]])
     assert [len(k.discovery) for k in kept] == [len(t[0].discovery), len(t[1].discovery)]
     assert dropped.to_dict("records") == [dict(task="x", half="discovery", prompt="Roses are", target=" red roses",
                                                n_tokens=2)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing to report when every target is one token
+        assert su.load_tasks(["addition"], model=tiny) == su.load_tasks(["addition"])
     empty = su.Task("y", "poetry", "", (su.Item("a", " b c"),), t[0].evaluation)
     with pytest.raises(su.SNAError, match="no single-token targets"):
         su.restrict_to_single_token(tiny, [empty])
