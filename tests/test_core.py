@@ -7,6 +7,7 @@ hook on the MLP activation module.
 import importlib.util
 import math
 import os
+import warnings
 
 import pytest
 import torch
@@ -317,8 +318,6 @@ def test_target_without_leading_space_after_a_word_warns(tiny):
     """'8' after '... is' reads as 'is8': almost always a mistake for GPT-2's tokenizer; the warning names it."""
     with pytest.warns(UserWarning, match=r"item 1 \('Two plus six is' -> '8'\).*' 8'"):
         su.target_probs(tiny, ["One plus one is", "Two plus six is"], [" 2", "8"])
-    import warnings
-
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no warning for the usual forms
         su.target_probs(tiny, ["One plus one is", "x = (", "The answer:"], [" 2", "1", " yes"])
