@@ -147,6 +147,9 @@ class ModelShape:
     d_model: int
     d_mlp: int
     d_vocab: int
+    gated_mlp: bool = False  # three MLP matrices (gate, up, down), as Llama-style families have
+    n_heads: int = 0  # with n_key_value_heads: grouped-query attention's narrower keys/values (0: not known)
+    n_key_value_heads: int = 0
 
     @property
     def cfg(self) -> "ModelShape":
@@ -174,7 +177,9 @@ def model_shape(name: str) -> ModelShape:
         arch, o, _ = STANDINS[name]
         if arch == "gpt2":
             return ModelShape(o["n_layer"], o["n_embd"], 4 * o["n_embd"], GPT2_VOCAB)
-        return ModelShape(o["num_hidden_layers"], o["hidden_size"], o["intermediate_size"], o["vocab_size"])
+        gated = {} if arch == "gpt_neox" else dict(gated_mlp=True, n_heads=o["num_attention_heads"],
+                                                     n_key_value_heads=o["num_key_value_heads"])
+        return ModelShape(o["num_hidden_layers"], o["hidden_size"], o["intermediate_size"], o["vocab_size"], **gated)
     config = Path(name) / "config.json"
     if config.is_file():
         c = json.loads(config.read_text())
