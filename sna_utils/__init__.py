@@ -69,9 +69,9 @@ from .plots import (plot_baseline_zones, plot_confidence_vs_improvement, plot_go
                     plot_interference, plot_layer_multiplier_heatmaps, plot_layer_specialisation,
                     plot_model_comparison, plot_neuron_overlap, plot_score_distributions, plot_sna_vs_control,
                     plot_sst2_zones)
-from .profiles import (PAPER_KS, PAPER_MULTIPLIERS, first_available_table, get_profile, interference_table_name,
-                       n_layers_of, notebook_defaults, results_dir, results_table, safe_name, sweep_grid,
-                       sweep_table_name)
+from .profiles import (PAPER_KS, PAPER_MULTIPLIERS, best_depth, beyond_table_name, depth_matched_layers,
+                       first_available_table, get_profile, interference_table_name, n_layers_of, notebook_defaults,
+                       results_dir, results_table, safe_name, sweep_grid, sweep_table_name)
 from .sst2 import SST2_LABEL_WORDS, SST2_TEMPLATE, load_sst2, run_sst2, score_sst2, sst2_prompts, sst2_zone_report
 from .standins import STANDINS, build_random_hf_model, model_note
 from .cluster import RayExecutor
@@ -115,8 +115,8 @@ __all__ = [
     "SST2_TEMPLATE", "SST2_LABEL_WORDS", "load_sst2", "sst2_prompts", "score_sst2", "run_sst2", "sst2_zone_report",
     # profiles
     "PAPER_KS", "PAPER_MULTIPLIERS", "get_profile", "results_dir", "safe_name", "sweep_table_name",
-    "interference_table_name", "results_table", "first_available_table", "n_layers_of", "sweep_grid",
-    "notebook_defaults",
+    "interference_table_name", "beyond_table_name", "results_table", "first_available_table", "n_layers_of",
+    "depth_matched_layers", "best_depth", "sweep_grid", "notebook_defaults",
     # style and plots
     "FIGURES_DIR", "ZONE_COLORS", "figures_dir", "save_figure", "plot_baseline_zones", "plot_sna_vs_control",
     "plot_layer_specialisation", "plot_interference", "plot_score_distributions", "plot_neuron_overlap",

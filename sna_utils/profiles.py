@@ -2,14 +2,15 @@
 
 The three profiles (``smoke``, ``quick``, ``paper``), the paper's grid, the results folder of a
 profile and the file names of its tables (with the notebook that writes each), grid sizes and model shapes without
-loading a model, and the settings every notebook starts with. Imports ``core``, ``standins``, ``store``
-and, for the figure style, ``style``.
+loading a model (a Hub id's from its ``config.json``), and the settings every notebook starts with. Imports
+``core``, ``hub``, ``standins``, ``store`` and, for the figure style, ``style``.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -19,6 +20,7 @@ import torch
 
 from .core import KIT_ROOT, MODEL_NAMES, kit_model_name
 from .errors import SNAError
+from .hub import hub_reachable
 from .standins import STANDINS
 from .store import read_table
 from .style import set_plot_style
@@ -28,6 +30,10 @@ PAPER_KS = (1, 5, 10, 20, 50, 100, 200)
 
 
 PAPER_MULTIPLIERS = (1.5, 2.0, 3.0, 5.0, 7.0, 10.0, 15.0, 20.0)
+
+
+# Notebook 07's default model: Qwen2.5-0.5B (Apache-2.0, ungated, 2024), Qwen2 family (tested offline on tiny-qwen2).
+BEYOND_MODEL = "Qwen/Qwen2.5-0.5B"
 
 
 @dataclass(frozen=True)
@@ -48,13 +54,14 @@ class Profile:
     sst2_multiplier: float = 5.0
     sst2_n_train: int = 256
     pythia_model: str = "pythia-160m"
+    beyond_model: str = BEYOND_MODEL  # notebook 07: a modern decoder-only model (a Hub id, folder or stand-in)
     description: str = ""
 
 
 PROFILES = {
     "smoke": Profile("smoke", "tiny", ("tiny",), None, (1, 5), (2.0, 5.0), (5,), (2.0, 5.0),
                      sst2_model="tiny", sst2_layer=2, sst2_k=10, sst2_n_train=64, pythia_model="tiny-pythia",
-                     description="offline random tiny models, a handful of configurations: tests and CI"),
+                     beyond_model="tiny-qwen2", description="offline random tiny models, a handful of configurations: tests and CI"),
     "quick": Profile("quick", "gpt2-small", ("gpt2-small",), (2, 5, 8, 10), (5, 20, 100), (2.0, 5.0, 10.0),
                      (10,), (3.0,), sst2_model="gpt2-small", sst2_layer=10,
                      description="GPT-2 Small, a few layers, k and m: a first real look on a laptop"),
@@ -85,13 +92,12 @@ TABLE_MAKERS = {  # results table (file name or prefix) -> the notebook that wri
     "interference_": "03_gpt2_medium_sweep",
     "sst2_examples.parquet": "04_sst2_zone_analysis",
     "pythia.parquet": "05_pythia_160m",
+    "beyond_": "07_beyond_gpt2",
 }
 
 
 def safe_name(name: str) -> str:
     """A model name as part of a file name: 'random:gpt2-small' -> 'random-gpt2-small'; a folder -> its name."""
-    import re
-
     name = Path(str(name)).name if ("/" in str(name) or os.sep in str(name)) else str(name)
     return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "model"
 
@@ -100,6 +106,11 @@ def sweep_table_name(model: str) -> str:
     """Name of a model's sweep table in a profile's results folder (written by notebook 03): a dataset
     folder of one Parquet file per (task, layer) unit."""
     return f"sweep_{safe_name(model)}.parquet"
+
+
+def beyond_table_name(model: str) -> str:
+    """Name of the sweep table of notebook 07's model ('Qwen/Qwen2.5-0.5B' -> 'beyond_Qwen2.5-0.5B.parquet')."""
+    return f"beyond_{safe_name(model)}.parquet"
 
 
 def interference_table_name(model: str) -> str:
@@ -149,15 +160,46 @@ class ModelShape:
         return self.n_layers * (4 * self.d_model**2 + 2 * self.d_model * self.d_mlp) + self.d_vocab * self.d_model
 
 
-HUB_SHAPES = {  # METHOD, "Models"
+HUB_SHAPES = {  # METHOD, "Models"; and notebook 07's default (Qwen2.5-0.5B's config.json, GQA and gated MLP)
     "gpt2-small": ModelShape(12, 768, 3072, GPT2_VOCAB),
     "gpt2-medium": ModelShape(24, 1024, 4096, GPT2_VOCAB),
     "pythia-160m": ModelShape(12, 768, 3072, 50304),
+    BEYOND_MODEL: ModelShape(24, 896, 4864, 151936),
 }
 
 
+def shape_from_config(c: dict) -> ModelShape:
+    """The shape in a Hugging Face ``config.json`` (GPT-2's names or the common ``hidden_size`` ones)."""
+    c = c.get("text_config") or c
+    d = c.get("n_embd") or c["hidden_size"]
+    return ModelShape(c.get("n_layer") or c["num_hidden_layers"], d,
+                      c.get("n_inner") or c.get("intermediate_size") or 4 * d, c["vocab_size"])
+
+
+def hub_config(hub_id: str) -> dict | None:
+    """The ``config.json`` of Hub model ``hub_id`` from the local cache, else the Hub if reachable; None when
+    neither (offline and never downloaded) or the repository has none."""
+    from huggingface_hub import hf_hub_download, try_to_load_from_cache
+
+    path = try_to_load_from_cache(hub_id, "config.json")
+    if not isinstance(path, str) and hub_reachable():
+        try:
+            path = hf_hub_download(hub_id, "config.json")
+        except Exception:  # no such repository, gated, ...: the caller says 'shape unknown'
+            path = None
+    return json.loads(Path(path).read_text()) if isinstance(path, str) else None
+
+
+def is_hub_id(name: str) -> bool:
+    """True for a Hub id ('org/name') that is not a local folder."""
+    return not Path(name).exists() and re.fullmatch(r"[\w-][\w.-]*/[\w.-]+", name) is not None
+
+
 def model_shape(name: str) -> ModelShape:
-    """The shape of a model by kit name, stand-in or local checkpoint folder, without loading weights."""
+    """The shape of a model by kit name, stand-in, local checkpoint folder or Hub id, without loading weights.
+
+    A Hub id's shape comes from its cached (or downloaded) ``config.json``; offline and never downloaded, an
+    SNAError says the shape is unknown."""
     name = kit_model_name(name)
     if name in HUB_SHAPES:
         return HUB_SHAPES[name]
@@ -168,16 +210,35 @@ def model_shape(name: str) -> ModelShape:
         return ModelShape(o["num_hidden_layers"], o["hidden_size"], o["intermediate_size"], o["vocab_size"])
     config = Path(name) / "config.json"
     if config.is_file():
-        c = json.loads(config.read_text())
-        d = c.get("n_embd") or c["hidden_size"]
-        return ModelShape(c.get("n_layer") or c["num_hidden_layers"], d, c.get("n_inner") or c.get(
-            "intermediate_size") or 4 * d, c["vocab_size"])
-    raise SNAError(f"Unknown model {name!r}: use one of {MODEL_NAMES} or a local checkpoint folder.")
+        return shape_from_config(json.loads(config.read_text()))
+    if is_hub_id(name):
+        c = hub_config(name)
+        if c is None:
+            raise SNAError(f"Model {name!r}: shape unknown (its config.json is not cached and the Hugging Face Hub "
+                           f"is not reachable).")
+        return shape_from_config(c)
+    raise SNAError(f"Unknown model {name!r}: use one of {MODEL_NAMES}, a Hub id ('org/name') or a local "
+                   f"checkpoint folder.")
 
 
 def n_layers_of(name: str) -> int:
-    """Number of layers of a model by kit name or checkpoint folder, without loading its weights."""
+    """Number of layers of a model by kit name, checkpoint folder or Hub id, without loading its weights."""
     return model_shape(name).n_layers
+
+
+def depth_matched_layers(prof: Profile, model: str) -> list[int] | None:
+    """The profile's layers for ``model`` at the same relative depth as on the profile's GPT-2 model
+    (``None``: every layer): quick's GPT-2 Small layers (2, 5, 8, 10) of 12 are (4, 10, 17, 21) of 24."""
+    if prof.layers is None:
+        return None
+    n_from, n_to = n_layers_of(prof.small_model), n_layers_of(model)
+    return sorted({round(L * (n_to - 1) / (n_from - 1)) for L in prof.layers})
+
+
+def best_depth(summary: pd.DataFrame) -> pd.Series:
+    """Each row's best layer as a fraction of its model's depth, ``layer / (n_layers - 1)`` in [0, 1]."""
+    last = summary["model"].map(lambda m: max(n_layers_of(m) - 1, 1))
+    return (summary["best_layer"] / last).rename("best_depth")
 
 
 def sweep_grid(models: Sequence[str], n_tasks: int, layers: Sequence[int] | None, ks: Sequence[int],
