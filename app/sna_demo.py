@@ -6,7 +6,8 @@ Everything SNA is done by ``sna_utils``; this file only builds the page.
 Environment variables (all optional):
   SNA_DEMO_MODEL    the model selected when the page opens (a kit name, a stand-in, the Hub id of any
                     supported decoder-only model or a checkpoint folder; default $SNA_MODEL, else gpt2-small)
-  SNA_DEMO_RESULTS  folder searched for sweep tables ``*/sweep*.parquet`` (default: results/)
+  SNA_DEMO_RESULTS  folder searched for sweep tables ``*/sweep*.parquet`` and notebook 07's ``*/beyond_*.parquet``
+                    (default: results/)
 """
 
 from __future__ import annotations
@@ -89,9 +90,11 @@ def predict(model_key: str, prompts: tuple[str, ...], targets: tuple[str, ...], 
 
 
 def sweep_tables() -> tuple[tuple[str, float], ...]:
-    """Saved sweep tables and their modification times (the times make the cache notice new results)."""
+    """Saved sweep tables (notebooks 01-03 and 07) and their modification times (the times make the cache
+    notice new results)."""
     root = Path(os.environ.get("SNA_DEMO_RESULTS", KIT_ROOT / "results"))
-    return tuple((str(p), p.stat().st_mtime) for p in sorted(root.glob("*/sweep*.parquet")))
+    paths = sorted([*root.glob("*/sweep*.parquet"), *root.glob("*/beyond_*.parquet")])
+    return tuple((str(p), p.stat().st_mtime) for p in paths)
 
 
 @st.cache_data(show_spinner=False)
@@ -196,7 +199,7 @@ def apply_defaults(model, model_key: str, task_name: str) -> str:
     else:
         values = dict(FALLBACK, layer=su.n_layers(model) // 2, k=min(FALLBACK["k"], su.d_mlp(model)))
         note = (f"Defaults: middle layer, k={values['k']}, m={values['multiplier']:g} (no saved sweep table "
-                f"for {model_key} and {task_name} in `results/*/sweep*.parquet`).")
+                f"for {model_key} and {task_name} in `results/*/sweep*.parquet` or `beyond_*.parquet`).")
     if st.session_state.get("_defaults_for") != (model_key, task_name):
         st.session_state.update(values, _defaults_for=(model_key, task_name))
     return note

@@ -247,11 +247,12 @@ def test_streamlit_config_binds_locally_without_usage_statistics():
 # AppTest: defaults from a saved sweep table; caching
 # ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize("layout", ["single file", "dataset folder"])
-def test_defaults_come_from_saved_sweep_table(app, monkeypatch, tmp_path, layout):
+@pytest.mark.parametrize("layout,name", [("single file", "sweep.parquet"), ("dataset folder", "sweep.parquet"),
+                                         ("dataset folder", "beyond_tiny.parquet")])  # 07's table too
+def test_defaults_come_from_saved_sweep_table(app, monkeypatch, tmp_path, layout, name):
     rows = [("tiny", "addition", 0, 5, 3.0, "all", 10.0), ("tiny", "addition", 2, 10, 2.0, "last", 50.0),
             ("tiny-pythia", "addition", 1, 1, 20.0, "all", 99.0)]
-    table = tmp_path / "results" / "quick" / "sweep.parquet"
+    table = tmp_path / "results" / "quick" / name
     table.parent.mkdir(parents=True)
     df = pd.DataFrame(rows, columns=["model", "task", "layer", "k", "multiplier", "positions", "improvement_pct"])
     if layout == "single file":  # as kit 0.1.0 wrote it
@@ -265,7 +266,7 @@ def test_defaults_come_from_saved_sweep_table(app, monkeypatch, tmp_path, layout
     assert errors(at) == []
     assert (at.number_input(key="layer").value, at.number_input(key="k").value,
             at.number_input(key="multiplier").value, at.radio(key="positions").value) == (2, 10, 2.0, "last")
-    assert any("sweep.parquet" in c.value and "+50.0 %" in c.value for c in at.caption)
+    assert any(name in c.value and "+50.0 %" in c.value for c in at.caption)
     at.selectbox(key="task").set_value("antonyms").run()  # not in the table: the fallback defaults
     assert (at.number_input(key="layer").value, at.number_input(key="k").value) == (1, 20)
 
