@@ -143,12 +143,18 @@ GPT2_VOCAB = 50257
 
 @dataclass(frozen=True)
 class ModelShape:
-    """The sizes the FLOP model needs; ``cfg`` lets ``flops.grid_flop_floor`` read it like a loaded model."""
+    """The sizes the FLOP model needs; ``cfg`` lets ``flops.grid_flop_floor`` read it like a loaded model.
+    ``n_heads``, ``n_key_value_heads`` and ``d_head`` size grouped-query attention (None: as many key/value heads
+    as query heads, of size d_model / n_heads); ``gated_mlp``: three MLP matrices (gate, up, down), not two."""
 
     n_layers: int
     d_model: int
     d_mlp: int
     d_vocab: int
+    n_heads: int | None = None
+    n_key_value_heads: int | None = None
+    d_head: int | None = None
+    gated_mlp: bool = False
 
     @property
     def cfg(self) -> "ModelShape":
@@ -156,15 +162,23 @@ class ModelShape:
 
     @property
     def n_params(self) -> int:
-        """Approximate parameter count: blocks plus the (tied) embedding."""
-        return self.n_layers * (4 * self.d_model**2 + 2 * self.d_model * self.d_mlp) + self.d_vocab * self.d_model
+        """Approximate parameter count: blocks (attention, MLP) plus the (tied) embedding."""
+        heads = self.n_heads or 1
+        d_kv = (self.n_key_value_heads or heads) * (self.d_head or self.d_model // heads)
+        block = 2 * self.d_model**2 + 2 * self.d_model * d_kv + (3 if self.gated_mlp else 2) * self.d_model * self.d_mlp
+        return self.n_layers * block + self.d_vocab * self.d_model
 
 
-HUB_SHAPES = {  # METHOD, "Models"; and notebook 07's default (Qwen2.5-0.5B's config.json, GQA and gated MLP)
-    "gpt2-small": ModelShape(12, 768, 3072, GPT2_VOCAB),
-    "gpt2-medium": ModelShape(24, 1024, 4096, GPT2_VOCAB),
-    "pythia-160m": ModelShape(12, 768, 3072, 50304),
-    BEYOND_MODEL: ModelShape(24, 896, 4864, 151936),
+# Hugging Face model types whose MLP is gated (act(gate) * up): the families the kit tests, and close kin.
+GATED_MODEL_TYPES = {"llama", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "gemma3_text", "mistral", "mixtral",
+                     "phi3", "olmo", "olmo2"}
+
+
+HUB_SHAPES = {  # METHOD, "Models"; and notebook 07's default (Qwen2.5-0.5B's config.json: GQA, gated MLP)
+    "gpt2-small": ModelShape(12, 768, 3072, GPT2_VOCAB, n_heads=12),
+    "gpt2-medium": ModelShape(24, 1024, 4096, GPT2_VOCAB, n_heads=16),
+    "pythia-160m": ModelShape(12, 768, 3072, 50304, n_heads=12),
+    BEYOND_MODEL: ModelShape(24, 896, 4864, 151936, n_heads=14, n_key_value_heads=2, d_head=64, gated_mlp=True),
 }
 
 
@@ -173,7 +187,10 @@ def shape_from_config(c: dict) -> ModelShape:
     c = c.get("text_config") or c
     d = c.get("n_embd") or c["hidden_size"]
     return ModelShape(c.get("n_layer") or c["num_hidden_layers"], d,
-                      c.get("n_inner") or c.get("intermediate_size") or 4 * d, c["vocab_size"])
+                      c.get("n_inner") or c.get("intermediate_size") or 4 * d, c["vocab_size"],
+                      n_heads=c.get("n_head") or c.get("num_attention_heads"),
+                      n_key_value_heads=c.get("num_key_value_heads"), d_head=c.get("head_dim"),
+                      gated_mlp=c.get("model_type") in GATED_MODEL_TYPES)
 
 
 def hub_config(hub_id: str) -> dict | None:
@@ -204,10 +221,8 @@ def model_shape(name: str) -> ModelShape:
     if name in HUB_SHAPES:
         return HUB_SHAPES[name]
     if name in STANDINS:
-        arch, o, _ = STANDINS[name]
-        if arch == "gpt2":
-            return ModelShape(o["n_layer"], o["n_embd"], 4 * o["n_embd"], GPT2_VOCAB)
-        return ModelShape(o["num_hidden_layers"], o["hidden_size"], o["intermediate_size"], o["vocab_size"])
+        model_type, overrides, _ = STANDINS[name]
+        return shape_from_config({"vocab_size": GPT2_VOCAB, **overrides, "model_type": model_type})
     config = Path(name) / "config.json"
     if config.is_file():
         return shape_from_config(json.loads(config.read_text()))

@@ -42,9 +42,10 @@ def test_beyond_model_table_and_depth_matched_layers():
 def test_model_shape_of_a_hub_id(monkeypatch, tmp_path):
     """A Hub id's shape comes from its config.json (cached or downloaded); offline and uncached: 'shape unknown'."""
     config = dict(model_type="llama", hidden_size=2048, num_hidden_layers=16, intermediate_size=8192,
-                  vocab_size=128256)
+                  vocab_size=128256, num_attention_heads=32, num_key_value_heads=8)
     monkeypatch.setattr(su.profiles, "hub_config", lambda hub_id: config if hub_id == "org/cached-model" else None)
-    assert su.profiles.model_shape("org/cached-model") == su.profiles.ModelShape(16, 2048, 8192, 128256)
+    assert su.profiles.model_shape("org/cached-model") == su.profiles.ModelShape(
+        16, 2048, 8192, 128256, n_heads=32, n_key_value_heads=8, gated_mlp=True)
     with pytest.raises(su.SNAError, match="'org/never-seen': shape unknown"):
         su.profiles.model_shape("org/never-seen")
     gemma3 = dict(model_type="gemma3", text_config=dict(hidden_size=640, num_hidden_layers=18, intermediate_size=2048,
