@@ -13,12 +13,13 @@
 7. Measurement  next-token probability of the target, METHOD's metrics, KL side effect.
 8. Zones        the Three-Zone Saturation Model's bins of baseline probability.
 
-A *neuron* is one unit of ``blocks.{L}.mlp.hook_post`` (the MLP activation after the nonlinearity,
-``[batch, position, d_mlp]``). Probabilities are plain floats in [0, 1]; improvements are in percent
+A *neuron* is one unit of ``blocks.{L}.mlp.hook_post``, the input of the MLP's output projection
+``[batch, position, d_mlp]``: the activation after the nonlinearity for plain MLPs, ``act(gate) * up``
+for gated ones (Llama, Qwen2, Gemma-2, Mistral, Phi-3, OLMo). Probabilities are plain floats in [0, 1]; improvements are in percent
 of the baseline probability; KL divergences are in nats. Everything here is the plain, hooked
 computation; the fast sweep engine (``engine``) is tested against it.
 
-Imports only the small helpers below it (``errors``, ``hub``, ``standins``); every other module
+Imports only the small helpers below it (``errors``, ``hub``, ``standins``, ``families``); every other module
 builds on this one.
 """
 
@@ -40,6 +41,7 @@ import pandas as pd
 import torch
 
 from .errors import SNAError
+from .families import SUPPORTED, check_decoder_only, checkpoint_source
 from .hub import OFFLINE_HINT, require_hub
 from .standins import STANDINS, build_random_hf_model
 
@@ -91,21 +93,22 @@ def gpt2_tokenizer(path: str | os.PathLike | None = None):
     return GPT2TokenizerFast.from_pretrained(GPT2_TOKENIZER_HUB_ID, add_bos_token=True)
 
 
-# Hugging Face model_type -> the architecture TransformerBridge wraps it as.
-BRIDGE_ARCHITECTURES = {"gpt2": "gpt2", "gpt_neox": "EleutherAI/pythia-160m"}
+BRIDGE_NAMES = {"gpt_neox": "EleutherAI/pythia-160m"}  # model_type -> the name the bridge boots it under
 
 
 def wrap_hf_model(hf, tokenizer, name: str, device: str | None = None, dtype: torch.dtype = torch.float32):
-    """Wrap a Hugging Face GPT-2/GPT-NeoX model in a TransformerLens ``TransformerBridge`` for SNA."""
+    """Wrap a Hugging Face decoder-only causal LM in a TransformerLens ``TransformerBridge`` for SNA."""
     from transformer_lens.model_bridge import TransformerBridge
 
-    arch = hf.config.model_type
-    if arch not in BRIDGE_ARCHITECTURES:
-        raise SNAError(f"Architecture {arch!r} is not supported: the kit runs GPT-2 and GPT-NeoX (Pythia).")
+    hf.config.architectures = hf.config.architectures or [type(hf).__name__]
+    check_decoder_only(hf.config, name)
     device = check_device(device)
     hf = hf.to(device=device, dtype=dtype).eval()
-    model = TransformerBridge.boot_transformers(BRIDGE_ARCHITECTURES[arch], hf_model=hf, tokenizer=tokenizer,
-                                                device=device, dtype=dtype)
+    model = TransformerBridge.boot_transformers(BRIDGE_NAMES.get(hf.config.model_type, name), hf_model=hf,
+                                                tokenizer=tokenizer, device=device, dtype=dtype)
+    if hook_name(0) not in model.hook_dict:
+        raise SNAError(f"{name!r} ({hf.config.architectures[0]}) has no {hook_name(0)}: its MLP is not one "
+                       f"projection SNA can scale (a mixture of experts?). The kit runs {SUPPORTED}.")
     model.eval()
     model.sna_name = name
     return model
@@ -113,13 +116,12 @@ def wrap_hf_model(hf, tokenizer, name: str, device: str | None = None, dtype: to
 
 def load_model(name_or_path: str, device: str | None = None, *, seed: int = 0,
                initializer_range: float | None = None, dtype: torch.dtype = torch.float32):
-    """Load a model by kit name (METHOD table) or the Hub's name for it ('gpt2', 'openai-community/gpt2'),
-    local checkpoint folder, or offline stand-in.
+    """Load a model by kit name (METHOD table), the Hub's name or id of any decoder-only causal LM the
+    bridge supports ('gpt2', 'Qwen/Qwen2.5-0.5B'), local checkpoint folder, or offline stand-in.
 
-    Stand-ins are built from ``seed`` at ``initializer_range`` (default: the architecture's own,
-    0.2 for the tiny test models); ``dtype`` float64 is for exactness tests.
-    """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    The architecture is checked from the config before any weights load. Stand-ins are built from ``seed`` at
+    ``initializer_range`` (default: the architecture's own, 0.2 for tiny test models); float64 is for tests."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     name = kit_model_name(name_or_path)
     device = check_device(device)
@@ -127,21 +129,13 @@ def load_model(name_or_path: str, device: str | None = None, *, seed: int = 0,
         hf = build_random_hf_model(name, seed=seed, initializer_range=initializer_range)
         return wrap_hf_model(hf, gpt2_tokenizer(), name, device, dtype)
     if name in HUB_MODELS:
-        hub_id = HUB_MODELS[name]
-        require_hub(hub_id, "config.json", f"model {name!r}",
+        source = HUB_MODELS[name]
+        require_hub(source, "config.json", f"model {name!r}",
                      f"Connect to the internet once (the weights are then cached), pass a local checkpoint "
                      f"folder, or use the offline stand-in 'random:{name}' (random weights, for testing).")
-        source = hub_id
-    elif Path(name).is_dir():
-        if not (Path(name) / "config.json").is_file():
-            raise SNAError(f"{name} is a folder but not a Hugging Face checkpoint (no config.json).")
-        source = name
-    elif "/" in name or os.sep in name or name.startswith((".", "~")):
-        raise SNAError(f"Model folder not found: {name} (no such folder, and not one of {MODEL_NAMES} "
-                       f"or {sorted(HUB_ALIASES)}).")
     else:
-        raise SNAError(f"Unknown model {name!r}: use one of {MODEL_NAMES}, a Hub name ({sorted(HUB_ALIASES)}) "
-                       f"or a local checkpoint folder.")
+        source = checkpoint_source(name, f"{MODEL_NAMES}, the Hub's names {sorted(HUB_ALIASES)}")
+    check_decoder_only(AutoConfig.from_pretrained(source), name)
     hf = AutoModelForCausalLM.from_pretrained(source, attn_implementation="eager", dtype=dtype)
     tokenizer = AutoTokenizer.from_pretrained(source)
     return wrap_hf_model(hf, tokenizer, name, device, dtype)
@@ -241,8 +235,9 @@ def load_task(path: str | os.PathLike, seed: int = 0) -> Task:
 
 
 def load_tasks(names: Iterable[str] | None = None, data_dir: str | os.PathLike = DATA_DIR,
-               seed: int = 0) -> list[Task]:
-    """The kit's 12 tasks (or those named), each split into discovery/evaluation halves."""
+               seed: int = 0, model=None) -> list[Task]:
+    """The kit's 12 tasks (or those named), each split into discovery/evaluation halves; with ``model``, without
+    the items whose target is not one token for its tokenizer (:func:`restrict_to_single_token` warns)."""
     task_dir = Path(data_dir) / "tasks"
     available = {p.stem: p for p in sorted(task_dir.glob("*.json"))}
     if not available:
@@ -251,7 +246,8 @@ def load_tasks(names: Iterable[str] | None = None, data_dir: str | os.PathLike =
     unknown = [n for n in wanted if n not in available]
     if unknown:
         raise SNAError(f"Unknown task(s) {unknown}; available: {sorted(available)}.")
-    return [load_task(available[n], seed) for n in wanted]
+    tasks = [load_task(available[n], seed) for n in wanted]
+    return tasks if model is None else restrict_to_single_token(model, tasks)[0]
 
 
 def split_selection_test(task: Task, seed: int = 0) -> tuple[tuple[Item, ...], tuple[Item, ...]]:
@@ -293,6 +289,10 @@ def restrict_to_single_token(model, tasks: Sequence[Task], drop_empty: bool = Fa
         if not halves[0] or not halves[1]:
             raise SNAError(f"Task {t.name!r} has no single-token targets left in one half for {model_name(model)}.")
         kept.append(Task(t.name, t.category, t.description, *halves))
+    if dropped:
+        counts = pd.Series([d["task"] for d in dropped]).value_counts().to_string(header=False).replace("\n", ", ")
+        warnings.warn(f"{len(dropped)} items left out: their target is not one token for {model_name(model)}'s "
+                      f"tokenizer ({' '.join(counts.split())}).", stacklevel=2)
     return kept, pd.DataFrame(dropped, columns=["task", "half", "prompt", "target", "n_tokens"])
 
 
@@ -594,7 +594,9 @@ def next_token_logits(model, prompts: Sequence[str], intervention: Intervention 
         with ctx:
             final = run_and_capture(model, tokens, ["ln_final.hook_out"])["ln_final.hook_out"]
         x = final[torch.arange(len(last)), last.to(final.device)]  # unembed only the token that is read
-        out.append(model.unembed(x[:, None])[:, 0].cpu())
+        z = model.unembed(x[:, None])[:, 0]
+        cap = getattr(model.original_model.config, "final_logit_softcapping", None)  # Gemma-2
+        out.append((z if cap is None else torch.tanh(z / cap) * cap).cpu())
     return torch.cat(out)
 
 

@@ -25,7 +25,9 @@ from typing import Callable, Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
+from . import decoder
 from .core import (Batch, Positions, chunk_slices, hook_name, model_device, run_and_capture)
+from .decoder import Decoder, down_weight
 from .errors import SNAError
 
 @dataclass
@@ -46,7 +48,8 @@ class BlockWeights:
 
 @dataclass
 class EngineWeights:
-    """Everything the sweep engine needs to run blocks L..end itself (GPT-2 and GPT-NeoX)."""
+    """GPT-2's blocks in the engine's layout: the one hand-written path, kept for speed (every other family
+    runs its own Hugging Face layers through ``decoder``; ``tests/test_engine.py`` checks the two agree)."""
 
     arch: str
     blocks: list[BlockWeights]
@@ -55,8 +58,6 @@ class EngineWeights:
     n_heads: int
     eps: float
     act: Callable[[torch.Tensor], torch.Tensor]
-    parallel: bool  # GPT-NeoX: attention and MLP read the same residual
-    rotary: torch.nn.Module | None  # GPT-NeoX rotary embedding module (cos, sin)
 
 
 def _activation(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -68,56 +69,36 @@ def _activation(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
     return fused.get(name) or ACT2FN[name]
 
 
-def _read_weights(hf) -> EngineWeights:
-    """Read a GPT-2 or GPT-NeoX Hugging Face model's weights into the engine's layout (same tensors where
-    the layout allows, transposed copies otherwise)."""
+def _read_gpt2(model) -> EngineWeights:
+    """Read a bridged GPT-2's weights into the engine's layout (the very tensors: GPT-2's Conv1D is ``x @ W + b``)."""
+    hf = model.original_model
+    blocks = [
+        BlockWeights(
+            ln1=(h.ln_1.weight, h.ln_1.bias), ln2=(h.ln_2.weight, h.ln_2.bias),
+            w_qkv=h.attn.c_attn.weight, b_qkv=h.attn.c_attn.bias,
+            w_o=h.attn.c_proj.weight, b_o=h.attn.c_proj.bias,
+            w_in=h.mlp.c_fc.weight, b_in=h.mlp.c_fc.bias,
+            w_out=h.mlp.c_proj.weight, b_out=h.mlp.c_proj.bias,
+        )
+        for h in hf.transformer.h
+    ]
     cfg = hf.config
-    if cfg.model_type == "gpt2":
-        blocks = [
-            BlockWeights(
-                ln1=(h.ln_1.weight, h.ln_1.bias), ln2=(h.ln_2.weight, h.ln_2.bias),
-                w_qkv=h.attn.c_attn.weight, b_qkv=h.attn.c_attn.bias,
-                w_o=h.attn.c_proj.weight, b_o=h.attn.c_proj.bias,
-                w_in=h.mlp.c_fc.weight, b_in=h.mlp.c_fc.bias,
-                w_out=h.mlp.c_proj.weight, b_out=h.mlp.c_proj.bias,
-            )
-            for h in hf.transformer.h
-        ]
-        return EngineWeights("gpt2", blocks, (hf.transformer.ln_f.weight, hf.transformer.ln_f.bias),
-                             hf.get_output_embeddings().weight, cfg.n_head, cfg.layer_norm_epsilon,
-                             _activation(cfg.activation_function), False, None)
-    if cfg.model_type == "gpt_neox":
-        d, n_heads = cfg.hidden_size, cfg.num_attention_heads
-        d_head = d // n_heads
-
-        def qkv_columns(w: torch.Tensor) -> torch.Tensor:
-            # NeoX interleaves [q_h, k_h, v_h] per head; regroup to [q | k | v].
-            return w.reshape(n_heads, 3, d_head, *w.shape[1:]).transpose(0, 1).reshape(3 * d, *w.shape[1:])
-
-        blocks = []
-        for h in hf.gpt_neox.layers:
-            a, m = h.attention, h.mlp
-            blocks.append(BlockWeights(
-                ln1=(h.input_layernorm.weight, h.input_layernorm.bias),
-                ln2=(h.post_attention_layernorm.weight, h.post_attention_layernorm.bias),
-                w_qkv=qkv_columns(a.query_key_value.weight).t().contiguous(),
-                b_qkv=qkv_columns(a.query_key_value.bias),
-                w_o=a.dense.weight.t().contiguous(), b_o=a.dense.bias,
-                w_in=m.dense_h_to_4h.weight.t().contiguous(), b_in=m.dense_h_to_4h.bias,
-                w_out=m.dense_4h_to_h.weight.t().contiguous(), b_out=m.dense_4h_to_h.bias,
-            ))
-        ln_f, rotary = hf.gpt_neox.final_layer_norm, hf.gpt_neox.rotary_emb
-        return EngineWeights("neox", blocks, (ln_f.weight, ln_f.bias), hf.get_output_embeddings().weight, n_heads,
-                             cfg.layer_norm_eps, _activation(cfg.hidden_act), bool(cfg.use_parallel_residual),
-                             getattr(rotary, "_original_component", rotary))  # the HF module, not the bridge's
-    raise SNAError(f"Architecture {cfg.model_type!r} is not supported: the kit runs GPT-2 and GPT-NeoX (Pythia).")
+    return EngineWeights("gpt2", blocks, (hf.transformer.ln_f.weight, hf.transformer.ln_f.bias),
+                         hf.get_output_embeddings().weight, cfg.n_head, cfg.layer_norm_epsilon,
+                         _activation(cfg.activation_function))
 
 
-_WEIGHTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> {dtype or None: EngineWeights}
+HAND_WRITTEN = {"gpt2": _read_gpt2}  # Hugging Face model_type -> reader of the one hand-written fast path
+Weights = EngineWeights | Decoder  # what the engine runs: the hand-written GPT-2 path or the general one
+
+_WEIGHTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> {dtype or None: Weights}
 
 
-def _cast(eng: EngineWeights, dtype: torch.dtype) -> EngineWeights:
+def _cast(eng: Weights, dtype: torch.dtype) -> Weights:
     """A copy of the engine's weights in ``dtype`` (the rotary module computes in its input's dtype)."""
+    if isinstance(eng, Decoder):
+        return decoder.cast(eng, dtype)
+
     def to(t):
         return tuple(x.to(dtype) for x in t) if isinstance(t, tuple) else t.to(dtype)
 
@@ -125,15 +106,26 @@ def _cast(eng: EngineWeights, dtype: torch.dtype) -> EngineWeights:
     return dataclasses.replace(eng, blocks=blocks, ln_f=to(eng.ln_f), w_u=to(eng.w_u))
 
 
-def engine_weights(model, dtype: torch.dtype | None = None) -> EngineWeights:
+def engine_weights(model, dtype: torch.dtype | None = None) -> Weights:
     """The engine's view of ``model``'s weights, read once per model (the bridge's HF modules hold them),
-    and cast once per other ``dtype``."""
+    and cast once per other ``dtype``: GPT-2's hand-written layout, or any other family's own layers."""
     if model not in _WEIGHTS:
-        _WEIGHTS[model] = {None: _read_weights(model.original_model)}
+        read = HAND_WRITTEN.get(model.original_model.config.model_type, decoder.decoder_of)
+        _WEIGHTS[model] = {None: read(model)}
     views = _WEIGHTS[model]
     if dtype is not None and dtype != views[None].w_u.dtype and dtype not in views:
         views[dtype] = _cast(views[None], dtype)
     return views.get(dtype, views[None])
+
+
+def n_blocks(eng: Weights) -> int:
+    return len(eng.layers) if isinstance(eng, Decoder) else len(eng.blocks)
+
+
+def _w_out(eng: Weights, layer: int) -> torch.Tensor:
+    """Layer ``layer``'s output projection ``[d_mlp, d_model]``: row i is what neuron i writes."""
+    return down_weight(eng.down[layer]) if isinstance(eng, Decoder) else eng.blocks[layer].w_out
+
 
 # ---------------------------------------------------------------------------
 # Precision and chunk sizes: what the device runs the engine in, and how much at a time
@@ -178,17 +170,17 @@ def _free_bytes(device: torch.device) -> int:
     return int(0.4 * torch.cuda.mem_get_info(device)[0]) if device.type == "cuda" else 0
 
 
-def chunk_tokens(eng: EngineWeights, device: torch.device, dtype: torch.dtype) -> int:
+def chunk_tokens(eng: Weights, device: torch.device, dtype: torch.dtype) -> int:
     """Token rows per forward chunk: sized to free GPU memory on CUDA, cache-friendly on the CPU."""
     free = _free_bytes(device)
     if not free:
         return CPU_CHUNK_TOKENS
-    d, d_mlp_ = eng.w_u.shape[1], eng.blocks[0].w_in.shape[1]
+    d, d_mlp_ = eng.w_u.shape[1], _w_out(eng, 0).shape[0]
     per_token = dtype.itemsize * (3 * d_mlp_ + 10 * d)  # MLP in/out, q/k/v, attention output, residuals
     return max(256, min(1 << 20, free // 2 // per_token))
 
 
-def logit_rows(eng: EngineWeights, device: torch.device) -> int:
+def logit_rows(eng: Weights, device: torch.device) -> int:
     """Rows of full-vocabulary logits reduced at a time (float32 and float64 copies and temporaries: ~32 B a value)."""
     free = _free_bytes(device) // 2 or CPU_LOGIT_BYTES
     return max(1, free // (eng.w_u.shape[0] * 32))
@@ -207,25 +199,11 @@ def _affine(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.addmm(b, x.reshape(-1, x.shape[-1]), w).view(*x.shape[:-1], w.shape[1])
 
 
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    h = x.shape[-1] // 2
-    return torch.cat((-x[..., h:], x[..., :h]), dim=-1)
-
-
-def _apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    r = cos.shape[-1]
-    return torch.cat((x[..., :r] * cos + _rotate_half(x[..., :r]) * sin, x[..., r:]), dim=-1)
-
-
-def _qkv(eng: EngineWeights, w: BlockWeights, h: torch.Tensor, pos: torch.Tensor):
-    """Queries, keys, values ``[B, nh, S, dh]`` of normalised ``h`` ``[B, S, d]`` at token positions ``pos`` ``[S]``."""
+def _qkv(eng: EngineWeights, w: BlockWeights, h: torch.Tensor):
+    """Queries, keys, values ``[B, nh, S, dh]`` of normalised ``h`` ``[B, S, d]`` (GPT-2: no rotary)."""
     B, S, d = h.shape
     q, k, v = _affine(h, w.w_qkv, w.b_qkv).split(d, dim=-1)
-    q, k, v = (t.view(B, S, eng.n_heads, d // eng.n_heads).transpose(1, 2) for t in (q, k, v))
-    if eng.rotary is not None:
-        cos, sin = eng.rotary(h, pos[None])  # [1, S, r]
-        q, k = _apply_rotary(q, cos[:, None], sin[:, None]), _apply_rotary(k, cos[:, None], sin[:, None])
-    return q, k, v
+    return (t.view(B, S, eng.n_heads, d // eng.n_heads).transpose(1, 2) for t in (q, k, v))
 
 
 def _mlp(eng: EngineWeights, w: BlockWeights, h: torch.Tensor) -> torch.Tensor:
@@ -234,10 +212,7 @@ def _mlp(eng: EngineWeights, w: BlockWeights, h: torch.Tensor) -> torch.Tensor:
 
 def _residual(eng: EngineWeights, w: BlockWeights, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     """The block's output from its input ``x`` and the heads' mixed values ``z`` (same leading shape)."""
-    attn = _affine(z, w.w_o, w.b_o)
-    if eng.parallel:
-        return x + attn + _mlp(eng, w, _layer_norm(x, w.ln2, eng.eps))
-    mid = x + attn
+    mid = x + _affine(z, w.w_o, w.b_o)
     return mid + _mlp(eng, w, _layer_norm(mid, w.ln2, eng.eps))
 
 
@@ -246,7 +221,7 @@ def _block(eng: EngineWeights, layer: int, x: torch.Tensor, last_only: bool, kee
     Appends the keys and values of positions ``0..T-2`` to ``keep`` if given."""
     w = eng.blocks[layer]
     B, T, d = x.shape
-    q, k, v = _qkv(eng, w, _layer_norm(x, w.ln1, eng.eps), torch.arange(T, device=x.device))
+    q, k, v = _qkv(eng, w, _layer_norm(x, w.ln1, eng.eps))
     if keep is not None:
         keep.append((k[:, :, :-1].contiguous(), v[:, :, :-1].contiguous()))
     if last_only:
@@ -256,7 +231,7 @@ def _block(eng: EngineWeights, layer: int, x: torch.Tensor, last_only: bool, kee
     return _residual(eng, w, x, z.transpose(1, 2).reshape(B, T, d))
 
 
-def _run_all(eng: EngineWeights, x: torch.Tensor, layer: int, keep: list | None = None) -> torch.Tensor:
+def _gpt2_run_all(eng: EngineWeights, x: torch.Tensor, layer: int, keep: list | None = None) -> torch.Tensor:
     """Blocks ``layer+1..`` on residuals ``[B, T, d]`` (every position changed); the last position ``[B, d]``."""
     n = len(eng.blocks)
     for L in range(layer + 1, n):
@@ -264,20 +239,31 @@ def _run_all(eng: EngineWeights, x: torch.Tensor, layer: int, keep: list | None 
     return x if layer < n - 1 else x[:, -1]
 
 
-def _run_last(eng: EngineWeights, x: torch.Tensor, layer: int, kv: list) -> torch.Tensor:
+def _gpt2_run_last(eng: EngineWeights, x: torch.Tensor, layer: int, kv: list) -> torch.Tensor:
     """Blocks ``layer+1..`` for the last position only, ``[n, C, d]`` (C configurations of n prompts of
     length T); earlier positions are unchanged, so their keys/values ``kv`` come from the unmodified run."""
     n, C, d = x.shape
     for (k0, v0), L in zip(kv, range(layer + 1, len(eng.blocks))):
         w = eng.blocks[L]
-        pos = torch.full((C,), k0.shape[2], device=x.device)  # all C queries sit at position T-1
-        q, k, v = _qkv(eng, w, _layer_norm(x, w.ln1, eng.eps), pos)  # [n, nh, C, dh]: C queries per prompt
+        q, k, v = _qkv(eng, w, _layer_norm(x, w.ln1, eng.eps))  # [n, nh, C, dh]: C queries per prompt
         scale = q.shape[-1] ** -0.5
         scores = torch.cat([q @ k0.transpose(-1, -2), (q * k).sum(-1, keepdim=True)], -1) * scale
         a = scores.softmax(-1, dtype=torch.promote_types(x.dtype, torch.float32)).to(x.dtype)  # [n, nh, C, T]
         z = a[..., :-1] @ v0 + a[..., -1:] * v
         x = _residual(eng, w, x, z.transpose(1, 2).reshape(n, C, d))
     return x
+
+
+def _run_all(eng: Weights, x: torch.Tensor, layer: int, keep=None) -> torch.Tensor:
+    """Blocks ``layer+1..`` on residuals ``[B, T, d]``; the last position ``[B, d]`` (keys/values into ``keep``)."""
+    if isinstance(eng, Decoder):
+        return decoder.run_all(eng, x, layer, keep)
+    return _gpt2_run_all(eng, x, layer, keep)
+
+
+def _run_last(eng: Weights, x: torch.Tensor, layer: int, kv) -> torch.Tensor:
+    """Blocks ``layer+1..`` for the last position of C configurations ``[n, C, d]``, over the unmodified ``kv``."""
+    return (decoder.run_last if isinstance(eng, Decoder) else _gpt2_run_last)(eng, x, layer, kv)
 
 
 # ---------------------------------------------------------------------------
@@ -316,14 +302,24 @@ def layer_state(model, batch: Batch, layer: int) -> LayerState:
     return LayerState(len(lengths), groups)
 
 
-def _base_kv(eng: EngineWeights, g: LengthGroup, layer: int) -> list:
+def _base_kv(eng: Weights, g: LengthGroup, layer: int):
     """Keys and values of the unmodified run at positions < T-1, per block L+1.. (computed once per dtype)."""
     dtype = eng.w_u.dtype
     if dtype not in g.kv:
-        keep: list = []
+        keep = {} if isinstance(eng, Decoder) else []
         _run_all(eng, g.resid_after.to(dtype), layer, keep)
         g.kv[dtype] = keep
     return g.kv[dtype]
+
+
+def _change(eng: Weights, layer: int, act: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Residual change after block ``layer`` from a change of its MLP output projection's output (of activations
+    ``act``): the same for plain blocks; through the post-MLP norm where a family has one (Gemma-2)."""
+    post = eng.post_mlp[layer] if isinstance(eng, Decoder) else None
+    if post is None:
+        return lambda delta: delta
+    out = eng.down[layer](act)
+    return lambda delta: post(out + delta) - post(out)
 
 
 # ---------------------------------------------------------------------------
@@ -345,18 +341,20 @@ def _final_resid(model, state: LayerState, layer: int, configs: Sequence[Config]
                  precision: str, max_tokens: int | None) -> Iterator[tuple[slice, LengthGroup, torch.Tensor]]:
     """For chunks of configurations and each length group: the residual before ``ln_f`` at the last
     position ``[c, n_g, d]`` (in the precision's dtype, on the device)."""
-    w_out = engine_weights(model).blocks[layer].w_out  # the model's dtype, like the state
+    own = engine_weights(model)  # the model's dtype, like the state
+    w_out = _w_out(own, layer)
     eng = engine_weights(model, compute_dtype(precision))
     max_tokens = max_tokens or chunk_tokens(eng, model_device(model), eng.w_u.dtype)
     for g in state.groups:
         n, T, d = g.resid_after.shape
-        kv = _base_kv(eng, g, layer) if positions == "last" and layer < len(eng.blocks) - 1 else None
+        kv = _base_kv(eng, g, layer) if positions == "last" and layer < n_blocks(eng) - 1 else None
+        change = _change(own, layer, g.act if positions == "all" else g.act[:, -1:])
         for sl in chunk_slices(len(configs), max(1, max_tokens // (n * (T if kv is None else 1)))):
             deltas = []
             for c in configs[sl]:
                 idx = torch.tensor(c.neurons, dtype=torch.long, device=w_out.device)
                 act = g.act[..., idx] if positions == "all" else g.act[:, -1:, idx]
-                deltas.append((c.multiplier - 1.0) * act @ w_out[idx])  # [n, T or 1, d]
+                deltas.append(change((c.multiplier - 1.0) * act @ w_out[idx]))  # [n, T or 1, d]
             if positions == "all":
                 x = torch.cat([g.resid_after + dl for dl in deltas]).to(eng.w_u.dtype)  # [c n, T, d]
                 yield sl, g, _run_all(eng, x, layer).view(len(deltas), n, d)
@@ -382,8 +380,10 @@ class Metrics:
     kl: torch.Tensor  # KL(base || new) in nats (float64; NaN without a reference)
 
 
-def _logits(eng: EngineWeights, x: torch.Tensor) -> torch.Tensor:
+def _logits(eng: Weights, x: torch.Tensor) -> torch.Tensor:
     """Full-vocabulary logits of final residuals ``[..., d] -> [..., V]``, at least float32."""
+    if isinstance(eng, Decoder):
+        return decoder.logits(eng, x)
     z = F.linear(_layer_norm(x, eng.ln_f, eng.eps), eng.w_u)
     return z if z.dtype in (torch.float32, torch.float64) else z.float()
 

@@ -38,17 +38,29 @@ def matmul_rate(device: str | torch.device = "cpu", n: int = 1024, repeats: int 
     return 2 * n**3 / best
 
 
-def block_flops(d_model: int, d_mlp_: int, seq: int) -> float:
-    """Matrix-multiply FLOPs of one block on one sequence of ``seq`` tokens."""
-    proj = 2 * seq * (4 * d_model * d_model + 2 * d_model * d_mlp_)
+def block_flops(d_model: int, d_mlp_: int, seq: int, d_kv: int | None = None, gated: bool = False) -> float:
+    """Matrix-multiply FLOPs of one block on one sequence of ``seq`` tokens: queries and output ``d_model`` wide,
+    keys and values ``d_kv`` wide (grouped-query attention; default ``d_model``), an MLP of two matrices or,
+    ``gated``, three (gate, up, down)."""
+    d_kv = d_model if d_kv is None else d_kv
+    proj = 2 * seq * (2 * d_model * d_model + 2 * d_model * d_kv + (3 if gated else 2) * d_model * d_mlp_)
     attn = 2 * 2 * seq * seq * d_model  # scores and weighted values (full square, as run)
     return proj + attn
 
 
+def _kv_width(cfg) -> int:
+    """Width of the keys (and of the values): key/value heads x head size (all heads without GQA)."""
+    heads = getattr(cfg, "n_heads", None)
+    kv_heads = getattr(cfg, "n_key_value_heads", None) or heads
+    return cfg.d_model if not heads else kv_heads * (getattr(cfg, "d_head", None) or cfg.d_model // heads)
+
+
 def grid_flop_floor(model, layer: int, n_configs: int, n_prompts: int, seq: int) -> float:
     """FLOPs a grid strictly needs at ``layer``: blocks L.. for every configuration, plus last-token logits."""
-    per_seq = (n_layers(model) - layer) * block_flops(model.cfg.d_model, d_mlp(model), seq)
-    logits = 2 * model.cfg.d_model * model.cfg.d_vocab
+    cfg = model.cfg
+    block = block_flops(cfg.d_model, d_mlp(model), seq, _kv_width(cfg), bool(getattr(cfg, "gated_mlp", False)))
+    per_seq = (n_layers(model) - layer) * block
+    logits = 2 * cfg.d_model * cfg.d_vocab
     return n_configs * n_prompts * (per_seq + logits)
 
 

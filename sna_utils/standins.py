@@ -19,30 +19,53 @@ def _pythia(d: int, layers: int, heads: int, n_ctx: int) -> dict:
                 rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.25})
 
 
-# name -> (architecture, config overrides, default initializer_range); tiny ones are for tests.
+def _tiny(**extra) -> dict:
+    """A 3-layer, 64-wide decoder with grouped-query attention (4 query, 2 key/value heads) and a gated
+    128-unit MLP, on the GPT-2 tokenizer's 50,257 ids (the family's own choices in ``extra``)."""
+    return dict(hidden_size=64, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
+                intermediate_size=128, max_position_embeddings=256, vocab_size=50257, pad_token_id=50256,
+                bos_token_id=50256, eos_token_id=50256, **extra)
+
+
+# Gemma-2's own choices: soft-capped attention scores and logits, four norms a block, the embedding scaled
+# by sqrt(d), alternating sliding-window (here 4 tokens, shorter than the test prompts) and global layers.
+_GEMMA2 = dict(head_dim=16, query_pre_attn_scalar=16, attn_logit_softcapping=50.0, final_logit_softcapping=30.0,
+               sliding_window=4, layer_types=["sliding_attention", "full_attention", "sliding_attention"])
+
+# name -> (Hugging Face model_type, config overrides, default initializer_range); tiny ones are for tests.
 STANDINS: dict[str, tuple[str, dict, float]] = {
     "random:gpt2-small": ("gpt2", dict(n_layer=12, n_embd=768, n_head=12, n_positions=1024), 0.02),
     "random:gpt2-medium": ("gpt2", dict(n_layer=24, n_embd=1024, n_head=16, n_positions=1024), 0.02),
-    "random:pythia-160m": ("neox", _pythia(768, 12, 12, 2048), 0.02),
+    "random:pythia-160m": ("gpt_neox", _pythia(768, 12, 12, 2048), 0.02),
+    # Llama-3.2-1B's shape (16 layers, d 2048, 32 query / 8 key-value heads, MLP 8192) on GPT-2's vocabulary.
+    "random:llama-1b": ("llama", dict(hidden_size=2048, num_hidden_layers=16, num_attention_heads=32,
+                                      num_key_value_heads=8, intermediate_size=8192, max_position_embeddings=2048,
+                                      vocab_size=50257, tie_word_embeddings=True, bos_token_id=50256,
+                                      eos_token_id=50256, pad_token_id=50256), 0.02),
     "tiny": ("gpt2", dict(n_layer=3, n_embd=64, n_head=4, n_positions=256), 0.2),
-    "tiny-pythia": ("neox", _pythia(64, 3, 4, 256), 0.2),
+    "tiny-pythia": ("gpt_neox", _pythia(64, 3, 4, 256), 0.2),
+    "tiny-llama": ("llama", _tiny(), 0.2),
+    "tiny-qwen2": ("qwen2", _tiny(), 0.2),
+    "tiny-gemma2": ("gemma2", _tiny(**_GEMMA2), 0.2),
+    "tiny-mistral": ("mistral", _tiny(sliding_window=None), 0.2),
+    "tiny-mistral-window": ("mistral", _tiny(sliding_window=4), 0.2),
+    "tiny-phi3": ("phi3", _tiny(original_max_position_embeddings=256), 0.2),
+    "tiny-olmo": ("olmo", _tiny(), 0.2),
 }
+TINY_FAMILIES = [n for n in STANDINS if n.startswith("tiny")]  # one small random model per tested family
 
 
 def build_random_hf_model(name: str, seed: int = 0, initializer_range: float | None = None):
     """A Hugging Face causal LM of stand-in ``name`` with random weights (deterministic in ``seed``)."""
-    from transformers import GPT2Config, GPT2LMHeadModel, GPTNeoXConfig, GPTNeoXForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM
 
     if name not in STANDINS:
         raise SNAError(f"Unknown stand-in {name!r}; choose one of {sorted(STANDINS)}.")
-    arch, overrides, default_init = STANDINS[name]
+    model_type, overrides, default_init = STANDINS[name]
     init = default_init if initializer_range is None else initializer_range
-    if arch == "gpt2":
-        config, cls = GPT2Config(**overrides, initializer_range=init), GPT2LMHeadModel
-    else:
-        config, cls = GPTNeoXConfig(**overrides, initializer_range=init), GPTNeoXForCausalLM
+    config = AutoConfig.for_model(model_type, **overrides, initializer_range=init)
     torch.manual_seed(seed)
-    return cls(config).eval()
+    return AutoModelForCausalLM.from_config(config, attn_implementation="eager").eval()
 
 
 def is_random_model(name: str) -> bool:

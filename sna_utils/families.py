@@ -1,0 +1,66 @@
+"""Which models the kit runs: decoder-only causal language models that TransformerBridge can wrap.
+
+:func:`check_decoder_only` reads a Hugging Face config (no weights) and raises one :class:`SNAError`
+naming the architecture and what is supported, before any loading; ``core.load_model`` calls it on
+every checkpoint and stand-in, after :func:`checkpoint_source` has told a local folder from a Hub id.
+Imports only ``errors`` and ``hub``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from .errors import SNAError
+from .hub import require_hub
+
+# Tested offline on random stand-ins (tests/test_families.py); the bridge wraps many more.
+TESTED_FAMILIES = ("GPT-2", "GPT-NeoX (Pythia)", "Llama", "Qwen2", "Gemma-2", "Mistral", "Phi-3", "OLMo")
+SUPPORTED = ("decoder-only causal language models that TransformerLens' TransformerBridge supports "
+             f"(tested: {', '.join(TESTED_FAMILIES)})")
+
+
+def bridge_architecture(config) -> str:
+    """The architecture name TransformerBridge wraps ``config`` as ('LlamaForCausalLM'); SNAError if none."""
+    from transformer_lens.model_bridge.sources._hf_format import determine_architecture_from_hf_config
+
+    try:
+        return determine_architecture_from_hf_config(config)
+    except ValueError:
+        raise SNAError(f"Architecture {config.model_type!r} is not supported: TransformerBridge has no adapter "
+                       f"for it. The kit runs {SUPPORTED}.") from None
+
+
+def check_decoder_only(config, source: str) -> str:
+    """The bridge architecture of ``config`` (of model ``source``) if it is a supported decoder-only causal LM;
+    one SNAError naming the architecture and what is supported otherwise."""
+    from transformers.models.auto.modeling_auto import (MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+                                                        MODEL_FOR_MASKED_LM_MAPPING_NAMES)
+
+    model_type = config.model_type
+    kind = ("an encoder-decoder model" if getattr(config, "is_encoder_decoder", False)
+            else "an encoder-only (bidirectional) model" if model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+            else "not a causal language model" if model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES else None)
+    if kind:
+        names = ", ".join(getattr(config, "architectures", None) or [model_type])
+        raise SNAError(f"{source!r} is {kind} (architecture {names}, model_type {model_type!r}); SNA needs a "
+                       f"next-token distribution from a causal decoder. The kit runs {SUPPORTED}.")
+    return bridge_architecture(config)
+
+
+def checkpoint_source(name: str, known: str) -> str:
+    """Where ``name`` (not one of the ``known`` kit names) loads from: a local checkpoint folder, or a Hub id
+    ('org/name') that is cached or reachable (one fast error offline)."""
+    if Path(name).is_dir():
+        if not (Path(name) / "config.json").is_file():
+            raise SNAError(f"{name} is a folder but not a Hugging Face checkpoint (no config.json).")
+        return name
+    if re.fullmatch(r"[\w-][\w.-]*/[\w.-]+", name):
+        require_hub(name, "config.json", f"model {name!r}", "Connect to the internet once (the weights are then "
+                    "cached), or pass a local checkpoint folder.")
+        return name
+    if "/" in name or os.sep in name or name.startswith((".", "~")):
+        raise SNAError(f"Model folder not found: {name} (no such folder, and not one of {known}).")
+    raise SNAError(f"Unknown model {name!r}: use one of {known}, the Hub id of any decoder-only model "
+                   f"('org/name') or a local checkpoint folder.")
