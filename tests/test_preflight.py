@@ -16,6 +16,18 @@ def test_shape_without_weights_matches_the_loaded_model(request, name):
         model.cfg.n_layers, model.cfg.d_model, model.cfg.d_mlp, model.cfg.d_vocab)
 
 
+@pytest.mark.parametrize("name", ["tiny-qwen2", "tiny-gemma2"])
+def test_gated_gqa_shape_gives_the_loaded_models_flop_floor(name):
+    """A gated, grouped-query family's shape without weights gives the same FLOP floor as the loaded model."""
+    model, shape = su.load_model(name), su.profiles.model_shape(name)
+    assert shape.gated_mlp and shape.n_key_value_heads < shape.n_heads
+    assert (shape.n_layers, shape.d_model, shape.d_mlp, shape.d_vocab) == (
+        model.cfg.n_layers, model.cfg.d_model, model.cfg.d_mlp, model.cfg.d_vocab)
+    assert su.grid_flop_floor(shape, 1, 4, 2, 9) == su.grid_flop_floor(model, 1, 4, 2, 9)
+    gpt2_formula = su.profiles.ModelShape(shape.n_layers, shape.d_model, shape.d_mlp, shape.d_vocab)
+    assert su.grid_flop_floor(shape, 1, 4, 2, 9) != su.grid_flop_floor(gpt2_formula, 1, 4, 2, 9)
+
+
 def test_hub_shapes_match_the_random_standins_and_checkpoint_folders(tmp_path):
     for hub in ("gpt2-small", "gpt2-medium", "pythia-160m"):
         assert su.profiles.model_shape(hub) == su.profiles.model_shape(f"random:{hub}")
