@@ -4,9 +4,10 @@ Start it from the kit's root with ``make app`` (= ``streamlit run app/sna_demo.p
 Everything SNA is done by ``sna_utils``; this file only builds the page.
 
 Environment variables (all optional):
-  SNA_DEMO_MODEL    the model selected when the page opens (a kit name or a checkpoint folder;
-                    default $SNA_MODEL, else gpt2-small)
-  SNA_DEMO_RESULTS  folder searched for sweep tables ``*/sweep*.parquet`` (default: results/)
+  SNA_DEMO_MODEL    the model selected when the page opens (a kit name, a stand-in, the Hub id of any
+                    supported decoder-only model or a checkpoint folder; default $SNA_MODEL, else gpt2-small)
+  SNA_DEMO_RESULTS  folder searched for sweep tables ``*/sweep*.parquet`` and notebook 07's ``*/beyond_*.parquet``
+                    (default: results/)
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ if str(KIT_ROOT) not in sys.path:
 
 import sna_utils as su  # noqa: E402
 
-LOCAL = "Local checkpoint folder…"
+OTHER = "Another model: Hub id or local folder…"
 TASK_MODE, OWN_MODE = "A task", "My own prompt"
 DEFAULT_MODEL = "gpt2-small"
 TOP_N = 5  # top predictions shown
@@ -89,9 +90,11 @@ def predict(model_key: str, prompts: tuple[str, ...], targets: tuple[str, ...], 
 
 
 def sweep_tables() -> tuple[tuple[str, float], ...]:
-    """Saved sweep tables and their modification times (the times make the cache notice new results)."""
+    """Saved sweep tables (notebooks 01-03 and 07) and their modification times (the times make the cache
+    notice new results)."""
     root = Path(os.environ.get("SNA_DEMO_RESULTS", KIT_ROOT / "results"))
-    return tuple((str(p), p.stat().st_mtime) for p in sorted(root.glob("*/sweep*.parquet")))
+    paths = sorted([*root.glob("*/sweep*.parquet"), *root.glob("*/beyond_*.parquet")])
+    return tuple((str(p), p.stat().st_mtime) for p in paths)
 
 
 @st.cache_data(show_spinner=False)
@@ -119,21 +122,24 @@ def best_in_tables(model_key: str, task_name: str, tables: tuple[tuple[str, floa
 # ---------------------------------------------------------------------------
 
 def choose_model() -> str:
-    """Sidebar: a kit name, an offline stand-in or a local checkpoint folder."""
+    """Sidebar: a kit name, an offline stand-in, or any other model typed in: a Hub id or a local folder."""
     if "model_choice" not in st.session_state:
         wanted = os.environ.get("SNA_DEMO_MODEL") or os.environ.get("SNA_MODEL") or DEFAULT_MODEL
-        st.session_state.model_choice = wanted if wanted in su.MODEL_NAMES else LOCAL
+        st.session_state.model_choice = wanted if wanted in su.MODEL_NAMES else OTHER
         st.session_state.model_path = "" if wanted in su.MODEL_NAMES else wanted
     st.sidebar.header("Model")
-    choice = st.sidebar.selectbox("Model", [*su.MODEL_NAMES, LOCAL], key="model_choice",
+    choice = st.sidebar.selectbox("Model", [*su.MODEL_NAMES, OTHER], key="model_choice",
                                   format_func=model_label, label_visibility="collapsed")
-    if choice != LOCAL:
+    if choice != OTHER:
         return choice
-    path = st.sidebar.text_input("Checkpoint folder (Hugging Face format)", key="model_path").strip()
-    if not path:
-        st.info("Enter the path of a local checkpoint folder in the sidebar.")
+    name = st.sidebar.text_input("Hub id or checkpoint folder", key="model_path", placeholder="Qwen/Qwen2.5-0.5B",
+                                 help="Any decoder-only causal LM the kit supports (GPT-2, Pythia, Llama, Qwen2, "
+                                      "Gemma-2, Mistral, Phi-3, OLMo, ...), by Hub id ('org/name') or local "
+                                      "folder in Hugging Face format.").strip()
+    if not name:
+        st.info("Type a Hub id (e.g. Qwen/Qwen2.5-0.5B) or the path of a local checkpoint folder in the sidebar.")
         st.stop()
-    return str(Path(path).expanduser())
+    return str(Path(name).expanduser()) if name.startswith("~") else name
 
 
 def model_label(name: str) -> str:
@@ -193,7 +199,7 @@ def apply_defaults(model, model_key: str, task_name: str) -> str:
     else:
         values = dict(FALLBACK, layer=su.n_layers(model) // 2, k=min(FALLBACK["k"], su.d_mlp(model)))
         note = (f"Defaults: middle layer, k={values['k']}, m={values['multiplier']:g} (no saved sweep table "
-                f"for {model_key} and {task_name} in `results/*/sweep*.parquet`).")
+                f"for {model_key} and {task_name} in `results/*/sweep*.parquet` or `beyond_*.parquet`).")
     if st.session_state.get("_defaults_for") != (model_key, task_name):
         st.session_state.update(values, _defaults_for=(model_key, task_name))
     return note

@@ -74,9 +74,9 @@ from .plots import (plot_baseline_zones, plot_confidence_vs_improvement, plot_go
                     plot_interference, plot_layer_multiplier_heatmaps, plot_layer_specialisation,
                     plot_model_comparison, plot_neuron_overlap, plot_score_distributions, plot_sna_vs_control,
                     plot_sst2_zones)
-from .profiles import (PAPER_KS, PAPER_MULTIPLIERS, first_available_table, get_profile, interference_table_name,
-                       n_layers_of, notebook_defaults, results_dir, results_table, safe_name, sweep_grid,
-                       sweep_table_name)
+from .profiles import (PAPER_KS, PAPER_MULTIPLIERS, best_depth, beyond_table_name, depth_matched_layers,
+                       first_available_table, get_profile, interference_table_name, n_layers_of, notebook_defaults,
+                       results_dir, results_table, safe_name, sweep_grid, sweep_table_name)
 from .sst2 import (SST2_LABEL_WORDS, SST2_TEMPLATE, discovery_overlap, load_sst2, run_sst2, run_sst2_grid, score_sst2,
                    sst2_prompts, sst2_split, sst2_zone_report)
 from .sst2_heldout import sst2_claims, sst2_study
@@ -126,8 +126,8 @@ __all__ = [
     "sst2_split", "run_sst2_grid", "discovery_overlap", "sst2_study", "sst2_claims",
     # profiles
     "PAPER_KS", "PAPER_MULTIPLIERS", "get_profile", "results_dir", "safe_name", "sweep_table_name",
-    "interference_table_name", "results_table", "first_available_table", "n_layers_of", "sweep_grid",
-    "notebook_defaults",
+    "interference_table_name", "beyond_table_name", "results_table", "first_available_table", "n_layers_of",
+    "depth_matched_layers", "best_depth", "sweep_grid", "notebook_defaults",
     # style and plots
     "FIGURES_DIR", "ZONE_COLORS", "figures_dir", "save_figure", "plot_baseline_zones", "plot_sna_vs_control",
     "plot_layer_specialisation", "plot_interference", "plot_score_distributions", "plot_neuron_overlap",

@@ -270,9 +270,9 @@ def split_neutral(prompts: Sequence[str], seed: int = 0) -> NeutralSet:
     return NeutralSet(discovery, heldout)
 
 
-def restrict_to_single_token(model, tasks: Sequence[Task]) -> tuple[list[Task], pd.DataFrame]:
-    """Drop the items whose target is not exactly one token for ``model``'s tokenizer (e.g. Pythia's);
-    returns the kept tasks and a table of what was dropped."""
+def restrict_to_single_token(model, tasks: Sequence[Task], drop_empty: bool = False) -> tuple[list[Task], pd.DataFrame]:
+    """Drop the items whose target is not exactly one token for ``model``'s tokenizer (e.g. Pythia's): the kept tasks
+    and a table of what was dropped. A task with no item left in a half raises, or with ``drop_empty`` is left out."""
     kept, dropped = [], []
     for t in tasks:
         halves = []
@@ -283,9 +283,9 @@ def restrict_to_single_token(model, tasks: Sequence[Task]) -> tuple[list[Task], 
                 (ok.append(it) if n == 1 else dropped.append(dict(task=t.name, half=half_name, prompt=it.prompt,
                                                                    target=it.target, n_tokens=n)))
             halves.append(tuple(ok))
-        if not halves[0] or not halves[1]:
+        if not (halves[0] and halves[1]) and not drop_empty:
             raise SNAError(f"Task {t.name!r} has no single-token targets left in one half for {model_name(model)}.")
-        kept.append(Task(t.name, t.category, t.description, *halves))
+        kept += [Task(t.name, t.category, t.description, *halves)] if halves[0] and halves[1] else []
     if dropped:
         counts = pd.Series([d["task"] for d in dropped]).value_counts().to_string(header=False).replace("\n", ", ")
         warnings.warn(f"{len(dropped)} items left out: their target is not one token for {model_name(model)}'s "

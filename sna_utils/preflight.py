@@ -4,6 +4,8 @@ The runner (``scripts/run_notebooks.py``) prints a :class:`Plan`: the device, th
 downloaded, and an estimated time per grid. The estimate is the FLOP floor of each grid
 (``flops.grid_flop_floor`` on the model's shape, no weights loaded) divided by this device's measured
 float32 matmul rate, times ``flops.ENGINE_OVER_FLOOR`` (the engine/floor ratio ``make bench`` measured).
+The floor's block formula is GPT-2's (attention 4 d^2, MLP 2 d d_mlp per token): for notebook 07's gated,
+grouped-query models it is a rougher estimate, and a Hub id whose config is unknown here gets none.
 The ``paper`` profile on a CPU-only machine stops with a message naming the ways on, unless
 ``$SNA_PAPER_ON_CPU=1``. Imports ``core``, ``engine``, ``errors``, ``hub`` and ``profiles``.
 """
@@ -19,7 +21,8 @@ import torch
 from .core import HUB_MODELS, default_device, load_neutral, load_tasks, split_neutral
 from .flops import ENGINE_OVER_FLOOR, matmul_rate, prompts_flop_floor
 from .errors import SNAError
-from .profiles import TABLE_MAKERS, ModelShape, Profile, get_profile, model_shape
+from .profiles import (TABLE_MAKERS, ModelShape, Profile, depth_matched_layers, get_profile, is_hub_id,
+                       model_shape)
 
 CONFIRM_VARIABLE = "SNA_PAPER_ON_CPU"  # set to 1 to start the paper profile on a CPU-only machine
 ARITHMETIC_TASKS = ("addition", "multiplication", "number_sequences")  # the Pythia notebook's tasks
@@ -51,12 +54,12 @@ class Part:
     notebook: str
     model: str
     configurations: int
-    flops: float
+    flops: float | None  # None: the model's shape is unknown here (a Hub id, offline, never downloaded)
 
 
 def profile_parts(prof: Profile, seed: int = 0) -> tuple[list[Part], bool]:
-    """The grids a profile runs (validation, sweep per model, Pythia) with their FLOP floors, and whether the
-    prompt lengths were counted with the tokenizer."""
+    """The grids a profile runs (validation, sweep per model, Pythia, the modern model of notebook 07) with their
+    FLOP floors, and whether the prompt lengths were counted with the tokenizer (GPT-2's, for every model)."""
     tasks, neutral = load_tasks(seed=seed), split_neutral(load_neutral(), seed)
     arithmetic = [t for t in tasks if t.name in ARITHMETIC_TASKS]
     neutral_lengths, counted = token_lengths(neutral.heldout)
@@ -65,13 +68,27 @@ def profile_parts(prof: Profile, seed: int = 0) -> tuple[list[Part], bool]:
               prof.validation_multipliers)]
     grids += [(TABLE_MAKERS["sweep_"], m, tasks, prof.layers, prof.ks, prof.multipliers) for m in prof.sweep_models]
     grids += [(TABLE_MAKERS["pythia.parquet"], prof.pythia_model, arithmetic, prof.layers, prof.ks, prof.multipliers)]
+    try:  # notebook 07 runs the profile's layers at the same relative depth
+        beyond_layers = depth_matched_layers(prof, prof.beyond_model)
+    except SNAError:  # a Hub id of unknown shape here: no estimate below (any other name raises there)
+        beyond_layers = prof.layers
+    grids += [(TABLE_MAKERS["beyond_"], prof.beyond_model, tasks, beyond_layers, prof.ks, prof.multipliers)]
     parts = []
     for notebook, model, ts, layers, ks, ms in grids:
-        shape = model_shape(model)
+        try:
+            shape = model_shape(model)
+        except SNAError:  # a Hub id whose config is neither cached nor reachable: no estimate, no crash
+            if not is_hub_id(model):
+                raise
+            shape = None
+        if layers is None and shape is None:
+            parts.append(Part(notebook, model, 0, None))
+            continue
         layers = sorted(set(layers)) if layers is not None else range(shape.n_layers)
         n_cfg = len(ts) * len(layers) * len(set(ks)) * len(set(ms))
-        parts.append(Part(notebook, model, n_cfg, grid_flops(shape, [lengths[t.name] for t in ts], neutral_lengths,
-                                                             layers, len(set(ks)), len(set(ms)))))
+        flops = None if shape is None else grid_flops(shape, [lengths[t.name] for t in ts], neutral_lengths,
+                                                      layers, len(set(ks)), len(set(ms)))
+        parts.append(Part(notebook, model, n_cfg, flops))
     return parts, counted
 
 
@@ -88,14 +105,29 @@ def downloads(prof: Profile) -> list[str]:
     from .hub import hub_cached
 
     lines = []
-    for name in dict.fromkeys([prof.small_model, *prof.sweep_models, prof.sst2_model, prof.pythia_model]):
+    for name in dict.fromkeys([prof.small_model, *prof.sweep_models, prof.sst2_model, prof.pythia_model,
+                               prof.beyond_model]):
         if name in HUB_MODELS:
             size = model_shape(name).n_params * 4 / 1e9
             state = "cached" if hub_cached(HUB_MODELS[name], "model.safetensors") else f"to download, about {size:.1f} GB at float32"
             lines.append(f"{name} ({HUB_MODELS[name]}): {state}")
+        elif is_hub_id(name):
+            lines.append(f"{name}: {hub_model_state(name)}")
     if prof.sst2_model in HUB_MODELS and not os.environ.get("SNA_SST2_DIR"):
         lines.append("GLUE SST-2 (nyu-mll/glue), a few MB, unless $SNA_SST2_DIR points at local files")
     return lines
+
+
+def hub_model_state(hub_id: str) -> str:
+    """'cached', or 'to download' with the size estimated from its shape ('shape unknown' offline)."""
+    from .hub import hub_cached
+
+    if any(hub_cached(hub_id, f) for f in ("model.safetensors", "model.safetensors.index.json")):
+        return "cached"
+    try:
+        return f"to download, about {model_shape(hub_id).n_params * 4 / 1e9:.1f} GB at float32 (estimate)"
+    except SNAError:
+        return "to download, shape unknown (its config is not cached and the Hub is not reachable)"
 
 
 def fmt_seconds(seconds: float) -> str:
@@ -117,8 +149,8 @@ class Plan:
 
     def seconds(self, part: Part | None = None) -> float:
         """Estimated engine time of one part (or all): FLOP floor / rate x ENGINE_OVER_FLOOR."""
-        flops = part.flops if part else sum(p.flops for p in self.parts)
-        return flops / self.rate * ENGINE_OVER_FLOOR
+        flops = part.flops if part else sum(p.flops or 0.0 for p in self.parts)
+        return (flops or 0.0) / self.rate * ENGINE_OVER_FLOOR
 
     def lines(self) -> list[str]:
         """The pre-flight report, one line each."""
@@ -128,6 +160,10 @@ class Plan:
                f"(measured now)"]
         out += [f"  model     {d}" for d in downloads(prof)] or ["  models    none to download"]
         for p in self.parts:
+            if p.flops is None:
+                out.append(f"  estimate  {'?':>7}  {p.notebook}: {p.model}, shape unknown (its config is not "
+                           f"cached and the Hub is not reachable): not in the total")
+                continue
             out.append(f"  estimate  {fmt_seconds(self.seconds(p)):>7}  {p.notebook}: {p.model}, "
                        f"{p.configurations:,} configurations, {p.flops / 1e12:,.1f} TFLOP at the floor")
         if not self.parts:

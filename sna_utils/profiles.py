@@ -2,14 +2,15 @@
 
 The three profiles (``smoke``, ``quick``, ``paper``), the paper's grid, the results folder of a
 profile and the file names of its tables (with the notebook that writes each), grid sizes and model shapes without
-loading a model, and the settings every notebook starts with. Imports ``core``, ``standins``, ``store``
-and, for the figure style, ``style``.
+loading a model (a Hub id's from its ``config.json``), and the settings every notebook starts with. Imports
+``core``, ``hub``, ``standins``, ``store`` and, for the figure style, ``style``.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -19,6 +20,7 @@ import torch
 
 from .core import KIT_ROOT, MODEL_NAMES, kit_model_name
 from .errors import SNAError
+from .hub import hub_reachable
 from .standins import STANDINS
 from .store import read_table
 from .style import set_plot_style
@@ -28,6 +30,10 @@ PAPER_KS = (1, 5, 10, 20, 50, 100, 200)
 
 
 PAPER_MULTIPLIERS = (1.5, 2.0, 3.0, 5.0, 7.0, 10.0, 15.0, 20.0)
+
+
+# Notebook 07's default model: Qwen2.5-0.5B (Apache-2.0, ungated, 2024), Qwen2 family (tested offline on tiny-qwen2).
+BEYOND_MODEL = "Qwen/Qwen2.5-0.5B"
 
 
 @dataclass(frozen=True)
@@ -52,6 +58,7 @@ class Profile:
     sst2_multipliers: tuple[float, ...] = ()
     sst2_limit: int | None = None  # validation sentences used (None: all 872)
     pythia_model: str = "pythia-160m"
+    beyond_model: str = BEYOND_MODEL  # notebook 07: a modern decoder-only model (a Hub id, folder or stand-in)
     description: str = ""
 
 
@@ -59,6 +66,7 @@ PROFILES = {
     "smoke": Profile("smoke", "tiny", ("tiny",), None, (1, 5), (2.0, 5.0), (5,), (2.0, 5.0),
                      sst2_model="tiny", sst2_layer=2, sst2_k=10, sst2_n_train=64, pythia_model="tiny-pythia",
                      sst2_layers=(1, 2), sst2_ks=(5,), sst2_multipliers=(2.0, 5.0), sst2_limit=200,
+                     beyond_model="tiny-qwen2",
                      description="offline random tiny models, a handful of configurations: tests and CI"),
     "quick": Profile("quick", "gpt2-small", ("gpt2-small",), (2, 5, 8, 10), (5, 20, 100), (2.0, 5.0, 10.0),
                      (10,), (3.0,), sst2_model="gpt2-small", sst2_layer=10,
@@ -94,13 +102,12 @@ TABLE_MAKERS = {  # results table (file name or prefix) -> the notebook that wri
     "sst2_grid.parquet": "04_sst2_zone_analysis",
     "sst2_claims.parquet": "04_sst2_zone_analysis",
     "pythia.parquet": "05_pythia_160m",
+    "beyond_": "07_beyond_gpt2",
 }
 
 
 def safe_name(name: str) -> str:
     """A model name as part of a file name: 'random:gpt2-small' -> 'random-gpt2-small'; a folder -> its name."""
-    import re
-
     name = Path(str(name)).name if ("/" in str(name) or os.sep in str(name)) else str(name)
     return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "model"
 
@@ -109,6 +116,11 @@ def sweep_table_name(model: str) -> str:
     """Name of a model's sweep table in a profile's results folder (written by notebook 03): a dataset
     folder of one Parquet file per (task, layer) unit."""
     return f"sweep_{safe_name(model)}.parquet"
+
+
+def beyond_table_name(model: str) -> str:
+    """Name of the sweep table of notebook 07's model ('Qwen/Qwen2.5-0.5B' -> 'beyond_Qwen2.5-0.5B.parquet')."""
+    return f"beyond_{safe_name(model)}.parquet"
 
 
 def interference_table_name(model: str) -> str:
@@ -141,15 +153,18 @@ GPT2_VOCAB = 50257
 
 @dataclass(frozen=True)
 class ModelShape:
-    """The sizes the FLOP model needs; ``cfg`` lets ``flops.grid_flop_floor`` read it like a loaded model."""
+    """The sizes the FLOP model needs; ``cfg`` lets ``flops.grid_flop_floor`` read it like a loaded model.
+    ``n_heads``, ``n_key_value_heads`` and ``d_head`` size grouped-query attention (None: as many key/value heads
+    as query heads, of size d_model / n_heads); ``gated_mlp``: three MLP matrices (gate, up, down), not two."""
 
     n_layers: int
     d_model: int
     d_mlp: int
     d_vocab: int
-    gated_mlp: bool = False  # three MLP matrices (gate, up, down), as Llama-style families have
-    n_heads: int = 0  # with n_key_value_heads: grouped-query attention's narrower keys/values (0: not known)
-    n_key_value_heads: int = 0
+    n_heads: int | None = None
+    n_key_value_heads: int | None = None
+    d_head: int | None = None
+    gated_mlp: bool = False
 
     @property
     def cfg(self) -> "ModelShape":
@@ -157,41 +172,98 @@ class ModelShape:
 
     @property
     def n_params(self) -> int:
-        """Approximate parameter count: blocks plus the (tied) embedding."""
-        return self.n_layers * (4 * self.d_model**2 + 2 * self.d_model * self.d_mlp) + self.d_vocab * self.d_model
+        """Approximate parameter count: blocks (attention, MLP) plus the (tied) embedding."""
+        heads = self.n_heads or 1
+        d_kv = (self.n_key_value_heads or heads) * (self.d_head or self.d_model // heads)
+        block = 2 * self.d_model**2 + 2 * self.d_model * d_kv + (3 if self.gated_mlp else 2) * self.d_model * self.d_mlp
+        return self.n_layers * block + self.d_vocab * self.d_model
 
 
-HUB_SHAPES = {  # METHOD, "Models"
-    "gpt2-small": ModelShape(12, 768, 3072, GPT2_VOCAB),
-    "gpt2-medium": ModelShape(24, 1024, 4096, GPT2_VOCAB),
-    "pythia-160m": ModelShape(12, 768, 3072, 50304),
+# Hugging Face model types whose MLP is gated (act(gate) * up): the families the kit tests, and close kin.
+GATED_MODEL_TYPES = {"llama", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "gemma3_text", "mistral", "mixtral",
+                     "phi3", "olmo", "olmo2"}
+
+
+HUB_SHAPES = {  # METHOD, "Models"; and notebook 07's default (Qwen2.5-0.5B's config.json: GQA, gated MLP)
+    "gpt2-small": ModelShape(12, 768, 3072, GPT2_VOCAB, n_heads=12),
+    "gpt2-medium": ModelShape(24, 1024, 4096, GPT2_VOCAB, n_heads=16),
+    "pythia-160m": ModelShape(12, 768, 3072, 50304, n_heads=12),
+    BEYOND_MODEL: ModelShape(24, 896, 4864, 151936, n_heads=14, n_key_value_heads=2, d_head=64, gated_mlp=True),
 }
 
 
+def shape_from_config(c: dict) -> ModelShape:
+    """The shape in a Hugging Face ``config.json`` (GPT-2's names or the common ``hidden_size`` ones)."""
+    c = c.get("text_config") or c
+    d = c.get("n_embd") or c["hidden_size"]
+    return ModelShape(c.get("n_layer") or c["num_hidden_layers"], d,
+                      c.get("n_inner") or c.get("intermediate_size") or 4 * d, c["vocab_size"],
+                      n_heads=c.get("n_head") or c.get("num_attention_heads"),
+                      n_key_value_heads=c.get("num_key_value_heads"), d_head=c.get("head_dim"),
+                      gated_mlp=c.get("model_type") in GATED_MODEL_TYPES)
+
+
+def hub_config(hub_id: str) -> dict | None:
+    """The ``config.json`` of Hub model ``hub_id`` from the local cache, else the Hub if reachable; None when
+    neither (offline and never downloaded) or the repository has none."""
+    from huggingface_hub import hf_hub_download, try_to_load_from_cache
+
+    path = try_to_load_from_cache(hub_id, "config.json")
+    if not isinstance(path, str) and hub_reachable():
+        try:
+            path = hf_hub_download(hub_id, "config.json")
+        except Exception:  # no such repository, gated, ...: the caller says 'shape unknown'
+            path = None
+    return json.loads(Path(path).read_text()) if isinstance(path, str) else None
+
+
+def is_hub_id(name: str) -> bool:
+    """True for a Hub id ('org/name') that is not a local folder."""
+    return not Path(name).exists() and re.fullmatch(r"[\w-][\w.-]*/[\w.-]+", name) is not None
+
+
 def model_shape(name: str) -> ModelShape:
-    """The shape of a model by kit name, stand-in or local checkpoint folder, without loading weights."""
+    """The shape of a model by kit name, stand-in, local checkpoint folder or Hub id, without loading weights.
+
+    A Hub id's shape comes from its cached (or downloaded) ``config.json``; offline and never downloaded, an
+    SNAError says the shape is unknown."""
     name = kit_model_name(name)
     if name in HUB_SHAPES:
         return HUB_SHAPES[name]
     if name in STANDINS:
-        arch, o, _ = STANDINS[name]
-        if arch == "gpt2":
-            return ModelShape(o["n_layer"], o["n_embd"], 4 * o["n_embd"], GPT2_VOCAB)
-        gated = {} if arch == "gpt_neox" else dict(gated_mlp=True, n_heads=o["num_attention_heads"],
-                                                     n_key_value_heads=o["num_key_value_heads"])
-        return ModelShape(o["num_hidden_layers"], o["hidden_size"], o["intermediate_size"], o["vocab_size"], **gated)
+        model_type, overrides, _ = STANDINS[name]
+        return shape_from_config({"vocab_size": GPT2_VOCAB, **overrides, "model_type": model_type})
     config = Path(name) / "config.json"
     if config.is_file():
-        c = json.loads(config.read_text())
-        d = c.get("n_embd") or c["hidden_size"]
-        return ModelShape(c.get("n_layer") or c["num_hidden_layers"], d, c.get("n_inner") or c.get(
-            "intermediate_size") or 4 * d, c["vocab_size"])
-    raise SNAError(f"Unknown model {name!r}: use one of {MODEL_NAMES} or a local checkpoint folder.")
+        return shape_from_config(json.loads(config.read_text()))
+    if is_hub_id(name):
+        c = hub_config(name)
+        if c is None:
+            raise SNAError(f"Model {name!r}: shape unknown (its config.json is not cached and the Hugging Face Hub "
+                           f"is not reachable).")
+        return shape_from_config(c)
+    raise SNAError(f"Unknown model {name!r}: use one of {MODEL_NAMES}, a Hub id ('org/name') or a local "
+                   f"checkpoint folder.")
 
 
 def n_layers_of(name: str) -> int:
-    """Number of layers of a model by kit name or checkpoint folder, without loading its weights."""
+    """Number of layers of a model by kit name, checkpoint folder or Hub id, without loading its weights."""
     return model_shape(name).n_layers
+
+
+def depth_matched_layers(prof: Profile, model: str) -> list[int] | None:
+    """The profile's layers for ``model`` at the same relative depth as on the profile's GPT-2 model
+    (``None``: every layer): quick's GPT-2 Small layers (2, 5, 8, 10) of 12 are (4, 10, 17, 21) of 24."""
+    if prof.layers is None:
+        return None
+    n_from, n_to = n_layers_of(prof.small_model), n_layers_of(model)
+    return sorted({round(L * (n_to - 1) / (n_from - 1)) for L in prof.layers})
+
+
+def best_depth(summary: pd.DataFrame) -> pd.Series:
+    """Each row's best layer as a fraction of its model's depth, ``layer / (n_layers - 1)`` in [0, 1]."""
+    last = summary["model"].map(lambda m: max(n_layers_of(m) - 1, 1))
+    return (summary["best_layer"] / last).rename("best_depth")
 
 
 def sweep_grid(models: Sequence[str], n_tasks: int, layers: Sequence[int] | None, ks: Sequence[int],

@@ -158,12 +158,68 @@ def test_hub_unreachable_shows_error(app, monkeypatch):
     assert len(errs) == 1 and "Hub is not reachable" in errs[0], errs
 
 
+OTHER = "Another model: Hub id or local folder…"  # the model choice that opens the text box
+
+
+def other_model(at: AppTest, name: str) -> AppTest:
+    """Choose 'another model' in the sidebar and type ``name`` (a Hub id or a folder)."""
+    at.selectbox(key="model_choice").set_value(OTHER).run()
+    at.text_input(key="model_path").set_value(name)
+    return at.run()
+
+
 def test_missing_checkpoint_folder_shows_error(app, monkeypatch, tmp_path):
     monkeypatch.setenv("SNA_DEMO_MODEL", str(tmp_path / "no-such-checkpoint"))
     at = app().run()
-    assert at.selectbox(key="model_choice").value == "Local checkpoint folder…"
+    assert at.selectbox(key="model_choice").value == OTHER
     errs = errors(at)
     assert len(errs) == 1 and "folder not found" in errs[0], errs
+
+
+def test_typed_hub_id_offline_shows_the_load_error(app, monkeypatch):
+    """A Hub id typed in the page, offline and never downloaded: load_model's one clear error, in the page."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    at = other_model(app().run(), "some-org/no-such-model")
+    errs = errors(at)
+    assert len(errs) == 1 and "'some-org/no-such-model'" in errs[0] and "Hub is not reachable" in errs[0], errs
+    assert not at.metric
+
+
+def test_unsupported_architecture_shows_the_load_error(app, tmp_path):
+    """A local encoder-only checkpoint (BERT's config): the error names the architecture and what is supported."""
+    folder = tmp_path / "bert-checkpoint"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(dict(
+        model_type="bert", architectures=["BertForMaskedLM"], hidden_size=64, num_hidden_layers=2,
+        num_attention_heads=4, intermediate_size=128, vocab_size=1000)))
+    at = other_model(app().run(), str(folder))
+    errs = errors(at)
+    assert len(errs) == 1 and "encoder-only" in errs[0] and "BertForMaskedLM" in errs[0], errs
+    assert "decoder-only" in errs[0] and not at.metric
+
+
+def test_a_model_typed_by_name_runs(app, tiny):
+    """The text box takes any name load_model takes: a stand-in typed in gives results like the list's."""
+    at = other_model(app().run(), "tiny")
+    assert errors(at) == [] and "P(target) after SNA" in metrics(at)
+    listed = app().run()
+    assert metrics(at) == metrics(listed)
+
+
+@pytest.mark.parametrize("name", [n for n in su.standins.TINY_FAMILIES if n not in ("tiny", "tiny-pythia")])
+def test_every_tested_family_runs_by_name(app, monkeypatch, name):
+    """Each gated-MLP family's stand-in, picked by name: results, and the page's numbers are sna_utils'."""
+    monkeypatch.setenv("SNA_DEMO_MODEL", name)
+    at = app().run()
+    assert errors(at) == [] and at.selectbox(key="model_choice").value == name
+    model, task = su.load_model(name), su.load_tasks()[0]
+    layer = su.n_layers(model) // 2
+    chosen = frame_with(at, "neuron", 0)["neuron"].tolist()
+    prompts, targets = [i.prompt for i in task.evaluation], [i.target for i in task.evaluation]
+    per_prompt = frame_with(at, "p_sna")
+    iv = su.Intervention(layer, chosen, 5.0, "all")
+    np.testing.assert_allclose(per_prompt["p_sna"], su.target_probs(model, prompts, targets, iv).numpy(), rtol=1e-4)
+    assert not np.allclose(per_prompt["p_sna"], per_prompt["p_before"], rtol=1e-3)  # the intervention moves it
 
 
 def test_model_override_from_sna_model(app, monkeypatch):
@@ -191,11 +247,12 @@ def test_streamlit_config_binds_locally_without_usage_statistics():
 # AppTest: defaults from a saved sweep table; caching
 # ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize("layout", ["single file", "dataset folder"])
-def test_defaults_come_from_saved_sweep_table(app, monkeypatch, tmp_path, layout):
+@pytest.mark.parametrize("layout,name", [("single file", "sweep.parquet"), ("dataset folder", "sweep.parquet"),
+                                         ("dataset folder", "beyond_tiny.parquet")])  # 07's table too
+def test_defaults_come_from_saved_sweep_table(app, monkeypatch, tmp_path, layout, name):
     rows = [("tiny", "addition", 0, 5, 3.0, "all", 10.0), ("tiny", "addition", 2, 10, 2.0, "last", 50.0),
             ("tiny-pythia", "addition", 1, 1, 20.0, "all", 99.0)]
-    table = tmp_path / "results" / "quick" / "sweep.parquet"
+    table = tmp_path / "results" / "quick" / name
     table.parent.mkdir(parents=True)
     df = pd.DataFrame(rows, columns=["model", "task", "layer", "k", "multiplier", "positions", "improvement_pct"])
     if layout == "single file":  # as kit 0.1.0 wrote it
@@ -209,7 +266,7 @@ def test_defaults_come_from_saved_sweep_table(app, monkeypatch, tmp_path, layout
     assert errors(at) == []
     assert (at.number_input(key="layer").value, at.number_input(key="k").value,
             at.number_input(key="multiplier").value, at.radio(key="positions").value) == (2, 10, 2.0, "last")
-    assert any("sweep.parquet" in c.value and "+50.0 %" in c.value for c in at.caption)
+    assert any(name in c.value and "+50.0 %" in c.value for c in at.caption)
     at.selectbox(key="task").set_value("antonyms").run()  # not in the table: the fallback defaults
     assert (at.number_input(key="layer").value, at.number_input(key="k").value) == (1, 20)
 

@@ -449,3 +449,6 @@ def test_restrict_to_single_token(tiny, small):
     empty = su.Task("y", "poetry", "", (su.Item("a", " b c"),), t[0].evaluation)
     with pytest.raises(su.SNAError, match="no single-token targets"):
         su.restrict_to_single_token(tiny, [empty])
+    with pytest.warns(UserWarning, match=r"1 items left out.*\(y 1\)"):  # a task left out whole, counted
+        kept, dropped = su.restrict_to_single_token(tiny, [empty, t[1]], drop_empty=True)
+    assert [k.name for k in kept] == [t[1].name] and dropped["task"].tolist() == ["y"]

@@ -94,7 +94,7 @@ def test_profiles_table():
         row = _row(f"`{name}`")
         assert f"`{prof.sst2_model}` layer {prof.sst2_layer}, k = {prof.sst2_k}, m = {prof.sst2_multiplier:g}, " \
                f"{prof.sst2_n_train} train sentences" in row, name
-        for model in (*prof.sweep_models, prof.pythia_model):
+        for model in (*prof.sweep_models, prof.pythia_model, prof.beyond_model):
             assert f"`{model}`" in row, (name, model)
         if name != "paper":
             layers = "all layers" if prof.layers is None else f"layers {_set(prof.layers)}"

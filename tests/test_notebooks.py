@@ -19,15 +19,17 @@ import sna_utils as su
 KIT_ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK_DIR = KIT_ROOT / "notebooks"
 SERIES = ["01_gpt2_small_validation", "02_neuron_discovery", "03_gpt2_medium_sweep", "04_sst2_zone_analysis",
-          "05_pythia_160m", "06_figures"]
+          "05_pythia_160m", "06_figures", "07_beyond_gpt2"]
 SMOKE_FIGURES = [
     "01_baseline_zones", "01_sna_vs_control", "01_layer_profile", "02_score_distributions", "02_neuron_overlap",
     "03_layer_specialisation_tiny", "03_interference_tiny", "04_sst2_confidence_bands",
     "fig3_confidence_vs_improvement", "fig4_sst2_zones", "layer_multiplier_heatmaps_tiny", "improvement_vs_k",
-    "golden_zone_map", "05_pythia_vs_gpt2",
+    "golden_zone_map", "05_pythia_vs_gpt2", "07_baseline_zones", "07_sna_vs_control", "07_confidence_vs_improvement",
+    "07_beyond_vs_gpt2",
 ]
 SMOKE_TABLES = ["validation.parquet", "sweep_tiny.parquet", "interference_tiny.parquet", "sst2_examples.parquet",
-                "sst2_grid.parquet", "sst2_claims.parquet", "pythia.parquet", "paper_comparison.csv"]
+                "sst2_grid.parquet", "sst2_claims.parquet", "pythia.parquet", "paper_comparison.csv",
+                "beyond_tiny-qwen2.parquet"]
 
 
 def _runner():
@@ -72,14 +74,29 @@ def test_committed_notebook_is_clean_and_parameterised(path):
     assert "import sna_utils as su" in "\n".join(c.source for c in nb.cells if c.cell_type == "code")
 
 
+OWN_MODEL_VARIABLE = {"05_pythia_160m": "SNA_PYTHIA_MODEL", "07_beyond_gpt2": "SNA_BEYOND_MODEL"}
+
+
 def test_model_override_from_environment():
-    """`SNA_MODEL=... make run` sets every notebook's model; the Pythia notebook has its own SNA_PYTHIA_MODEL, so
-    one override never makes a GPT-2 model stand in for Pythia."""
+    """`SNA_MODEL=... make run` sets every notebook's model; the Pythia and the beyond-GPT-2 notebooks have their
+    own variables, so one override never makes a GPT-2 model stand in for Pythia or a modern model."""
     for path in _committed():
         nb = nbformat.read(path, as_version=4)
         params = next(c.source for c in nb.cells if "parameters" in c.metadata.get("tags", []))
-        var = "SNA_PYTHIA_MODEL" if "pythia" in path.stem else "SNA_MODEL"
+        var = OWN_MODEL_VARIABLE.get(path.stem, "SNA_MODEL")
         assert f'\nmodel_name = os.environ.get("{var}", "")' in params, path.stem
+
+
+def test_figures_notebook_reads_only_tables_of_earlier_notebooks():
+    """06_figures ran last until 07 came: it may run before 07 only because it reads no table that 07 (or any
+    later notebook) writes, so a first run's comparison still has every row."""
+    source = "\n".join(c.source for c in nbformat.read(NOTEBOOK_DIR / "06_figures.ipynb", as_version=4).cells
+                       if c.cell_type == "code")
+    by_function = {"sweep_": "sweep_table_name(", "interference_": "interference_table_name(",
+                   "beyond_": "beyond_table_name("}
+    read = {key: maker for key, maker in su.profiles.TABLE_MAKERS.items() if by_function.get(key, key) in source}
+    assert {"sweep_", "sst2_examples.parquet", "pythia.parquet"} <= set(read)
+    assert all(maker < "06" for maker in read.values()), read
 
 
 def test_strip_and_clean_check(tmp_path):
@@ -204,6 +221,9 @@ def test_smoke_series_writes_every_figure_and_table(smoke_run):
     sweep = pd.read_parquet(sweep_dir)
     assert len(sweep) == 12 * 3 * 2 * 2 and set(sweep["model"]) == {"tiny"}
     assert set(pd.read_parquet(run_dir / "results" / "smoke" / "pythia.parquet")["model"]) == {"tiny-pythia"}
+    beyond = pd.read_parquet(run_dir / "results" / "smoke" / "beyond_tiny-qwen2.parquet")
+    assert set(beyond["model"]) == {"tiny-qwen2"} and len(beyond) == 12 * 3 * 2 * 2  # the Qwen2 family's stand-in
+    assert "GPT-2 side from sweep_tiny.parquet" in (run_dir / "07_beyond_gpt2.ipynb").read_text()
     assert not list((run_dir / "figures").glob("*.png")), "figures belong in figures/<profile>/"
 
 

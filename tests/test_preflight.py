@@ -1,5 +1,7 @@
 """The pre-flight: model shapes without weights, the FLOP floor of each grid against the loaded model's, the
 estimate, the downloads, and the refusal of the `paper` profile on a CPU-only machine."""
+import dataclasses
+
 import pytest
 
 import sna_utils as su
@@ -12,6 +14,18 @@ def test_shape_without_weights_matches_the_loaded_model(request, name):
     shape = su.profiles.model_shape(name)
     assert (shape.n_layers, shape.d_model, shape.d_mlp, shape.d_vocab) == (
         model.cfg.n_layers, model.cfg.d_model, model.cfg.d_mlp, model.cfg.d_vocab)
+
+
+@pytest.mark.parametrize("name", ["tiny-qwen2", "tiny-gemma2"])
+def test_gated_gqa_shape_gives_the_loaded_models_flop_floor(name):
+    """A gated, grouped-query family's shape without weights gives the same FLOP floor as the loaded model."""
+    model, shape = su.load_model(name), su.profiles.model_shape(name)
+    assert shape.gated_mlp and shape.n_key_value_heads < shape.n_heads
+    assert (shape.n_layers, shape.d_model, shape.d_mlp, shape.d_vocab) == (
+        model.cfg.n_layers, model.cfg.d_model, model.cfg.d_mlp, model.cfg.d_vocab)
+    assert su.grid_flop_floor(shape, 1, 4, 2, 9) == su.grid_flop_floor(model, 1, 4, 2, 9)
+    gpt2_formula = su.profiles.ModelShape(shape.n_layers, shape.d_model, shape.d_mlp, shape.d_vocab)
+    assert su.grid_flop_floor(shape, 1, 4, 2, 9) != su.grid_flop_floor(gpt2_formula, 1, 4, 2, 9)
 
 
 def test_hub_shapes_match_the_random_standins_and_checkpoint_folders(tmp_path):
@@ -83,3 +97,28 @@ def test_paper_on_cpu_stops_with_the_ways_on(monkeypatch):
     pf.check_can_start(pf.plan("quick", device="cpu", rate=1e11))
     pf.check_can_start(pf.plan("paper", ["06_figures"], device="cpu", rate=1e11))  # no sweep chosen
     pf.check_can_start(pf.Plan("paper", "cuda", 1e13, paper.parts, True))
+
+
+def test_beyond_model_part_and_unknown_shape(monkeypatch):
+    """Notebook 07's grid is in the plan at the modern model's shape; a Hub id of unknown shape (offline, never
+    downloaded) gets 'shape unknown' and no estimate instead of a crash; any other unknown name still raises."""
+    paper, _ = pf.profile_parts(su.get_profile("paper"))
+    beyond = next(p for p in paper if p.notebook == "07_beyond_gpt2")
+    assert beyond.model == "Qwen/Qwen2.5-0.5B" and beyond.configurations == 12 * 24 * 7 * 8
+    small = next(p for p in paper if p.model == "gpt2-small" and p.notebook.startswith("03"))
+    assert beyond.flops > 5 * small.flops  # twice the layers, a wider MLP, a 3x larger vocabulary
+    quick, _ = pf.profile_parts(su.get_profile("quick"))
+    assert next(p for p in quick if p.notebook == "07_beyond_gpt2").configurations == 12 * 4 * 3 * 3
+    monkeypatch.setattr(su.profiles, "hub_config", lambda hub_id: None)
+    unknown = dataclasses.replace(su.get_profile("quick"), name="quick", beyond_model="org/never-downloaded")
+    monkeypatch.setitem(su.profiles.PROFILES, "quick", unknown)
+    p = pf.plan("quick", device="cpu", rate=1e11)
+    part = next(x for x in p.parts if x.notebook == "07_beyond_gpt2")
+    assert part.flops is None and p.seconds() == pytest.approx(sum(x.flops for x in p.parts if x.flops) / 1e11
+                                                               * su.flops.ENGINE_OVER_FLOOR)
+    text = "\n".join(p.lines())
+    assert "07_beyond_gpt2: org/never-downloaded, shape unknown" in text and "total     about" in text
+    assert "org/never-downloaded: to download, shape unknown" in text
+    monkeypatch.setitem(su.profiles.PROFILES, "quick", dataclasses.replace(unknown, beyond_model="no-such-model"))
+    with pytest.raises(su.SNAError, match="Unknown model 'no-such-model'"):
+        pf.plan("quick", device="cpu", rate=1e11)

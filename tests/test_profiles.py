@@ -1,5 +1,6 @@
 """Profiles, table names, grid sizes, and the error for a missing results table."""
 
+import pandas as pd
 import pytest
 
 import sna_utils as su
@@ -21,3 +22,40 @@ def test_names_grid_and_missing_table(tmp_path):
     assert su.first_available_table(["a.parquet"], "smoke", tmp_path) == (None, None)
     assert "RANDOM WEIGHTS" in su.model_note("tiny", "smoke")
     assert "RANDOM" not in su.model_note("gpt2-small", "paper")
+
+
+def test_beyond_model_table_and_depth_matched_layers():
+    """Notebook 07's model per profile, its table name, and the profile's layers at the same relative depth."""
+    assert su.get_profile("smoke").beyond_model == "tiny-qwen2"
+    assert su.get_profile("quick").beyond_model == su.get_profile("paper").beyond_model == "Qwen/Qwen2.5-0.5B"
+    assert su.beyond_table_name("Qwen/Qwen2.5-0.5B") == "beyond_Qwen2.5-0.5B.parquet"
+    assert su.profiles.TABLE_MAKERS["beyond_"] == "07_beyond_gpt2"
+    quick = su.get_profile("quick")
+    assert su.depth_matched_layers(quick, "Qwen/Qwen2.5-0.5B") == [4, 10, 17, 21]  # of 24, from 2, 5, 8, 10 of 12
+    assert su.depth_matched_layers(quick, "gpt2-small") == list(quick.layers)
+    assert su.depth_matched_layers(quick, "gpt2-medium") == [4, 10, 17, 21]
+    assert su.depth_matched_layers(su.get_profile("paper"), "Qwen/Qwen2.5-0.5B") is None  # every layer
+    summary = pd.DataFrame(dict(model=["gpt2-small", "gpt2-medium", "tiny"], best_layer=[11, 6, 1]))
+    assert su.best_depth(summary).tolist() == [1.0, 6 / 23, 0.5]
+
+
+def test_model_shape_of_a_hub_id(monkeypatch, tmp_path):
+    """A Hub id's shape comes from its config.json (cached or downloaded); offline and uncached: 'shape unknown'."""
+    config = dict(model_type="llama", hidden_size=2048, num_hidden_layers=16, intermediate_size=8192,
+                  vocab_size=128256, num_attention_heads=32, num_key_value_heads=8)
+    monkeypatch.setattr(su.profiles, "hub_config", lambda hub_id: config if hub_id == "org/cached-model" else None)
+    assert su.profiles.model_shape("org/cached-model") == su.profiles.ModelShape(
+        16, 2048, 8192, 128256, n_heads=32, n_key_value_heads=8, gated_mlp=True)
+    with pytest.raises(su.SNAError, match="'org/never-seen': shape unknown"):
+        su.profiles.model_shape("org/never-seen")
+    gemma3 = dict(model_type="gemma3", text_config=dict(hidden_size=640, num_hidden_layers=18, intermediate_size=2048,
+                                                        vocab_size=262144))
+    assert su.profiles.shape_from_config(gemma3) == su.profiles.ModelShape(18, 640, 2048, 262144)
+    assert su.profiles.is_hub_id("Qwen/Qwen2.5-0.5B") and not su.profiles.is_hub_id("tiny")
+    assert not su.profiles.is_hub_id(str(tmp_path))  # an existing folder is a folder
+
+
+def test_hub_config_offline_is_none(monkeypatch):
+    """Offline (HF_HUB_OFFLINE=1) and never downloaded: no config, no network call, no crash."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert su.profiles.hub_config("org/never-downloaded-model") is None
