@@ -50,8 +50,9 @@ lab: $(STAMP)
 	$(PY) -m ipykernel install --user --name $(KERNEL_NAME) --display-name "Python (SNA kit .venv)"
 	$(VENV)/bin/jupyter lab --ServerApp.root_dir=notebooks $(LAB_ARGS)
 
+# make bench [MODEL=random:llama-1b] [BENCH_ARGS="--layers 8,15 --n-eval 4"]: engine vs plain loop vs FLOP floor.
 bench: $(STAMP)
-	$(PY) scripts/benchmark_sweep.py
+	$(PY) scripts/benchmark_sweep.py $(if $(MODEL),--model $(MODEL)) $(BENCH_ARGS)
 
 bench-ray:
 	$(MAKE) setup EXTRAS=ray

@@ -1,10 +1,15 @@
 """Benchmark the sweep engine against the plain per-configuration loop and the FLOP floor.
 
 One task x all layers x the paper's 56 (k, multiplier) pairs on an offline stand-in
-(default random:gpt2-small). Prints times and ratios; it is not a test.
+(default random:gpt2-small; any model ``load_model`` takes, e.g. ``random:llama-1b``, the Llama-3.2-1B
+shape). ``--reduced`` is the small CPU grid for ~1B models: three layers, k in {1, 10, 100},
+multipliers {2, 5, 10}, 8 discovery prompts of each kind, 4 evaluation and 4 neutral prompts,
+6 plain-loop samples, float32 only.
+Prints times and ratios; it is not a test.
 
     python scripts/benchmark_sweep.py [--model random:gpt2-small] [--device cpu] [--plain-sample 24]
         [--layers 0,6,11] [--n-eval 10] [--n-neutral 20] [--precisions float32,bfloat16] [--max-tokens N]
+        [--n-disc 8] [--reduced]
 
 * plain loop: for each configuration, full hooked forward passes (``su.measure``) of the
   evaluation prompts and held-out neutral prompts, for the SNA neurons and for the random
@@ -84,25 +89,35 @@ def main() -> None:
     ap.add_argument("--layers", default="all", help="comma-separated layers (default: all)")
     ap.add_argument("--n-eval", type=int, default=0, help="evaluation prompts to use (default: all)")
     ap.add_argument("--n-neutral", type=int, default=0, help="held-out neutral prompts to use (default: all)")
+    ap.add_argument("--n-disc", type=int, default=0, help="discovery prompts of each kind (default: all)")
     ap.add_argument("--precisions", default="", help="comma-separated engine precisions (default: float32 and "
                     "bfloat16, and tf32 on CUDA)")
     ap.add_argument("--max-tokens", type=int, default=0, help="tokens per engine chunk (default: sized to the device)")
     ap.add_argument("--no-last", action="store_true", help='skip the positions="last" timing')
+    ap.add_argument("--reduced", action="store_true", help="the reduced CPU grid for ~1B models (see above)")
     args = ap.parse_args()
 
     model = su.load_model(args.model, device=args.device)
-    task = su.load_tasks([args.task])[0]
+    if args.reduced:
+        n = su.n_layers(model)
+        args.layers = args.layers if args.layers != "all" else f"0,{n // 2},{n - 1}"
+        args.n_eval, args.n_neutral, args.n_disc = args.n_eval or 4, args.n_neutral or 4, args.n_disc or 8
+        args.plain_sample, args.precisions = min(args.plain_sample, 6), args.precisions or "float32"
+    task = su.load_tasks([args.task], model=model)[0]  # targets checked against this model's tokenizer
     neutral = su.split_neutral(su.load_neutral())
     if args.n_eval:
         task = su.Task(task.name, task.category, task.description, task.discovery, task.evaluation[: args.n_eval])
     if args.n_neutral:
         neutral = su.NeutralSet(neutral.discovery, neutral.heldout[: args.n_neutral])
+    if args.n_disc:
+        task = su.Task(task.name, task.category, task.description, task.discovery[: args.n_disc], task.evaluation)
+        neutral = su.NeutralSet(neutral.discovery[: args.n_disc], neutral.heldout)
     layers = list(range(su.n_layers(model))) if args.layers == "all" else [int(x) for x in args.layers.split(",")]
     cuda = args.device.startswith("cuda")
     precisions = args.precisions.split(",") if args.precisions else ["float32", "bfloat16"] + ["tf32"] * cuda
-    ks, ms = su.PAPER_KS, su.PAPER_MULTIPLIERS
+    ks, ms = ((1, 10, 100), (2.0, 5.0, 10.0)) if args.reduced else (su.PAPER_KS, su.PAPER_MULTIPLIERS)
     n_grid = len(layers) * len(ks) * len(ms)
-    print(f"model {args.model} on {args.device} ({torch.get_num_threads()} CPU threads); task {task.name}: "
+    print(f"{su.model_note(args.model)} on {args.device} ({torch.get_num_threads()} CPU threads); task {task.name}: "
           f"{len(task.evaluation)} evaluation prompts, {len(neutral.heldout)} held-out neutral prompts; "
           f"grid {len(layers)} layers {layers} x {len(ks)} k x {len(ms)} multipliers = {n_grid} configurations")
 

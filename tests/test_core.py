@@ -7,6 +7,7 @@ hook on the MLP activation module.
 import importlib.util
 import math
 import os
+import warnings
 
 import pytest
 import torch
@@ -317,8 +318,6 @@ def test_target_without_leading_space_after_a_word_warns(tiny):
     """'8' after '... is' reads as 'is8': almost always a mistake for GPT-2's tokenizer; the warning names it."""
     with pytest.warns(UserWarning, match=r"item 1 \('Two plus six is' -> '8'\).*' 8'"):
         su.target_probs(tiny, ["One plus one is", "Two plus six is"], [" 2", "8"])
-    import warnings
-
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no warning for the usual forms
         su.target_probs(tiny, ["One plus one is", "x = (", "The answer:"], [" 2", "1", " yes"])
@@ -439,10 +438,14 @@ def test_unknown_score_method_rejected_everywhere(tiny, tasks, neutral):
 def test_restrict_to_single_token(tiny, small):
     t, _ = small
     bad = su.Task("x", "poetry", "", t[0].discovery + (su.Item("Roses are", " red roses"),), t[0].evaluation)
-    kept, dropped = su.restrict_to_single_token(tiny, [bad, t[1]])
+    with pytest.warns(UserWarning, match=r"1 items left out: .* not one token for tiny's tokenizer \(x 1\)"):
+        kept, dropped = su.restrict_to_single_token(tiny, [bad, t[1]])
     assert [len(k.discovery) for k in kept] == [len(t[0].discovery), len(t[1].discovery)]
     assert dropped.to_dict("records") == [dict(task="x", half="discovery", prompt="Roses are", target=" red roses",
                                                n_tokens=2)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing to report when every target is one token
+        assert su.load_tasks(["addition"], model=tiny) == su.load_tasks(["addition"])
     empty = su.Task("y", "poetry", "", (su.Item("a", " b c"),), t[0].evaluation)
     with pytest.raises(su.SNAError, match="no single-token targets"):
         su.restrict_to_single_token(tiny, [empty])

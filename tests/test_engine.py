@@ -61,6 +61,30 @@ def test_engine_equals_plain_loop_float32(any_tiny, tasks, neutral, tmp_path):
             assert_close(engine, plain, col)
 
 
+def test_gpt2_hand_written_path_equals_the_general_one(tasks, monkeypatch):
+    """GPT-2's hand-written blocks (kept for speed) against the same model run through its own Hugging Face
+    layers (the path every other family takes): every metric, both positions, float64."""
+    t = tasks[0]
+    fast = su.load_model("tiny", device="cpu", dtype=torch.float64)
+    assert isinstance(su.engine.engine_weights(fast), su.engine.EngineWeights)
+    monkeypatch.setattr(su.engine, "HAND_WRITTEN", {})
+    general = su.load_model("tiny", device="cpu", dtype=torch.float64)
+    assert isinstance(su.engine.engine_weights(general), su.decoder.Decoder)
+    ids = su.target_token_ids(fast, t.evaluation)
+    configs = [su.engine.Config((3, 7, 11), m) for m in (0.0, 5.0)] + [su.engine.Config(tuple(range(60)), 3.0)]
+    for layer in (0, 1, 2):
+        out = []
+        for model in (fast, general):
+            state = su.engine.layer_state(model, su.encode_prompts(model, [i.prompt for i in t.evaluation]), layer)
+            ref = su.engine.reference(model, state, layer)
+            out.append([su.engine.engine_metrics(model, state, layer, configs, pos, ids, ref) for pos in ("all", "last")])
+        for a, b in zip(*out):
+            torch.testing.assert_close(a.p, b.p, rtol=1e-6, atol=0)
+            torch.testing.assert_close(a.kl, b.kl, rtol=1e-5, atol=1e-12)
+            assert torch.equal(a.top1, b.top1)
+        assert (out[0][0].p[1] / out[0][0].p[0] - 1).abs().max() > 1e-2, "the configurations move probabilities"
+
+
 def test_engine_reuses_topk_ordering(tiny, tasks, neutral):
     """Top-k sets are nested prefixes of one ranking per (task, layer)."""
     t = tasks[0]
@@ -130,9 +154,9 @@ def test_chunks_follow_the_device(tiny, monkeypatch):
     assert su.engine.logit_rows(eng, cpu) * eng.w_u.shape[0] * 32 <= su.engine.CPU_LOGIT_BYTES
     free = int(0.4 * 22e9)
     monkeypatch.setattr(su.engine, "_free_bytes", lambda device: free)
-    medium = su.engine.EngineWeights("gpt2", [su.engine.BlockWeights(*[torch.empty(0)] * 6, torch.empty(1024, 4096),
-                                                                     *[torch.empty(0)] * 3)],
-                                     (None, None), torch.empty(50257, 1024), 16, 1e-5, None, False, None)
+    medium = su.engine.EngineWeights("gpt2", [su.engine.BlockWeights(*[torch.empty(0)] * 8, torch.empty(4096, 1024),
+                                                                     torch.empty(0))],
+                                     (None, None), torch.empty(50257, 1024), 16, 1e-5, None)
     gpu = torch.device("cuda")
     for dtype in (torch.float32, torch.bfloat16):
         tokens = su.engine.chunk_tokens(medium, gpu, dtype)

@@ -1,0 +1,147 @@
+"""Every tested family against an independent Hugging Face computation (float64, random stand-ins).
+
+The reference is the plain Hugging Face model (a fresh copy of the same random weights, never wrapped by
+the bridge) with a forward pre-hook on the MLP's down projection that scales the chosen inputs: the
+definition of a neuron for plain and gated MLPs alike. The kit's hooked path (``target_probs``) and its
+sweep engine (``run_sweep``, positions "all" and "last") must both equal it within 1e-4 relative.
+"""
+import pytest
+import torch
+
+import sna_utils as su
+from helpers import trim
+
+FAMILIES = su.standins.TINY_FAMILIES
+# Where each family's MLP output projection sits in the plain Hugging Face model (written out, not read
+# from the bridge, so that the reference stays independent of the kit's loading).
+DOWN_PROJ = {"gpt2": "transformer.h.{}.mlp.c_proj", "gpt_neox": "gpt_neox.layers.{}.mlp.dense_4h_to_h"}
+
+
+@pytest.fixture(scope="module", params=FAMILIES)
+def family(request):
+    """(kit model in float64, independent HF model in float64) of one family, the same random weights."""
+    name = request.param
+    hf = su.build_random_hf_model(name, seed=0).double()
+    return su.load_model(name, device="cpu", dtype=torch.float64), hf
+
+
+@torch.no_grad()
+def hf_target_probs(hf, model, prompts, targets, layer=None, neurons=(), m=1.0, positions="all"):
+    """Target probabilities from the plain HF model, the chosen inputs of layer ``layer``'s down projection
+    multiplied by ``m`` (at every position, or at each prompt's last one). Right padding needs no mask: the
+    model is causal and each prompt is read at its last real token."""
+    path = DOWN_PROJ.get(hf.config.model_type, "model.layers.{}.mlp.down_proj").format(layer or 0)
+    batch = su.encode_prompts(model, prompts)
+    rows, idx = torch.arange(len(prompts)), torch.tensor(list(neurons), dtype=torch.long)
+
+    def scale(module, args):
+        x = args[0].clone()
+        if positions == "all":
+            x[..., idx] *= m
+        else:
+            x[rows[:, None], batch.last[:, None], idx] *= m
+        return (x,)
+
+    handle = hf.get_submodule(path).register_forward_pre_hook(scale) if layer is not None else None
+    try:
+        logits = hf(input_ids=batch.tokens).logits[rows, batch.last].double()
+    finally:
+        if handle is not None:
+            handle.remove()
+    ids = torch.tensor([su.target_tokens(model, t)[0] for t in targets])
+    return logits.softmax(-1)[rows, ids]
+
+
+def _rel(a, b):
+    return float(((a - b).abs() / b.abs()).max())
+
+
+@pytest.mark.parametrize("positions", ["all", "last"])
+def test_target_probs_equal_hugging_face(family, tasks, positions):
+    """``target_probs`` with an Intervention equals the HF pre-hook computation; the intervention moves it."""
+    model, hf = family
+    items = sorted(tasks[0].evaluation, key=lambda i: -len(i.prompt))[:4]
+    prompts, targets = [i.prompt for i in items], [i.target for i in items]
+    assert min(len(model.to_tokens(p)[0]) for p in prompts) > 4, "longer than the stand-ins' sliding windows"
+    neurons = [1, 5, 9, 17, 33]
+    for layer in (0, 1):
+        iv = su.Intervention(layer, neurons, 6.0, positions)
+        kit = su.target_probs(model, prompts, targets, iv)
+        ref = hf_target_probs(hf, model, prompts, targets, layer, neurons, 6.0, positions)
+        assert _rel(kit, ref) < 1e-4
+        base = hf_target_probs(hf, model, prompts, targets)
+        assert _rel(ref, base) > 1e-2, "the intervention must visibly move the probabilities"
+        assert _rel(su.target_probs(model, prompts, targets), base) < 1e-4
+
+
+def test_sweep_equals_hugging_face(family, tasks, neutral):
+    """``run_sweep`` (the engine, both positions) equals the HF computation on every row: the baseline, the
+    SNA neurons' probability and the random control's."""
+    model, hf = family
+    small, neu = trim(tasks, neutral, n_tasks=1, n_disc=6, n_eval=4)
+    task = small[0]
+    prompts, targets = [i.prompt for i in task.evaluation], [i.target for i in task.evaluation]
+    base = hf_target_probs(hf, model, prompts, targets).mean()
+    moved = 0.0
+    for positions in ("all", "last"):
+        df = su.run_sweep(model, small, [0, 1], [8], [0.0, 5.0], positions, neutral=neu, progress=False)
+        assert len(df) == 4
+        scores = {L: su.neuron_scores(model, [i.prompt for i in task.discovery], neu.discovery, L) for L in (0, 1)}
+        for row in df.itertuples():
+            for col, neurons in (("p_sna", su.top_neurons(scores[row.layer], row.k)),
+                                 ("control_p_sna", su.random_neurons(su.d_mlp(model), row.k, 0, row.layer))):
+                ref = hf_target_probs(hf, model, prompts, targets, row.layer, neurons, row.multiplier, positions)
+                assert abs(getattr(row, col) - float(ref.mean())) <= 1e-4 * float(ref.mean()), (positions, row, col)
+            assert abs(row.p_base - float(base)) <= 1e-4 * float(base)
+            moved = max(moved, abs(row.p_sna / row.p_base - 1))
+    assert moved > 1e-2, "the grid must visibly move the probabilities"
+
+
+@pytest.mark.parametrize("config,kind,arch", [
+    ("BertConfig", "an encoder-only", "BertForMaskedLM"),
+    ("T5Config", "an encoder-decoder", "T5ForConditionalGeneration"),
+])
+def test_unsupported_model_refused_before_loading(tmp_path, config, kind, arch):
+    """A checkpoint folder holding only an encoder's config: one SNAError naming the architecture and what
+    is supported, from the config alone (there are no weights to load, so any later step would fail otherwise)."""
+    import transformers
+
+    getattr(transformers, config)(architectures=[arch], num_layers=2, num_hidden_layers=2).save_pretrained(tmp_path)
+    with pytest.raises(su.SNAError, match=rf"is {kind} .*architecture {arch}.*The kit runs decoder-only.*Llama"):
+        su.load_model(str(tmp_path), device="cpu")
+
+
+def test_wrapping_an_encoder_is_refused():
+    from transformers import BertConfig, BertForMaskedLM
+
+    bert = BertForMaskedLM(BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64))
+    with pytest.raises(su.SNAError, match="encoder-only.*BertForMaskedLM"):
+        su.wrap_hf_model(bert, None, "bert", "cpu")
+
+
+def test_any_hub_id_fails_fast_offline(monkeypatch, tmp_path):
+    """A Hub id the kit has no name for still goes to the Hub, and fails at once (not 'Unknown model') offline."""
+    import time
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-cache"))
+    t = time.perf_counter()
+    with pytest.raises(su.ModelUnavailableError, match="'Qwen/Qwen2.5-0.5B'.*not reachable"):
+        su.load_model("Qwen/Qwen2.5-0.5B")
+    assert time.perf_counter() - t < 5
+
+
+@pytest.mark.parametrize("name", ["tiny", "tiny-llama", "tiny-phi3"])
+def test_flop_floor_counts_each_familys_matrices(name):
+    """One block's floor equals 2 x seq x the weights of its matrices (gated MLPs have three, grouped-query
+    attention narrower keys and values) plus the attention square, counted from the HF model itself."""
+    model = su.load_model(name, device="cpu")
+    hf = su.build_random_hf_model(name)
+    block = hf.transformer.h[-1] if name == "tiny" else hf.model.layers[-1]
+    weights = sum(p.numel() for n, p in block.named_parameters() if p.dim() == 2)
+    seq, d = 7, model.cfg.d_model
+    floor = su.grid_flop_floor(model, su.n_layers(model) - 1, 1, 1, seq) - 2 * d * model.cfg.d_vocab
+    assert floor == 2 * seq * weights + 4 * seq * seq * d
+    shape = su.profiles.model_shape(name)  # what the pre-flight counts, without loading weights
+    for layer in (0, 2):
+        assert su.grid_flop_floor(shape, layer, 3, 2, seq) == su.grid_flop_floor(model, layer, 3, 2, seq)
