@@ -75,7 +75,7 @@ from .profiles import (PAPER_KS, PAPER_MULTIPLIERS, first_available_table, get_p
 from .sst2 import SST2_LABEL_WORDS, SST2_TEMPLATE, load_sst2, run_sst2, score_sst2, sst2_prompts, sst2_zone_report
 from .standins import STANDINS, build_random_hf_model, model_note
 from .cluster import RayExecutor
-from .store import read_table, write_table_atomic
+from .store import read_prompt_table, read_table, write_table_atomic
 from .style import FIGURES_DIR, ZONE_COLORS, figures_dir, save_figure
 from .sweep import cross_task_interference, run_sweep
 
@@ -100,7 +100,7 @@ __all__ = [
     # standins
     "STANDINS", "build_random_hf_model", "model_note",
     # engine, store, sweep
-    "grid_flop_floor", "matmul_rate", "read_table", "write_table_atomic", "run_sweep", "cross_task_interference",
+    "grid_flop_floor", "matmul_rate", "read_table", "read_prompt_table", "write_table_atomic", "run_sweep", "cross_task_interference",
     "RayExecutor",
     # explore
     "task_table", "task_baselines", "discovery_scores", "top_neurons_by_task", "neuron_overlap",
