@@ -36,7 +36,7 @@ from .flops import ENGINE_OVER_FLOOR, matmul_rate, prompts_flop_floor
 from .store import SweepSettings, data_fingerprint, existing_rows, write_unit
 
 
-def _baseline(model, state: LayerState, layer: int, ids: torch.Tensor, precision: str | None) -> Baseline:
+def engine_baseline(model, state: LayerState, layer: int, ids: torch.Tensor, precision: str | None) -> Baseline:
     """A prompt set's baseline (target probability, top-1) through the engine, as its configurations are."""
     m = engine_metrics(model, state, layer, [IDENTITY], target_ids=ids, precision=precision)
     return Baseline(ids, m.p[0], m.top1[0])
@@ -214,7 +214,7 @@ def run_unit(model, plan: SweepPlan, task_name: str, layer: int, cache: dict) ->
         formats = (fstate, reference(model, fstate, L, precision))
     ids, batch = cache["eval", t.name]
     state = layer_state(model, batch, L)
-    base = _baseline(model, state, L, ids, precision)
+    base = engine_baseline(model, state, L, ids, precision)
     rows, prompts = _sweep_rows(model, t, L, cache["ranking", t.name][L], plan.ks, plan.ms, plan.positions, base,
                                 state, neutral_base, neutral_state, control_cache, plan.seed, formats=formats,
                                 **plan.options)
@@ -402,7 +402,7 @@ def cross_task_interference(model, tasks: Sequence[Task], layer: int, k: int, mu
     rows = []
     for tgt in tasks:
         state = layer_state(model, encode_prompts(model, [i.prompt for i in tgt.evaluation]), layer)
-        base = _baseline(model, state, layer, ids[tgt.name], precision)
+        base = engine_baseline(model, state, layer, ids[tgt.name], precision)
         got = engine_metrics(model, state, layer, configs, target_ids=ids[tgt.name], **run)
         for i in range(len(configs)):
             o = outcome_from(base, got.p[i], got.top1[i], float("nan"))

@@ -49,9 +49,9 @@ LAYERS = [
     {"hub", "standins", "cluster", "heldout"},
     {"core"},
     {"engine", "store", "explore", "analysis", "stats", "style"},
-    {"flops"},
+    {"flops", "verdict"},
     {"sweep", "sst2", "plots", "profiles"},
-    {"preflight"},
+    {"preflight", "nulls"},
 ]
 
 
