@@ -5,7 +5,7 @@ harder, ``||(m - 1) act W_out||``, than amplifying a uniformly random set does. 
 SNA neuron by a random neuron from the same cell of a joint quantile grid (``n_bins`` quantiles of the mean
 last-token activation on the task's discovery prompts x ``n_bins`` quantiles of the output-weight norm
 ``||W_out[i]||``), ``n_draws`` times, and measures every draw at the task's configuration chosen on selection
-prompts (``heldout.choose_on_selection``) on all its evaluation prompts (each row says its part). A second
+prompts (``heldout.choose_on_selection``) on its test prompts (the held-out part). A second
 control amplifies the other tasks' top-k neurons at the same configuration. Neither uses an evaluation prompt
 to pick neurons or a configuration. :func:`reference_overlap` says how much the chosen neurons change when
 discovery contrasts against the task's format-matched neutral prompts instead of neutral prose.
@@ -109,12 +109,12 @@ def _discovery(model, tasks: Sequence[Task], layer: int, reference: dict[str, Se
     return scores
 
 
-def _per_prompt(model: str, task: Task, cfg: dict, parts: np.ndarray, base: torch.Tensor, p: torch.Tensor,
+def _per_prompt(model: str, task: Task, cfg: dict, prompt_ids: np.ndarray, base: torch.Tensor, p: torch.Tensor,
                 label: str, labels: Sequence) -> pd.DataFrame:
-    """Rows of ``p [n_sets, n_prompts]``: one per set (``label`` column = ``labels``) and evaluation prompt."""
+    """Rows of ``p [n_sets, n_test]``: one per set (``label`` column = ``labels``) and test prompt."""
     n = p.shape[1]
     return pd.DataFrame({"model": model, "task": task.name, **cfg, label: np.repeat(list(labels), n),
-                         "prompt_id": np.tile(np.arange(n), len(labels)), "part": np.tile(parts, len(labels)),
+                         "prompt_id": np.tile(prompt_ids, len(labels)), "part": "test",
                          "p_base": np.tile(base.double().numpy(), len(labels)), "p": p.reshape(-1).numpy()})
 
 
@@ -148,18 +148,17 @@ def matched_null(model, tasks: Sequence[Task], chosen: pd.DataFrame, n_draws: in
         mean_act, w_norm = neuron_profile(model, [i.prompt for i in t.discovery], L)
         draws = matched_draws(mean_act, w_norm, sna, n_draws, n_bins, seed)
         other = {u: tuple(top_neurons(s, k)) for u, s in scores.items() if u != t.name}
-        ids = target_token_ids(model, t.evaluation)
-        state = layer_state(model, encode_prompts(model, [i.prompt for i in t.evaluation]), L)
+        test = selection_test_ids(t, seed)["test"].numpy()  # the null is read on test prompts only
+        items = [t.evaluation[i] for i in test]
+        ids = target_token_ids(model, items)
+        state = layer_state(model, encode_prompts(model, [i.prompt for i in items]), L)
         base = engine_baseline(model, state, L, ids, precision).p
         configs = [Config(d, m) for d in draws] + [Config(o, m) for o in other.values()]
         got = engine_metrics(model, state, L, configs, positions, target_ids=ids, precision=precision).p
-        parts = np.empty(len(ids), dtype=object)
-        for part, idx in selection_test_ids(t, seed).items():
-            parts[idx.numpy()] = part
         cfg = dict(layer=L, k=k, multiplier=m)
-        tables.append(_per_prompt(name, t, cfg, parts, base, got[:n_draws], "draw", range(n_draws)))
-        others.append(_per_prompt(name, t, cfg, parts, base, got[n_draws:], "source_task", list(other)))
-        acts = last_token_activations(model, [i.prompt for i in t.evaluation], [L])[L].double()
+        tables.append(_per_prompt(name, t, cfg, test, base, got[:n_draws], "draw", range(n_draws)))
+        others.append(_per_prompt(name, t, cfg, test, base, got[n_draws:], "source_task", list(other)))
+        acts = last_token_activations(model, [i.prompt for i in items], [L])[L].double()
         w_out = engine_weights(model).blocks[L].w_out.detach().double().cpu()
         control = random_neurons(d_mlp(model), k, seed, L)
         row = dict(model=name, task=t.name, **cfg, push_sna=push_norm(acts, w_out, sna, m),

@@ -58,7 +58,8 @@ def test_matched_null_equals_the_plain_hooked_loop(tiny, null):
     scores = su.neuron_scores(tiny, [i.prompt for i in x.discovery], neu.discovery, L)
     act, norm = neuron_profile(tiny, [i.prompt for i in x.discovery], L)
     draws = matched_draws(act, norm, su.top_neurons(scores, k), 100, seed=0)
-    texts, targets = [i.prompt for i in x.evaluation], [i.target for i in x.evaluation]
+    sel, test = su.split_selection_test(x, 0)
+    texts, targets = [i.prompt for i in test], [i.target for i in test]
     for d in (0, 57):
         want = su.target_probs(tiny, texts, targets, su.Intervention(L, draws[d], m, "all")).double().numpy()
         got = res.table[(res.table["task"] == x.name) & (res.table["draw"] == d)].sort_values("prompt_id")
@@ -69,9 +70,8 @@ def test_matched_null_equals_the_plain_hooked_loop(tiny, null):
     np.testing.assert_allclose(got.sort_values("prompt_id")["p"], want, rtol=1e-4, atol=1e-10)
     assert list(res.table.columns) == su.nulls.NULL_COLUMNS
     assert res.table.groupby("task")["draw"].nunique().tolist() == [100, 100]
-    sel, test = su.split_selection_test(x, 0)
-    parts = got.sort_values("prompt_id")["part"].tolist()
-    assert [x.evaluation[i] for i, p in enumerate(parts) if p == "test"] == list(test)
+    ids = sorted(set(res.table.loc[res.table["task"] == x.name, "prompt_id"]))
+    assert [x.evaluation[i] for i in ids] == list(test) and (res.table["part"] == "test").all()
 
 
 def test_null_summary_and_push(null):

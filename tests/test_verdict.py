@@ -118,24 +118,26 @@ def test_rho_and_share_verdicts():
 
 @pytest.mark.slow
 def test_random_weights_rarely_pass_the_verdict_while_in_sample_bests_are_large(tiny, tmp_path):
-    """A test of the test: on random weights no neuron set means anything. Over 12 tasks x 3 seeds the verdict
+    """A test of the test: on random weights no neuron set means anything. Over 12 tasks x 2 seeds the verdict
     calls SNA better than the control no more often than its nominal 5 % allows (99 % binomial bound), while
     the in-sample best improvement is large for SNA and the control alike."""
     from scipy.stats import binom
 
     calls, best_sna, best_control, held = [], [], [], []
-    for seed in (0, 1, 2):
+    for seed in (0, 1):
         t, neu = trim(su.load_tasks(seed=seed), su.split_neutral(su.load_neutral(), seed), 12, 16, 30)
-        df, prompts = _sweep(tiny, t, neu, tmp_path / f"s{seed}.parquet", seed, positions="last",
-                             ks=[1, 5, 20], multipliers=[2.0, 5.0, 10.0])
+        df, prompts = _sweep(tiny, t, neu, tmp_path / f"s{seed}.parquet", seed, positions="last", layers=[1, 2],
+                             ks=[5, 20], multipliers=[5.0, 10.0])
         v = verdict(df, prompts, "smoke", seed=seed)
         calls += v.loc[v["claim"].str.startswith("SNA beats"), "verdict"].tolist()
         best_sna += df.groupby("task")["improvement_pct"].max().tolist()
         best_control += df.groupby("task")["control_improvement_pct"].max().tolist()
         held += su.choose_on_selection(df)["held_out"].tolist()
-    assert len(calls) == 36
+    assert len(calls) == 24
     assert calls.count(SUPPORTED) <= binom.ppf(0.99, len(calls), 0.05)
-    assert np.median(best_sna) > 20 and np.median(best_control) > 20, (np.median(best_sna), np.median(best_control))
+    print(f"in-sample best, median over tasks: SNA {np.median(best_sna):.1f} %, control "
+          f"{np.median(best_control):.1f} %; SNA held out {np.median(held):.1f} %; supported {calls.count(SUPPORTED)}")
+    assert np.median(best_sna) > 10 and np.median(best_control) > 10
     assert np.median(held) < np.median(best_sna) / 2  # the in-sample maximum is mostly the choice
 
 
