@@ -125,7 +125,25 @@ def run_series(profile: str, out_dir: Path | None = None, only: str | None = Non
     log(f"All {len(paths)} notebook(s) ran in {sum(t for _, t in times):.1f} s. "
         f"Tables: {os.environ.get('SNA_RESULTS_DIR') or KIT_ROOT / 'results'}/{profile}/, "
         f"figures: {os.environ.get('SNA_FIGURES_DIR') or KIT_ROOT / 'figures'}/{profile}/")
+    print_verdict(profile, log)
     return times
+
+
+def print_verdict(profile: str, log=_log) -> bool:
+    """Print the saved verdict table (``results/<profile>/verdict.csv``, written by notebook 06); False if absent."""
+    import pandas as pd
+    from sna_utils import results_dir
+
+    path = results_dir(profile) / "verdict.csv"
+    if not path.is_file():
+        log(f"No verdict yet ({path} is written by notebook 06).")
+        return False
+    table = pd.read_csv(path)
+    cols = ["claim", "paper", "in_sample", "held_out", "ci_low", "ci_high", "control", "control_b", "null_p", "verdict"]
+    with pd.option_context("display.width", 250, "display.max_colwidth", 70, "display.max_rows", 500):
+        log(f"\nThe verdict ({path}; model(s) {', '.join(sorted(set(table['model'].astype(str))))}, profile "
+            f"{profile}):\n{table[cols].to_string(index=False)}")
+    return True
 
 
 # --- clean committed notebooks ---------------------------------------------

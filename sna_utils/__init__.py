@@ -13,6 +13,8 @@ discovery, intervention, measurement, zones). Everything else is machinery built
 ``sweep``       the grid (``run_sweep``, one unit per task and layer) and cross-task interference
 ``cluster``     units of work as Ray tasks (optional), a GPU each, retried if a worker dies
 ``heldout``     choosing on selection prompts, reporting on test prompts (every best-of choice)
+``nulls``       the matched null: many random neuron sets like SNA's, at each task's chosen configuration
+``verdict``     ``verdict()``: every claim of the paper in-sample and held out (its interval), beside the controls
 ``explore``     tables about tasks and neurons (baselines, scores, overlap, top prompts)
 ``analysis``    statistics on results tables: summaries, zones, rho, golden zones, paper numbers
 ``stats``       per-prompt metrics, bootstrap intervals, paired tests (Holm), rho over tasks, nulls
@@ -46,8 +48,8 @@ from __future__ import annotations
 import importlib
 import warnings
 
-from . import (analysis, choices, cluster, core, engine, errors, explore, flops, heldout, hub, plots, preflight,
-               profiles, saturation, sst2, sst2_heldout, standins, stats, store, style, sweep)
+from . import (analysis, choices, cluster, core, engine, errors, explore, flops, heldout, hub, nulls, plots,
+               preflight, profiles, saturation, sst2, sst2_heldout, standins, stats, store, style, sweep)
 from .analysis import (PAPER_BEST_LAYERS, PAPER_NUMBERS, best_per_task, best_shared_config,
                        confidence_gain_correlation, control_comparison, golden_zone, golden_zone_summary,
                        interference_summary, layer_profile, layer_specialisation, paper_comparison, round_for_reading,
@@ -76,15 +78,17 @@ from .plots import (plot_baseline_zones, plot_confidence_vs_improvement, plot_go
                     plot_sst2_zones)
 from .profiles import (PAPER_KS, PAPER_MULTIPLIERS, best_depth, beyond_table_name, depth_matched_layers,
                        first_available_table, get_profile, interference_table_name, n_layers_of, notebook_defaults,
-                       results_dir, results_table, safe_name, sweep_grid, sweep_table_name)
+                       null_table_name, results_dir, results_table, safe_name, sweep_grid, sweep_table_name)
 from .sst2 import (SST2_LABEL_WORDS, SST2_TEMPLATE, discovery_overlap, load_sst2, run_sst2, run_sst2_grid, score_sst2,
                    sst2_prompts, sst2_split, sst2_zone_report)
 from .sst2_heldout import sst2_claims, sst2_study
 from .standins import STANDINS, build_random_hf_model, model_note
 from .cluster import RayExecutor
-from .store import read_table, write_table_atomic
+from .store import read_prompt_table, read_table, write_table_atomic
 from .style import FIGURES_DIR, ZONE_COLORS, figures_dir, save_figure
 from .sweep import cross_task_interference, run_sweep
+from .nulls import matched_null, null_summary, reference_overlap
+from .verdict import VERDICT_COLUMNS, verdict
 
 __all__ = [
     # errors
@@ -107,7 +111,7 @@ __all__ = [
     # standins
     "STANDINS", "build_random_hf_model", "model_note",
     # engine, store, sweep
-    "grid_flop_floor", "matmul_rate", "read_table", "write_table_atomic", "run_sweep", "cross_task_interference",
+    "grid_flop_floor", "matmul_rate", "read_table", "read_prompt_table", "write_table_atomic", "run_sweep", "cross_task_interference",
     "RayExecutor",
     # explore
     "task_table", "task_baselines", "discovery_scores", "top_neurons_by_task", "neuron_overlap",
@@ -117,6 +121,7 @@ __all__ = [
     # choices and saturation: the other best-of choices held out, the saturation artefact
     "layer_specialisation_heldout", "golden_zone_heldout", "shared_config_heldout", "chosen_prompts",
     "saturation_rhos", "prompt_level", "zone_shares", "saturation_claims",
+    "matched_null", "null_summary", "reference_overlap", "VERDICT_COLUMNS", "verdict",
     # analysis
     "PAPER_NUMBERS", "PAPER_BEST_LAYERS", "best_per_task", "task_summary", "confidence_gain_correlation",
     "zone_summary", "zones_by_model", "golden_zone", "golden_zone_summary", "control_comparison", "layer_profile",
@@ -127,15 +132,15 @@ __all__ = [
     # profiles
     "PAPER_KS", "PAPER_MULTIPLIERS", "get_profile", "results_dir", "safe_name", "sweep_table_name",
     "interference_table_name", "beyond_table_name", "results_table", "first_available_table", "n_layers_of",
-    "depth_matched_layers", "best_depth", "sweep_grid", "notebook_defaults",
+    "depth_matched_layers", "best_depth", "sweep_grid", "notebook_defaults", "null_table_name",
     # style and plots
     "FIGURES_DIR", "ZONE_COLORS", "figures_dir", "save_figure", "plot_baseline_zones", "plot_sna_vs_control",
     "plot_layer_specialisation", "plot_interference", "plot_score_distributions", "plot_neuron_overlap",
     "plot_confidence_vs_improvement", "plot_sst2_zones", "plot_layer_multiplier_heatmaps", "plot_improvement_vs_k",
     "plot_golden_zone", "plot_model_comparison",
     # the modules
-    "core", "engine", "flops", "store", "sweep", "cluster", "explore", "heldout", "choices", "saturation", "analysis",
-    "stats", "sst2", "sst2_heldout", "profiles", "preflight",
+    "core", "engine", "flops", "store", "sweep", "cluster", "explore", "heldout", "choices", "saturation", "nulls",
+    "analysis", "stats", "sst2", "sst2_heldout", "profiles", "preflight",
     "style", "plots", "standins", "hub", "errors",
 ]
 

@@ -60,6 +60,7 @@ class Profile:
     pythia_model: str = "pythia-160m"
     beyond_model: str = BEYOND_MODEL  # notebook 07: a modern decoder-only model (a Hub id, folder or stand-in)
     description: str = ""
+    null_draws: int = 100  # matched-null draws per task (nulls.matched_null); Holm over T tasks needs >= T/0.05
 
 
 PROFILES = {
@@ -73,7 +74,7 @@ PROFILES = {
                      sst2_layers=(8, 9, 10, 11), sst2_ks=(5, 20, 100), sst2_multipliers=(2.0, 5.0, 10.0),
                      description="GPT-2 Small, a few layers, k and m: a first real look on a laptop"),
     "paper": Profile("paper", "gpt2-small", ("gpt2-small", "gpt2-medium"), None, PAPER_KS, PAPER_MULTIPLIERS,
-                     (10,), (3.0,), sst2_model="gpt2-medium", sst2_layer=21,
+                     (10,), (3.0,), sst2_model="gpt2-medium", sst2_layer=21, null_draws=300,
                      sst2_layers=(19, 20, 21, 22, 23), sst2_ks=(5, 20, 50, 100), sst2_multipliers=(2.0, 5.0, 10.0, 20.0),
                      description="GPT-2 Small and Medium, the full 24,192-configuration grid (GPU recommended)"),
 }
@@ -98,6 +99,8 @@ TABLE_MAKERS = {  # results table (file name or prefix) -> the notebook that wri
     "validation.parquet": "01_gpt2_small_validation",
     "sweep_": "03_gpt2_medium_sweep",
     "interference_": "03_gpt2_medium_sweep",
+    "null_": "03_gpt2_medium_sweep",
+    "verdict.csv": "06_figures",
     "sst2_examples.parquet": "04_sst2_zone_analysis",
     "sst2_grid.parquet": "04_sst2_zone_analysis",
     "sst2_claims.parquet": "04_sst2_zone_analysis",
@@ -126,6 +129,17 @@ def beyond_table_name(model: str) -> str:
 def interference_table_name(model: str) -> str:
     """File name of a model's cross-task interference table (written by notebook 03)."""
     return f"interference_{safe_name(model)}.parquet"
+
+
+NULL_TABLES = ("draws", "other_tasks", "push")  # nulls.MatchedNull's tables: table, other_tasks, push
+
+
+def null_table_name(model: str, kind: str = "draws") -> str:
+    """File name of a model's matched-null table (written by notebook 03): its ``draws`` (per prompt), the
+    ``other_tasks`` control (per prompt) or the ``push`` of each neuron set."""
+    if kind not in NULL_TABLES:
+        raise SNAError(f"Unknown matched-null table {kind!r}; choose one of {NULL_TABLES}.")
+    return f"null_{kind}_{safe_name(model)}.parquet"
 
 
 def results_table(name: str, profile: str, root: str | os.PathLike | None = None) -> pd.DataFrame:

@@ -39,22 +39,25 @@ class SweepSettings:
     data_sha: str
     kit_version: str = KIT_VERSION
     precision: str = "float32"  # the engine's (engine.PRECISIONS): it changes the numbers, so it keys the table
+    reference: str = "neutral"  # discovery's reference set (sweep.REFERENCES): it changes the neurons
 
     @property
     def settings_id(self) -> str:
         return hashlib.sha256(json.dumps(dataclasses.asdict(self), sort_keys=True).encode()).hexdigest()[:12]
 
 
-def data_fingerprint(tasks: Sequence[Task], neutral: NeutralSet) -> str:
-    """Hash of every prompt, target and split the sweep uses."""
+def data_fingerprint(tasks: Sequence[Task], neutral: NeutralSet, formats: dict[str, NeutralSet] | None = None) -> str:
+    """Hash of every prompt, target and split the sweep uses (the format-matched neutral sets, if any, too)."""
     payload = json.dumps([[t.name, [dataclasses.astuple(i) for i in t.discovery],
                            [dataclasses.astuple(i) for i in t.evaluation]] for t in tasks]
-                         + [list(neutral.discovery), list(neutral.heldout)])
+                         + [list(neutral.discovery), list(neutral.heldout)]
+                         + [[n, list(f.discovery), list(f.heldout)] for n, f in sorted((formats or {}).items())])
     return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 
 SETTING_LABELS = {"model": "model", "positions": "positions", "score_method": "score method", "seed": "seed",
-                  "data_sha": "data", "kit_version": "kit version", "precision": "precision"}
+                  "data_sha": "data", "kit_version": "kit version", "precision": "precision",
+                  "reference": "discovery reference"}
 
 
 def read_table(path: str | os.PathLike) -> pd.DataFrame:
@@ -108,8 +111,12 @@ def unit_file_name(task: str, layer: int, settings_id: str, rows: pd.DataFrame, 
     return f"{re.sub(r'[^A-Za-z0-9.-]+', '-', task)}__layer{int(layer):03d}__{settings_id}__{grid}{suffix}"
 
 
-def write_unit(rows: pd.DataFrame, folder: Path, settings_id: str) -> Path:
-    """Add one (task, layer) unit's rows to the dataset ``folder`` (atomic; refuses other settings' folders)."""
+def write_unit(rows: pd.DataFrame, folder: Path, settings_id: str, prompts: pd.DataFrame | None = None) -> Path:
+    """Add one (task, layer) unit's rows to the dataset ``folder`` (atomic; refuses other settings' folders).
+
+    ``prompts``, the unit's per-prompt table, is written first (under ``folder/_prompts/``, same file name),
+    so a unit whose rows are in the table always has its per-prompt file.
+    """
     (task,), (layer,) = rows["task"].unique(), rows["layer"].unique()
     folder.mkdir(parents=True, exist_ok=True)
     other = [f.name for f in unit_files(folder) if f"__{settings_id}__" not in f.name]
@@ -117,8 +124,34 @@ def write_unit(rows: pd.DataFrame, folder: Path, settings_id: str) -> Path:
         raise SNAError(f"{folder} now holds units made with other settings ({other[0]}, ...), written by "
                        f"another run; rows of different settings are never mixed. Choose another `out` path.")
     path = folder / unit_file_name(task, layer, settings_id, rows, folder.suffix)
+    if prompts is not None:
+        write_table_atomic(prompts[PROMPT_COLUMNS], folder / PROMPTS_FOLDER / path.name)
     write_table_atomic(rows, path)
     return path
+
+
+PROMPTS_FOLDER = "_prompts"
+PROMPT_COLUMNS = ["model", "settings_id", "task", "layer", "k", "multiplier", "arm", "prompt_id", "part", "p_base",
+                  "p", "top1"]
+PROMPT_KEY = ["model", "settings_id", "task", "layer", "k", "multiplier", "arm", "prompt_id"]
+
+
+def read_prompt_table(path: str | os.PathLike) -> pd.DataFrame:
+    """The per-prompt table of a sweep (its dataset folder, or that folder's ``_prompts``): one row per task,
+    layer, k, multiplier, arm ("sna" | "control" | "control_b") and evaluation prompt (``prompt_id``, its index
+    in ``task.evaluation``), with its ``part`` ("selection" | "test"), ``p_base``, ``p`` and ``top1``."""
+    path = Path(path)
+    folder = path if path.name == PROMPTS_FOLDER else path / PROMPTS_FOLDER
+    if not folder.is_dir():
+        raise SNAError(f"No per-prompt table in {path}: sweeps of this kit version save one per unit under "
+                       f"{PROMPTS_FOLDER}/ when given an `out` path; rerun the sweep into a new folder.")
+    suffix = path.suffix if path.name != PROMPTS_FOLDER else path.parent.suffix
+    files = sorted(f for f in folder.iterdir() if f.is_file() and f.suffix == suffix and not f.name.startswith("."))
+    if not files:
+        return pd.DataFrame(columns=PROMPT_COLUMNS)
+    df = pd.concat([_read_file(f) for f in files], ignore_index=True).drop_duplicates(PROMPT_KEY, ignore_index=True)
+    return df.astype({"arm": str, "part": str, "p_base": "float64", "p": "float64", "top1": bool,
+                      "prompt_id": int})
 
 
 def as_dataset(out: Path) -> None:

@@ -9,12 +9,14 @@ Imports ``core``, ``engine``, ``store``, ``cluster`` and ``explore`` (for the ne
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -22,50 +24,112 @@ from .cluster import RayExecutor, as_executor
 from .core import (Baseline, NeutralSet, Positions, Task, check_k, check_layer, check_multiplier, check_positions,
                    check_prompts, check_score_method, d_mlp, encode_prompts, last_token_activations, load_neutral,
                    load_tasks, model_device, model_name, outcome_from,
-                   random_neurons, rank_neurons, scores_from_activations, split_neutral, target_token_ids,
+                   random_neurons, rank_neurons, scores_from_activations, split_neutral, split_selection_test,
+                   target_token_ids,
                    top_neurons, zone_of)
-from .engine import IDENTITY, Config, LayerState, Reference, check_precision, engine_metrics, layer_state, reference
+from .engine import (IDENTITY, Config, LayerState, Metrics, Reference, check_precision, engine_metrics,
+                     layer_state, reference)
 from .errors import SNAError
-from .explore import neuron_overlap
+from .explore import load_neutral_formats, neuron_overlap
+from .heldout import ARMS, PARTS, arm_column, part_column
 from .flops import ENGINE_OVER_FLOOR, matmul_rate, prompts_flop_floor
 from .store import SweepSettings, data_fingerprint, existing_rows, write_unit
 
 
-def _baseline(model, state: LayerState, layer: int, ids: torch.Tensor, precision: str | None) -> Baseline:
+def engine_baseline(model, state: LayerState, layer: int, ids: torch.Tensor, precision: str | None) -> Baseline:
     """A prompt set's baseline (target probability, top-1) through the engine, as its configurations are."""
     m = engine_metrics(model, state, layer, [IDENTITY], target_ids=ids, precision=precision)
     return Baseline(ids, m.p[0], m.top1[0])
 
 
+def selection_test_ids(task: Task, seed: int) -> dict[str, torch.Tensor]:
+    """Indices into ``task.evaluation`` of its selection and test parts, exactly as ``core.split_selection_test``
+    cuts them (the split depends only on the task's name, its number of prompts and ``seed``)."""
+    ids = split_selection_test(dataclasses.replace(task, evaluation=tuple(range(len(task.evaluation)))), seed)
+    return {part: torch.tensor(i, dtype=torch.long) for part, i in zip(PARTS, ids)}
+
+
+def control_configs(model, layer: int, ks: Sequence[int], ms: Sequence[float], seed: int, arm: str) -> list[Config]:
+    """The random-neuron control's configurations: ``control`` draws with ``seed``, ``control_b`` with ``seed + 1``."""
+    s = seed + ARMS.index(arm) - 1
+    return [Config(tuple(random_neurons(d_mlp(model), k, s, layer)), m) for k in ks for m in ms]
+
+
+def _arm_columns(arm: str, base: Baseline, p: torch.Tensor, top1: torch.Tensor,
+                 parts: dict[str, torch.Tensor]) -> dict:
+    """One arm's metrics over all evaluation prompts and on each part, from per-prompt ``p``, ``top1`` ``[n]``."""
+    out = {}
+    for part, idx in {None: slice(None), **parts}.items():
+        b = base if part is None else Baseline(base.target_ids[idx], base.p[idx], base.top1[idx])
+        o = outcome_from(b, p[idx], top1[idx], float("nan"))
+        for metric in ("p_sna", "improvement_pct", "success_rate", "top1_sna"):
+            col = arm_column(metric, arm)
+            out[col if part is None else part_column(col, part)] = getattr(o, metric)
+    return out
+
+
+def _prompt_rows(task: Task, layer: int, configs: Sequence[Config], base: Baseline, m: Metrics,
+                 parts: dict[str, torch.Tensor]) -> pd.DataFrame:
+    """The per-prompt table of one unit (``PROMPT_COLUMNS`` less model and settings): every arm, configuration
+    and evaluation prompt; ``configs`` and the rows of ``m`` ``[3 C, n]`` hold the arms one after another."""
+    n, c = len(base.p), len(configs) // len(ARMS)
+    part = np.empty(n, dtype=object)
+    for name, idx in parts.items():
+        part[idx.numpy()] = name
+    return pd.DataFrame(dict(
+        task=task.name, layer=layer, k=np.repeat([len(x.neurons) for x in configs], n),
+        multiplier=np.repeat([x.multiplier for x in configs], n), arm=np.repeat(ARMS, c * n),
+        prompt_id=np.tile(np.arange(n), len(configs)), part=np.tile(part, len(configs)),
+        p_base=np.tile(base.p.double().numpy(), len(configs)), p=m.p.reshape(-1).numpy(),
+        top1=m.top1.reshape(-1).numpy()))
+
+
 def _sweep_rows(model, task: Task, layer: int, ranking: torch.Tensor, ks, ms, positions,
                 base: Baseline, task_state: LayerState, neutral_base: Reference,
                 neutral_state: LayerState, control_cache: dict, seed: int, max_tokens: int | None,
-                precision: str | None = None) -> list[dict]:
-    """All configurations of one task at one layer: SNA and random-neuron control (metrics from the device)."""
+                precision: str | None = None, formats: tuple[LayerState, Reference] | None = None
+                ) -> tuple[list[dict], pd.DataFrame]:
+    """All configurations of one task at one layer: SNA and two random-neuron controls (metrics from the
+    device), as table rows and as the per-prompt table. ``formats``: the state and reference of the task's
+    held-out format-matched neutral prompts (for ``side_effect_kl_formats``)."""
     sna = [Config(tuple(ranking[:k].tolist()), m) for k in ks for m in ms]
-    control = [Config(tuple(random_neurons(d_mlp(model), k, seed, layer)), m) for k in ks for m in ms]
+    controls = {arm: control_configs(model, layer, ks, ms, seed, arm) for arm in ARMS[1:]}
+    configs = sna + controls["control"] + controls["control_b"]
     run = dict(positions=positions, precision=precision, max_tokens=max_tokens)
-    task_m = engine_metrics(model, task_state, layer, sna + control, target_ids=base.target_ids, **run)
+    task_m = engine_metrics(model, task_state, layer, configs, target_ids=base.target_ids, **run)
     neutral_kl = engine_metrics(model, neutral_state, layer, sna, reference=neutral_base, **run).kl.mean(1)
-    missing = [c for c in control if c not in control_cache]
+    format_kl = (engine_metrics(model, formats[0], layer, sna, reference=formats[1], **run).kl.mean(1)
+                 if formats is not None else torch.full((len(sna),), float("nan")))
+    missing = list(dict.fromkeys(c for c in configs[len(sna):] if c not in control_cache))
     if missing:
         kl = engine_metrics(model, neutral_state, layer, missing, reference=neutral_base, **run).kl.mean(1)
         control_cache.update(zip(missing, kl.tolist()))
+    parts = selection_test_ids(task, seed)
     rows = []
-    for i, (c, ctrl) in enumerate(zip(sna, control)):
+    for i, c in enumerate(sna):
+        arms = {arm: i + j * len(sna) for j, arm in enumerate(ARMS)}
         o = outcome_from(base, task_m.p[i], task_m.top1[i], neutral_kl[i])
-        oc = outcome_from(base, task_m.p[len(sna) + i], task_m.top1[len(sna) + i], float("nan"))
-        rows.append(dict(
+        oc = outcome_from(base, task_m.p[arms["control"]], task_m.top1[arms["control"]], float("nan"))
+        row = dict(
             task=task.name, category=task.category, layer=layer, k=len(c.neurons), multiplier=c.multiplier,
             positions=positions, n_eval=len(base.p), p_base=base.p_mean, zone=zone_of(base.p_mean),
             p_sna=o.p_sna, improvement_pct=o.improvement_pct, success_rate=o.success_rate,
             top1_base=float(base.top1.float().mean()), top1_sna=o.top1_sna, side_effect_kl=o.side_effect_kl,
             control_p_sna=oc.p_sna, control_improvement_pct=oc.improvement_pct,
             control_success_rate=oc.success_rate, control_top1_sna=oc.top1_sna,
-            control_side_effect_kl=control_cache[ctrl],
+            control_side_effect_kl=control_cache[controls["control"][i]],
             gain_over_control_pct=o.improvement_pct - oc.improvement_pct,
-        ))
-    return rows
+        )
+        row |= {f"n_{part}": len(idx) for part, idx in parts.items()}
+        for part, idx in parts.items():
+            row[part_column("p_base", part)] = float(base.p[idx].mean())
+            row[part_column("top1_base", part)] = float(base.top1[idx].float().mean())
+        for arm, r in arms.items():
+            row |= _arm_columns(arm, base, task_m.p[r], task_m.top1[r], parts)
+        row["control_b_side_effect_kl"] = control_cache[controls["control_b"][i]]
+        row["side_effect_kl_formats"] = float(format_kl[i])
+        rows.append(row)
+    return rows, _prompt_rows(task, layer, configs, base, task_m, parts)
 
 
 @dataclass(frozen=True)
@@ -84,43 +148,89 @@ class SweepPlan:
     out: Path | None
     done: frozenset  # (task, layer, k, multiplier) already in the table
     options: dict = field(default_factory=dict)
+    formats: dict[str, NeutralSet] = field(default_factory=dict)  # task -> its format-matched neutral prompts
+    reference: str = "neutral"  # discovery's reference: "neutral" prose or the task's "formats"
+
+
+REFERENCES = ("neutral", "formats")
+
+
+def check_reference(reference: str, tasks: Sequence[Task], formats: dict[str, NeutralSet]) -> str:
+    """Discovery's reference set: ``neutral`` prose or each task's ``formats`` (its own templates, off-task)."""
+    if reference not in REFERENCES:
+        raise SNAError(f"reference={reference!r}: choose one of {REFERENCES}.")
+    lacking = [t.name for t in tasks if reference == "formats" and t.name not in formats]
+    if lacking:
+        raise SNAError(f"reference='formats' needs format-matched neutral prompts for every task; none for "
+                       f"{lacking} (data/neutral_formats.json, or pass formats={{task: prompts}}).")
+    return reference
+
+
+def format_sets(formats: dict[str, Sequence[str]] | None, seed: int) -> dict[str, NeutralSet]:
+    """Each task's format-matched neutral prompts (None: the kit's file) split into discovery / held-out halves."""
+    formats = load_neutral_formats() if formats is None else formats
+    return {name: split_neutral(check_prompts(list(p), f"format-matched neutral prompts of {name!r}"), seed)
+            for name, p in formats.items()}
+
+
+def _reference_acts(model, plan: "SweepPlan", task: Task, cache: dict) -> dict[int, torch.Tensor]:
+    """Last-token activations of discovery's reference prompts at every layer of the plan (cached)."""
+    key = ("reference_acts", task.name if plan.reference == "formats" else None)
+    if key not in cache:
+        prompts = plan.formats[task.name].discovery if plan.reference == "formats" else plan.neutral.discovery
+        cache[key] = last_token_activations(model, prompts, plan.layers)
+    return cache[key]
 
 
 @torch.no_grad()
 def run_unit(model, plan: SweepPlan, task_name: str, layer: int, cache: dict) -> pd.DataFrame:
-    """One unit of work, (task, layer): discovery ranking, layer state, baseline, the grid's rows, its file.
+    """One unit of work, (task, layer): discovery ranking, layer state, baseline, the grid's rows, its files
+    (the rows and the per-prompt table).
 
     ``cache`` keeps what later units of the same process reuse: encoded prompts, discovery rankings (all of
     the plan's layers at once) and the current layer's neutral state with its control KLs.
     """
     t, L = plan.tasks[task_name], layer
+    precision = plan.options.get("precision")
     if "neutral_batch" not in cache:
         cache["neutral_batch"] = encode_prompts(model, plan.neutral.heldout)
     if ("ranking", t.name) not in cache:
-        if "neutral_acts" not in cache:
-            cache["neutral_acts"] = last_token_activations(model, plan.neutral.discovery, plan.layers)
+        ref = _reference_acts(model, plan, t, cache)
         acts = last_token_activations(model, [i.prompt for i in t.discovery], plan.layers)
         cache["ranking", t.name] = {LL: rank_neurons(scores_from_activations(
-            acts[LL], cache["neutral_acts"][LL], plan.score_method)) for LL in plan.layers}
+            acts[LL], ref[LL], plan.score_method)) for LL in plan.layers}
     if cache.get("layer", (None,))[0] != L:  # the neutral state of one layer at a time bounds memory
         neutral_state = layer_state(model, cache["neutral_batch"], L)
-        cache["layer"] = (L, neutral_state, reference(model, neutral_state, L, plan.options.get("precision")), {})
+        cache["layer"] = (L, neutral_state, reference(model, neutral_state, L, precision), {})
     _, neutral_state, neutral_base, control_cache = cache["layer"]
     if ("eval", t.name) not in cache:
         cache["eval", t.name] = (target_token_ids(model, t.evaluation),
                                  encode_prompts(model, [i.prompt for i in t.evaluation]))
+    formats = None
+    if t.name in plan.formats:
+        if ("formats", t.name) not in cache:
+            cache["formats", t.name] = encode_prompts(model, plan.formats[t.name].heldout)
+        fstate = layer_state(model, cache["formats", t.name], L)
+        formats = (fstate, reference(model, fstate, L, precision))
     ids, batch = cache["eval", t.name]
     state = layer_state(model, batch, L)
-    base = _baseline(model, state, L, ids, plan.options.get("precision"))
-    rows = _sweep_rows(model, t, L, cache["ranking", t.name][L], plan.ks, plan.ms, plan.positions, base, state,
-                       neutral_base, neutral_state, control_cache, plan.seed, **plan.options)
+    base = engine_baseline(model, state, L, ids, precision)
+    rows, prompts = _sweep_rows(model, t, L, cache["ranking", t.name][L], plan.ks, plan.ms, plan.positions, base,
+                                state, neutral_base, neutral_state, control_cache, plan.seed, formats=formats,
+                                **plan.options)
     s = plan.settings
     df = pd.DataFrame([r | dict(model=s.model, score_method=s.score_method, seed=s.seed, data_sha=s.data_sha,
-                                settings_id=s.settings_id, kit_version=s.kit_version, precision=s.precision)
+                                settings_id=s.settings_id, kit_version=s.kit_version, precision=s.precision,
+                                reference=s.reference)
                        for r in rows
                        if (r["task"], r["layer"], r["k"], r["multiplier"]) not in plan.done])
+    keep = [(tk, L_, k, m) not in plan.done for tk, L_, k, m in
+            zip(prompts["task"], prompts["layer"], prompts["k"], prompts["multiplier"])]
+    prompts = prompts[keep].reset_index(drop=True)
+    prompts.insert(0, "settings_id", s.settings_id)
+    prompts.insert(0, "model", s.model)
     if plan.out is not None and len(df):
-        write_unit(df, plan.out, s.settings_id)
+        write_unit(df, plan.out, s.settings_id, prompts)
     return df
 
 
@@ -151,7 +261,7 @@ def _check_options(options: dict) -> None:
 
 
 _UNIT_ARGS = ("model", "task", "layer", "ranking", "ks", "ms", "positions", "base", "task_state", "neutral_base",
-              "neutral_state", "control_cache", "seed")
+              "neutral_state", "control_cache", "seed", "formats")
 
 
 @torch.no_grad()
@@ -159,7 +269,8 @@ def run_sweep(model, tasks: Sequence[Task | str], layers: Sequence[int], ks: Seq
               multipliers: Sequence[float], positions: Positions = "all", out: str | os.PathLike | None = None,
               neutral: NeutralSet | None = None, score_method: str = "mean_diff", seed: int = 0,
               max_tokens: int | None = None, progress: bool = True, precision: str | None = None,
-              executor: str | RayExecutor | None = None, **options) -> pd.DataFrame:
+              executor: str | RayExecutor | None = None, reference: str = "neutral",
+              formats: dict[str, Sequence[str]] | None = None, **options) -> pd.DataFrame:
     """Every (task, layer, k, multiplier) configuration: one row of METHOD's metrics each.
 
     ``tasks`` are Task objects or task names. ``out`` (``.parquet`` or ``.csv``) names a dataset folder that
@@ -167,8 +278,14 @@ def run_sweep(model, tasks: Sequence[Task | str], layers: Sequence[int], ks: Seq
     rerun with different settings refuses to mix rows, and concurrent runs into one folder lose nothing.
     ``precision`` is the engine's (None: the model's dtype; see ``engine.PRECISIONS``); ``max_tokens`` the
     tokens per forward chunk (None: sized to the device). ``executor="ray"`` (or a :class:`RayExecutor`) runs
-    the units as Ray tasks, one GPU each where the cluster has GPUs. Further keyword ``options`` are passed
-    to each unit's computation.
+    the units as Ray tasks, one GPU each where the cluster has GPUs. ``reference`` is discovery's reference
+    set: ``"neutral"`` prose (METHOD) or ``"formats"``, each task's own templates filled off-task;
+    ``formats`` maps task names to those prompts (None: ``data/neutral_formats.json``), whose held-out half
+    also measures ``side_effect_kl_formats``. Further keyword ``options`` are passed to each unit's computation.
+
+    Every row also carries the metrics on the selection and test parts of the evaluation prompts
+    (``core.split_selection_test`` with ``seed``) and a second control drawn with ``seed + 1``
+    (``control_b_*``); with ``out`` each unit also saves its per-prompt table (:func:`read_prompt_table`).
     """
     from tqdm.auto import tqdm
 
@@ -188,23 +305,26 @@ def run_sweep(model, tasks: Sequence[Task | str], layers: Sequence[int], ks: Seq
     if out is not None and out.suffix not in (".parquet", ".csv"):
         raise SNAError(f"out={out}: use a .parquet or .csv name (it becomes a folder of one file per unit).")
     neutral = neutral or split_neutral(load_neutral(), seed)
+    fmt = {n: f for n, f in format_sets(formats, seed).items() if n in {t.name for t in tasks}}
+    reference = check_reference(reference, tasks, fmt)
     cache: dict = {("eval", t.name): (target_token_ids(model, t.evaluation),  # checks every target first
                                       encode_prompts(model, [i.prompt for i in t.evaluation])) for t in tasks}
     for t in tasks:
         check_prompts([i.prompt for i in t.discovery], f"{t.name} discovery prompts")
 
-    settings = SweepSettings(model_name(model), positions, score_method, seed, data_fingerprint(tasks, neutral),
-                             precision=precision)
+    settings = SweepSettings(model_name(model), positions, score_method, seed, data_fingerprint(tasks, neutral, fmt),
+                             precision=precision, reference=reference)
     old = existing_rows(out, settings)
     done = frozenset() if old is None else frozenset(zip(old["task"], old["layer"], old["k"], old["multiplier"]))
     todo = [(t.name, L) for L in layers for t in tasks if any((t.name, L, k, m) not in done for k in ks for m in ms)]
     n_cfg = len(tasks) * len(layers) * len(ks) * len(ms)
     n_todo = len(todo) * len(ks) * len(ms)
     cache["neutral_batch"] = encode_prompts(model, neutral.heldout)
+    cache |= {("formats", n): encode_prompts(model, f.heldout) for n, f in fmt.items()}
     _print_start(model, tasks, layers, ks, ms, neutral, cache, todo, out, n_cfg, n_todo, executor, precision)
 
     plan = SweepPlan({t.name: t for t in tasks}, tuple(layers), tuple(ks), tuple(ms), positions, neutral,
-                     score_method, seed, settings, out, done, options)
+                     score_method, seed, settings, out, done, options, fmt, reference)
     frames = [] if old is None else [old]
     bar = tqdm(total=n_todo, desc="SNA sweep", unit="config", disable=not progress)
 
@@ -233,9 +353,13 @@ def _unit_task(shared: dict, unit: tuple[str, int], cache: dict) -> pd.DataFrame
 def _print_start(model, tasks, layers, ks, ms, neutral, cache, todo, out, n_cfg, n_todo, executor,
                  precision) -> None:
     """The sweep's first line: the grid, what is already saved, what runs where, and an estimate."""
-    neutral_lengths = (cache["neutral_batch"].last + 1).tolist()
-    flops = sum(prompts_flop_floor(model, L, 2 * len(ks) * len(ms), (cache["eval", n][1].last + 1).tolist()
-                                   + neutral_lengths) for n, L in todo)
+    def lengths(batch) -> list[int]:
+        return (batch.last + 1).tolist() if batch is not None else []
+
+    c = len(ks) * len(ms)  # three arms on the task's prompts, SNA and controls on neutral, SNA on its formats
+    flops = sum(prompts_flop_floor(model, L, 3 * c, lengths(cache["eval", n][1]))
+                + prompts_flop_floor(model, L, 2 * c, lengths(cache["neutral_batch"]))
+                + prompts_flop_floor(model, L, c, lengths(cache.get(("formats", n)))) for n, L in todo)
     dev = model_device(model)
     est = flops / matmul_rate(dev, precision=precision) * ENGINE_OVER_FLOOR if todo else 0.0
     saved = f"{n_cfg - n_todo} already in {out}" if out is not None else "nothing saved (no `out` path)"
@@ -278,7 +402,7 @@ def cross_task_interference(model, tasks: Sequence[Task], layer: int, k: int, mu
     rows = []
     for tgt in tasks:
         state = layer_state(model, encode_prompts(model, [i.prompt for i in tgt.evaluation]), layer)
-        base = _baseline(model, state, layer, ids[tgt.name], precision)
+        base = engine_baseline(model, state, layer, ids[tgt.name], precision)
         got = engine_metrics(model, state, layer, configs, target_ids=ids[tgt.name], **run)
         for i in range(len(configs)):
             o = outcome_from(base, got.p[i], got.top1[i], float("nan"))

@@ -272,3 +272,19 @@ def test_figures_notebook_names_missing_table(smoke_run, tmp_path, monkeypatch, 
     message = str(info.value)
     assert "Notebook 06_figures failed" in message and "SNAError: Missing results table" in message
     assert missing in message and f"written by notebook {maker}" in message
+
+
+@pytest.mark.notebooks
+def test_smoke_run_ends_with_the_verdict(smoke_run):
+    """Notebook 03 saves the matched null, notebook 06 the verdict, and run_notebooks prints it last."""
+    import pandas as pd
+
+    run_dir, proc = smoke_run
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = run_dir / "results" / "smoke"
+    for kind in ("draws", "other_tasks", "push"):
+        assert su.read_table(results / su.null_table_name("tiny", kind))["model"].eq("tiny").all()
+    verdict = pd.read_csv(results / "verdict.csv")
+    assert list(verdict.columns) == su.VERDICT_COLUMNS and (verdict["profile"] == "smoke").all()
+    assert verdict["claim"].str.startswith("SNA beats the random control on").sum() == 12
+    assert proc.stdout.index("06_figures done") < proc.stdout.index("The verdict (")

@@ -50,9 +50,9 @@ LAYERS = [
     {"families"},
     {"core"},
     {"engine", "store", "explore", "analysis", "stats", "style"},
-    {"flops", "sst2_heldout", "choices"},
+    {"flops", "sst2_heldout", "choices", "verdict"},
     {"sweep", "sst2", "plots", "profiles", "saturation"},
-    {"preflight"},
+    {"preflight", "nulls"},
 ]
 
 

@@ -1,6 +1,7 @@
 """The sweep's bookkeeping (table, resume, input checks) and cross-task interference."""
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -45,6 +46,9 @@ def test_interrupted_sweep_resumes_without_recomputing(tiny, tasks, neutral, tmp
     assert calls["n"] == -100 + 3, "the rerun computes only the 3 missing (task, layer) chunks"
     pd.testing.assert_frame_equal(resumed.drop(columns="settings_id"), full.drop(columns="settings_id"),
                                   check_exact=False, rtol=1e-6)
+    key = su.store.PROMPT_KEY[2:]  # the per-prompt rows resume too: each unit's file is there, once
+    got, want = (su.read_prompt_table(p).sort_values(key, ignore_index=True) for p in (out, tmp_path / "ref.parquet"))
+    pd.testing.assert_frame_equal(got[key], want[key])
     calls["n"] = -100
     su.run_sweep(tiny, small, out=out, neutral=neu, progress=False, **grid)
     assert calls["n"] == -100, "a finished sweep recomputes nothing"
@@ -158,10 +162,120 @@ def test_unknown_option_is_refused_before_work(tiny, tasks, neutral, tmp_path):
 def test_units_computed_one_by_one_equal_the_sweep(tiny, small, sweep):
     """run_unit (what a Ray task runs) in a fresh process cache gives the sweep's rows, unit by unit."""
     t, neu = small
-    settings = su.store.SweepSettings("tiny", "all", "mean_diff", 0, su.store.data_fingerprint(t, neu))
+    fmt = {x.name: f for x in t for n, f in su.sweep.format_sets(None, 0).items() if n == x.name}
+    settings = su.store.SweepSettings("tiny", "all", "mean_diff", 0, su.store.data_fingerprint(t, neu, fmt))
     plan = su.sweep.SweepPlan({x.name: x for x in t}, (0, 1, 2), (1, 5), (2.0, 5.0), "all", neu, "mean_diff", 0,
-                              settings, None, frozenset(), dict(max_tokens=16384))
+                              settings, None, frozenset(), dict(max_tokens=16384), fmt)
     units = [su.sweep.run_unit(tiny, plan, x.name, L, {}) for L in (2, 0) for x in t[::-1]]
     got = pd.concat(units).sort_values(["task", "layer", "k", "multiplier"], ignore_index=True)
     expected = sweep[sweep["layer"].isin([0, 2])].reset_index(drop=True)
     pd.testing.assert_frame_equal(got, expected, check_exact=False, rtol=1e-5)
+
+
+# --- issue 15: selection/test parts, the second control, per-prompt results, format-matched prompts ---------
+
+def _small_formats(t, n=8):
+    """Trimmed format-matched neutral prompts for the trimmed tasks (``n`` per task)."""
+    return {x.name: su.load_neutral_formats()[x.name][:n] for x in t}
+
+
+@pytest.fixture(scope="module")
+def saved(tiny, small, tmp_path_factory):
+    """A sweep of the tiny model into a dataset, with its per-prompt table."""
+    t, neu = small
+    t = [su.Task(x.name, x.category, x.description, x.discovery, x.evaluation + x.discovery[:4]) for x in t]
+    out = tmp_path_factory.mktemp("saved") / "s.parquet"
+    df = su.run_sweep(tiny, t, [1, 2], [1, 5], [2.0, 5.0], neutral=neu, out=out, progress=False,
+                      formats=_small_formats(t))
+    return t, neu, df, su.read_prompt_table(out)
+
+
+def test_parts_are_the_core_split_and_share_no_prompt(saved):
+    t, _, df, prompts = saved
+    for x in t:
+        sel, test = su.split_selection_test(x, 0)
+        p = prompts[(prompts["task"] == x.name)].drop_duplicates("prompt_id").set_index("prompt_id")["part"]
+        got = {part: [x.evaluation[i] for i in sorted(p.index[p == part])] for part in ("selection", "test")}
+        assert got == {"selection": list(sel), "test": list(test)}
+        assert not set(p.index[p == "selection"]) & set(p.index[p == "test"])
+        assert len(p) == len(x.evaluation)
+        row = df[df["task"] == x.name].iloc[0]
+        assert (row["n_selection"], row["n_test"]) == (len(sel), len(test))
+
+
+def test_per_prompt_table_equals_the_plain_hooked_loop(tiny, saved):
+    """Every arm's per-prompt probability equals the plain hooked forward pass with that arm's neurons."""
+    t, neu, _, prompts = saved
+    x, L, k, m = t[1], 2, 5, 5.0
+    scores = su.neuron_scores(tiny, [i.prompt for i in x.discovery], neu.discovery, L)
+    neurons = {"sna": su.top_neurons(scores, k), "control": su.random_neurons(su.d_mlp(tiny), k, 0, L),
+               "control_b": su.random_neurons(su.d_mlp(tiny), k, 1, L)}
+    assert neurons["control"] != neurons["control_b"]
+    texts, targets = [i.prompt for i in x.evaluation], [i.target for i in x.evaluation]
+    base = su.target_probs(tiny, texts, targets).double().numpy()
+    for arm, ns in neurons.items():
+        want = su.target_probs(tiny, texts, targets, su.Intervention(L, ns, m, "all")).double().numpy()
+        got = prompts[(prompts["task"] == x.name) & (prompts["layer"] == L) & (prompts["k"] == k)
+                      & (prompts["multiplier"] == m) & (prompts["arm"] == arm)].sort_values("prompt_id")
+        np.testing.assert_allclose(got["p"], want, rtol=1e-4, atol=1e-10, err_msg=arm)
+        np.testing.assert_allclose(got["p_base"], base, rtol=1e-4, atol=1e-10)
+
+
+def test_part_columns_are_recomputed_from_the_per_prompt_table(saved):
+    """Each arm's columns on each part equal the means of its per-prompt rows (and all-prompt columns stay)."""
+    _, _, df, prompts = saved
+    key = ["task", "layer", "k", "multiplier"]
+    for arm in ("sna", "control", "control_b"):
+        a = prompts[prompts["arm"] == arm]
+        for part in (None, "selection", "test"):
+            sub = a if part is None else a[a["part"] == part]
+            g = sub.groupby(key)
+            rec = pd.DataFrame({"p_sna": g["p"].mean(), "p_base": g["p_base"].mean(), "top1_sna": g["top1"].mean(),
+                                "success_rate": g.apply(lambda d: (d["p"] > d["p_base"]).mean(), include_groups=False)})
+            rec["improvement_pct"] = 100 * (rec["p_sna"] - rec["p_base"]) / rec["p_base"]
+            merged = df.set_index(key).join(rec.add_suffix("_rec"))
+            for metric in ("p_sna", "improvement_pct", "success_rate", "top1_sna"):
+                col = su.arm_column(metric, arm)
+                col = col if part is None else su.part_column(col, part)
+                np.testing.assert_allclose(merged[col], merged[f"{metric}_rec"], rtol=1e-6, err_msg=col)  # float32 means
+            if part is not None:
+                np.testing.assert_allclose(merged[f"p_base_{part}"], merged["p_base_rec"], rtol=1e-9)
+    np.testing.assert_allclose(df["gain_over_control_pct"], df["improvement_pct"] - df["control_improvement_pct"])
+
+
+def test_side_effect_on_format_matched_prompts_equals_plain_kl(tiny, saved):
+    t, neu, df, _ = saved
+    x, L, k, m = t[0], 1, 5, 2.0
+    held = su.split_neutral(_small_formats(t)[x.name], 0).heldout
+    scores = su.neuron_scores(tiny, [i.prompt for i in x.discovery], neu.discovery, L)
+    iv = su.Intervention(L, su.top_neurons(scores, k), m, "all")
+    want = float(su.kl_divergence(su.next_token_logits(tiny, held), su.next_token_logits(tiny, held, iv)).mean())
+    row = df[(df["task"] == x.name) & (df["layer"] == L) & (df["k"] == k) & (df["multiplier"] == m)].iloc[0]
+    assert math.isclose(row["side_effect_kl_formats"], want, rel_tol=1e-2, abs_tol=1e-7)
+    assert not math.isclose(row["side_effect_kl_formats"], row["side_effect_kl"], rel_tol=1e-3)
+
+
+def test_format_reference_changes_discovery_and_is_checked(tiny, small):
+    t, neu = small
+    fm = _small_formats(t)
+    kw = dict(neutral=neu, progress=False, formats=fm)
+    a = su.run_sweep(tiny, t[:1], [2], [5], [5.0], **kw)
+    b = su.run_sweep(tiny, t[:1], [2], [5], [5.0], reference="formats", **kw)
+    assert (b["reference"] == "formats").all() and b["settings_id"].iloc[0] != a["settings_id"].iloc[0]
+    scores = su.neuron_scores(tiny, [i.prompt for i in t[0].discovery], su.split_neutral(fm[t[0].name]).discovery, 2)
+    iv = su.Intervention(2, su.top_neurons(scores, 5), 5.0, "all")
+    base, o = su.measure(tiny, t[0].evaluation, iv)
+    assert math.isclose(b["p_sna"].iloc[0], o.p_sna, rel_tol=1e-4)
+    with pytest.raises(su.SNAError, match="reference='formats' needs"):
+        su.run_sweep(tiny, t[:1], [2], [5], [5.0], reference="formats", neutral=neu, formats={})
+    with pytest.raises(su.SNAError, match="reference='prose'"):
+        su.run_sweep(tiny, t[:1], [2], [5], [5.0], reference="prose", neutral=neu)
+
+
+def test_every_unit_saves_its_per_prompt_rows_once(saved):
+    t, _, df, prompts = saved
+    assert not prompts.duplicated(su.store.PROMPT_KEY).any()
+    assert len(prompts) == sum(3 * len(x.evaluation) for x in t) * 2 * 4
+    assert list(prompts.columns) == su.store.PROMPT_COLUMNS
+    with pytest.raises(su.SNAError, match="No per-prompt table"):
+        su.read_prompt_table(saved[0][0].name + "-missing.parquet")

@@ -1,0 +1,360 @@
+"""The verdict: every claim of the paper the kit recomputes, read in-sample and held out, beside the controls.
+
+One row per claim (:data:`VERDICT_COLUMNS`): the paper's number; this run's *in-sample* number (each task's
+best configuration over all evaluation prompts, the paper's reading, inflated by the choice); the *held-out*
+number (each configuration chosen on selection prompts, ``heldout.choose_on_selection``, and measured on the
+test prompts) with its 95 % percentile bootstrap interval over test prompts; the same held-out statistic for
+the random-neuron control and for the second control (each choosing its own best configuration the same
+way); ``null_p``, the p-value against the null (Holm-adjusted paired test for the per-task rows, the matched
+null of ``nulls.matched_null`` where given); and a plain-words verdict from :data:`VERDICTS`.
+Works on the saved tables alone (sweep rows, per-prompt rows, the matched null). Imports ``analysis``,
+``core``, ``heldout`` and ``stats``.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .analysis import PAPER_NUMBERS, confidence_gain_correlation, task_summary
+from .core import improvement_pct, zone_of
+from .errors import SNAError
+from .heldout import ARMS, choose_on_selection
+from .stats import Interval, bootstrap_ci, check_probs, sna_vs_control, task_change, task_spearman
+
+VERDICT_COLUMNS = ["claim", "paper", "in_sample", "held_out", "ci_low", "ci_high", "control", "control_b", "null_p",
+                   "verdict", "model", "profile"]
+SUPPORTED, NOT_DISTINGUISHABLE, CONTRADICTED, NOT_MEASURED = VERDICTS = (
+    "supported", "not distinguishable from the control", "contradicted", "not measured")
+ZONE3_THRESHOLD_PCT = 7.0  # the paper: Zone 3 tasks 'rarely' improve by more than 7 %
+RARELY_SHARE_PCT = 10.0  # our reading of 'rarely': at most 10 % of the Zone-3 configurations
+CONFIG = ["task", "layer", "k", "multiplier"]
+
+
+# ---------------------------------------------------------------------------
+# The held-out per-prompt rows behind every number
+# ---------------------------------------------------------------------------
+
+def chosen_configs(sweep: pd.DataFrame) -> pd.DataFrame:
+    """Per (model, task, arm): the configuration chosen on selection prompts, its selection and test values."""
+    parts = []
+    for arm in ARMS:
+        c = choose_on_selection(sweep, by=("model", "task"), arm=arm)
+        c.insert(2, "arm", arm)
+        parts.append(c)
+    return pd.concat(parts, ignore_index=True)
+
+
+def held_out_prompts(prompts: pd.DataFrame, chosen: pd.DataFrame, part: str = "test") -> pd.DataFrame:
+    """The per-prompt rows (on ``part``) of every arm at its own chosen configuration, one per prompt."""
+    keys = ["model", "task", "arm", "layer", "k", "multiplier"]
+    sub = prompts[prompts["part"] == part].merge(chosen[keys], on=keys)
+    return sub.sort_values(["model", "task", "arm", "prompt_id"], ignore_index=True)
+
+
+def paired_arms(held: pd.DataFrame) -> pd.DataFrame:
+    """One row per (model, task, test prompt): p_base and each arm's p at its chosen configuration
+    (``p_sna``, ``p_control``, ``p_control_b``)."""
+    wide = held.pivot_table(index=["model", "task", "prompt_id"], columns="arm", values="p", aggfunc="first")
+    wide.columns = [f"p_{a}" for a in wide.columns]
+    base = held.groupby(["model", "task", "prompt_id"])["p_base"].first()
+    return wide.join(base).reset_index()
+
+
+# ---------------------------------------------------------------------------
+# Intervals over prompts resampled within tasks
+# ---------------------------------------------------------------------------
+
+def stratified_ci(groups: Sequence[Sequence[np.ndarray]], statistic: Callable[[list], float],
+                  n_resamples: int = 1000, level: float = 0.95, seed: int = 0) -> Interval:
+    """Percentile bootstrap of ``statistic([arrays of task 1], [arrays of task 2], ...)``: each task's prompts
+    (the rows of its arrays) resampled with replacement within the task, jointly across its arrays."""
+    if n_resamples < 1000 or not 0 < level < 1:
+        raise SNAError(f"n_resamples={n_resamples} (>= 1,000) and level={level} (in (0, 1)) for an interval.")
+    groups = [[np.asarray(a) for a in g] for g in groups]
+    if not groups or any(len(g[0]) < 2 for g in groups):
+        raise SNAError("A stratified bootstrap needs at least one task with at least 2 prompts each.")
+    rng = np.random.default_rng(seed)
+    stats = []
+    for _ in range(n_resamples):
+        draws = [rng.integers(0, len(g[0]), len(g[0])) for g in groups]
+        stats.append(statistic([[a[i] for a in g] for g, i in zip(groups, draws)]))
+    tail = 100 * (1 - level) / 2
+    low, high = np.nanpercentile(stats, [tail, 100 - tail])
+    return Interval(float(statistic(groups)), float(low), float(high), level, n_resamples)
+
+
+def _relative(p_base: np.ndarray, p_after: np.ndarray) -> float:
+    """A task's relative improvement (%) from checked per-prompt arrays ``[n]`` (``stats.task_change``'s
+    'relative_pct' without its input checks, for the resampling loops; tests compare the two)."""
+    return improvement_pct(float(np.mean(p_base)), float(np.mean(p_after)))
+
+
+def _mean_relative(groups: list) -> float:
+    """Mean over tasks of each task's relative improvement (%) from its (p_base, p_after) arrays."""
+    return float(np.mean([_relative(b, a) for b, a in groups]))
+
+
+def _share_above(groups: list, threshold: float = ZONE3_THRESHOLD_PCT) -> float:
+    """Share (%) of configurations whose relative improvement exceeds ``threshold``; each task's arrays are
+    p_base ``[n]`` and p ``[n, n_configs]``."""
+    hits = [100 * (p.mean(0) - b.mean()) / b.mean() > threshold for b, p in groups]
+    return float(100 * np.concatenate(hits).mean())
+
+
+def _relative_ci(p_base: pd.Series, p_after: pd.Series, n_resamples: int, alpha: float, seed: int) -> Interval:
+    """``stats.change_ci`` of the relative improvement (%), its statistic without per-resample input checks."""
+    base, after = check_probs(p_base, "p_base"), check_probs(p_after, "p_after")
+    return bootstrap_ci([base, after], _relative, n_resamples, 1 - alpha, seed)
+
+
+# ---------------------------------------------------------------------------
+# Plain-words verdicts
+# ---------------------------------------------------------------------------
+
+def gain_verdict(ci: Interval | None, control: float, null_p: float, paper: float, alpha: float = 0.05) -> str:
+    """A claimed gain: 'supported' when it beats the null (``null_p < alpha``; without a null p: the control's
+    held-out value lies below the interval) and the interval reaches the paper's number; 'contradicted' when
+    the interval lies below zero, or beats the null but lies below the paper's number."""
+    if ci is None or not np.isfinite(ci.estimate):
+        return NOT_MEASURED
+    beats = null_p < alpha if np.isfinite(null_p) else (np.isfinite(control) and control < ci.low)
+    if ci.high < 0:
+        return CONTRADICTED
+    if not beats:
+        return NOT_DISTINGUISHABLE
+    return CONTRADICTED if np.isfinite(paper) and ci.high < paper else SUPPORTED
+
+
+def rho_verdict(ci: Interval | None, control: float, null_p: float, alpha: float = 0.05) -> str:
+    """A claimed negative rho: 'contradicted' when the interval lies above zero; 'supported' when it lies
+    below zero and beats the null (``null_p < alpha``; without one: the control's rho lies above the interval)."""
+    if ci is None or not np.isfinite(ci.estimate):
+        return NOT_MEASURED
+    if ci.low > 0:
+        return CONTRADICTED
+    beats = null_p < alpha if np.isfinite(null_p) else (np.isfinite(control) and control > ci.high)
+    return SUPPORTED if ci.high < 0 and beats else NOT_DISTINGUISHABLE
+
+
+def share_verdict(ci: Interval | None, limit: float = RARELY_SHARE_PCT) -> str:
+    """'Rarely': supported when the interval of the share lies at or below ``limit`` %, contradicted above it."""
+    if ci is None or not np.isfinite(ci.estimate):
+        return NOT_MEASURED
+    return SUPPORTED if ci.high <= limit else CONTRADICTED if ci.low > limit else NOT_DISTINGUISHABLE
+
+
+# ---------------------------------------------------------------------------
+# The matched null's p-values (nulls.matched_null's table)
+# ---------------------------------------------------------------------------
+
+def null_gains(null: pd.DataFrame | None, model: str) -> pd.DataFrame | None:
+    """Held-out relative improvement (%) of every matched-null draw: rows draws, columns tasks (None: no null)."""
+    if null is None or not len(null) or model not in set(null["model"]):
+        return None
+    test = null[(null["model"] == model) & (null["part"] == "test")]
+    g = test.groupby(["draw", "task"])
+    return (100 * (g["p"].mean() - g["p_base"].mean()) / g["p_base"].mean()).unstack("task")
+
+
+def empirical_p(observed: float, draws: np.ndarray, greater: bool = True) -> float:
+    """One-sided p of ``observed`` among the null's ``draws``: (1 + draws at least as extreme) / (1 + n)."""
+    draws = np.asarray(draws, dtype=float)
+    draws = draws[np.isfinite(draws)]
+    if not draws.size or not np.isfinite(observed):
+        return float("nan")
+    hits = (draws >= observed) if greater else (draws <= observed)
+    return float((1 + hits.sum()) / (1 + draws.size))
+
+
+# ---------------------------------------------------------------------------
+# The claims
+# ---------------------------------------------------------------------------
+
+def _row(claim: str, paper: float, in_sample: float, ci: Interval | None, control: float, control_b: float,
+         null_p: float, verdict: str, model: str, profile: str) -> dict:
+    nan = float("nan")
+    return dict(claim=claim, paper=paper, in_sample=float(in_sample), held_out=ci.estimate if ci else nan,
+                ci_low=ci.low if ci else nan, ci_high=ci.high if ci else nan, control=float(control),
+                control_b=float(control_b), null_p=float(null_p), verdict=verdict, model=model, profile=profile)
+
+
+def task_tests(paired: pd.DataFrame, gains: pd.DataFrame | None, alpha: float = 0.05, n_resamples: int = 1000,
+               seed: int = 0) -> pd.DataFrame:
+    """Per task, on its test prompts (each arm at its own chosen configuration): ``stats.sna_vs_control``'s
+    paired sign-flip test of the change in log-odds against the control (Holm over tasks) and minimum detectable
+    effect (nats), the matched null's p (Holm over tasks) where ``gains`` are given, and ``null_p``, the larger
+    of the two adjusted p-values (SNA must beat both nulls: an intersection-union test)."""
+    from .stats import holm
+
+    tests = sna_vs_control(paired, "delta_log_odds", alpha=alpha, n_resamples=n_resamples, seed=seed)
+    held = paired.groupby("task").apply(lambda g: task_change(g["p_base"], g["p_sna"], "relative_pct"),
+                                        include_groups=False)
+    tests["held_out_pct"] = tests["task"].map(held)
+    if gains is not None:
+        raw = [empirical_p(h, gains[t]) if t in gains else float("nan")
+               for t, h in zip(tests["task"], tests["held_out_pct"])]
+        tests["p_matched"] = holm(np.nan_to_num(raw, nan=1.0))
+        tests["null_p"] = np.maximum(tests["p_holm"], tests["p_matched"])
+    else:
+        tests["null_p"] = tests["p_holm"]
+    return tests
+
+
+def _per_task_rows(summary, paired, chosen, gains, model, profile, alpha, n_resamples, seed) -> list[dict]:
+    """One row per task: SNA's held-out gain against the controls, with the paired test and the matched null."""
+    tests = task_tests(paired, gains, alpha, n_resamples, seed).set_index("task")
+    value = chosen.set_index(["task", "arm"])["held_out"]
+    rows = []
+    for task, g in paired.groupby("task", sort=True):
+        t = tests.loc[task]
+        ci = _relative_ci(g["p_base"], g["p_sna"], n_resamples, alpha, seed)
+        v = (SUPPORTED if t["null_p"] < alpha and t["difference"] > 0 else
+             CONTRADICTED if t["p_holm"] < alpha and t["difference"] < 0 else NOT_DISTINGUISHABLE)
+        rows.append(_row(f"SNA beats the random control on {task} ({len(g)} test prompts; MDE "
+                         f"{t['mde']:.2g} nats of log-odds)", float("nan"),
+                         summary.set_index("task").loc[task, "best_improvement_pct"], ci,
+                         value.get((task, "control"), np.nan), value.get((task, "control_b"), np.nan),
+                         t["null_p"], v, model, profile))
+    return rows
+
+
+def _zone1_rows(summary, paired, chosen, zones, gains, model, profile, alpha, n_resamples, seed) -> list[dict]:
+    """Zone 1's best and mean improvement: tasks in Zone 1 by their selection prompts' baseline."""
+    P, rows = PAPER_NUMBERS, []
+    in_z1 = summary[summary["zone"] == 1]["best_improvement_pct"]
+    tasks = sorted(t for t, z in zones.items() if z == 1)
+    arms = {arm: chosen[(chosen["arm"] == arm) & chosen["task"].isin(tasks)] for arm in ARMS}
+    if not tasks:
+        return [_row("Zone 1 best configuration (0 tasks)", P["zone1_best_improvement_pct"], in_z1.max(), None,
+                     np.nan, np.nan, np.nan, NOT_MEASURED, model, profile),
+                _row("Zone 1 mean improvement (0 tasks)", P["zone1_mean_improvement_pct"], in_z1.mean(), None,
+                     np.nan, np.nan, np.nan, NOT_MEASURED, model, profile)]
+
+    def best(arm: str) -> tuple[str, float]:  # the Zone-1 task best on selection prompts, and its test value
+        c = arms[arm].loc[arms[arm]["chosen_on_selection"].idxmax()]
+        return c["task"], float(c["held_out"])
+
+    task = best("sna")[0]
+    g = paired[paired["task"] == task]
+    ci = _relative_ci(g["p_base"], g["p_sna"], n_resamples, alpha, seed)
+    null_p = empirical_p(ci.estimate, gains[task]) if gains is not None and task in gains else np.nan
+    rows.append(_row(f"Zone 1 best configuration ({task}, best of {len(tasks)} tasks on selection prompts)",
+                     P["zone1_best_improvement_pct"], in_z1.max(), ci, best("control")[1], best("control_b")[1],
+                     null_p, gain_verdict(ci, best("control")[1], null_p, P["zone1_best_improvement_pct"], alpha),
+                     model, profile))
+    groups = [(g["p_base"].to_numpy(), g["p_sna"].to_numpy()) for _, g in paired[paired["task"].isin(tasks)]
+              .groupby("task", sort=True)]
+    ci = stratified_ci(groups, _mean_relative, n_resamples, 1 - alpha, seed)
+    null_p = (empirical_p(ci.estimate, gains[tasks].mean(axis=1)) if gains is not None and set(tasks) <= set(gains)
+              else np.nan)
+    ctrl = {arm: float(arms[arm]["held_out"].mean()) for arm in ARMS[1:]}
+    rows.append(_row(f"Zone 1 mean improvement ({len(tasks)} tasks)", P["zone1_mean_improvement_pct"],
+                     in_z1.mean(), ci, ctrl["control"], ctrl["control_b"], null_p,
+                     gain_verdict(ci, ctrl["control"], null_p, P["zone1_mean_improvement_pct"], alpha), model, profile))
+    return rows
+
+
+def _rho_row(summary, paired, selection, gains, model, profile, alpha, n_resamples, seed) -> dict:
+    """Spearman's rho over tasks of P_base (selection prompts) with the held-out gain (test prompts)."""
+    P = PAPER_NUMBERS
+    rho_in, _ = confidence_gain_correlation(summary)
+    tasks = sorted(set(paired["task"]))
+    if len(tasks) < 3:
+        return _row(f"Spearman rho, P_base vs best improvement ({len(tasks)} tasks)", P["spearman_rho"], rho_in,
+                    None, np.nan, np.nan, np.nan, NOT_MEASURED, model, profile)
+    xs = [selection.loc[selection["task"] == t, "p_base"].to_numpy() for t in tasks]
+
+    def rho(arm: str) -> tuple[Interval, float]:
+        ys = [paired.loc[paired["task"] == t, ["p_base", f"p_{arm}"]].to_numpy() for t in tasks]
+        r = task_spearman(xs, ys, y_stat=lambda a: _relative(a[:, 0], a[:, 1]),
+                          n_resamples=n_resamples, level=1 - alpha, seed=seed)
+        return Interval(r.rho, r.low, r.high, 1 - alpha, n_resamples), r.p_value
+
+    (ci, p_perm), (ctrl, _), (ctrl_b, _) = rho("sna"), rho("control"), rho("control_b")
+    null_p = np.nan
+    if gains is not None and set(tasks) <= set(gains):
+        from .stats import spearman_rho
+
+        x = [float(np.mean(a)) for a in xs]
+        null_p = empirical_p(ci.estimate, [spearman_rho(x, gains.loc[d, tasks].to_numpy()) for d in gains.index],
+                             greater=False)
+    return _row(f"Spearman rho, P_base (selection prompts) vs held-out improvement ({len(tasks)} tasks; "
+                f"permutation p {p_perm:.2g})", P["spearman_rho"], rho_in, ci, ctrl.estimate, ctrl_b.estimate,
+                null_p, rho_verdict(ci, ctrl.estimate, null_p, alpha), model, profile)
+
+
+def _zone3_row(sweep, prompts, zones, model, profile, alpha, n_resamples, seed) -> dict:
+    """'Zone 3 rarely above 7 %' as the share of Zone-3 configurations whose improvement exceeds 7 %."""
+    claim = (f"Zone 3 configurations improving by more than {ZONE3_THRESHOLD_PCT:g} % (share, %; 'rarely': at "
+             f"most {RARELY_SHARE_PCT:g} %)")
+    in_z3 = sweep[sweep["zone"] == 3]
+    in_sample = 100 * float((in_z3["improvement_pct"] > ZONE3_THRESHOLD_PCT).mean()) if len(in_z3) else np.nan
+    tasks = sorted(t for t, z in zones.items() if z == 3)
+    if not tasks:
+        return _row(claim + " (0 tasks)", np.nan, in_sample, None, np.nan, np.nan, np.nan, NOT_MEASURED, model,
+                    profile)
+    sub = prompts[(prompts["arm"] == "sna") & (prompts["part"] == "test") & prompts["task"].isin(tasks)]
+    groups = []
+    for _, g in sub.groupby("task", sort=True):
+        wide = g.pivot_table(index="prompt_id", columns=["layer", "k", "multiplier"], values="p", aggfunc="first")
+        groups.append((g.groupby("prompt_id")["p_base"].first().loc[wide.index].to_numpy(), wide.to_numpy()))
+    ci = stratified_ci(groups, _share_above, n_resamples, 1 - alpha, seed)
+    z3 = sweep[sweep["task"].isin(tasks)]
+    ctrl = {arm: 100 * float((z3[f"{arm}_improvement_pct_test"] > ZONE3_THRESHOLD_PCT).mean()) for arm in ARMS[1:]}
+    return _row(f"{claim} ({len(tasks)} tasks)", np.nan, in_sample, ci, ctrl["control"], ctrl["control_b"], np.nan,
+                share_verdict(ci), model, profile)
+
+
+def _check(sweep: pd.DataFrame, prompts: pd.DataFrame, extra: Sequence[pd.DataFrame]) -> None:
+    """Clear errors for tables the verdict cannot read, before any resampling."""
+    from .store import PROMPT_COLUMNS
+
+    if not isinstance(sweep, pd.DataFrame) or not len(sweep):
+        raise SNAError("verdict needs the sweep table (su.results_table(su.sweep_table_name(model), profile)).")
+    if "improvement_pct_selection" not in sweep:
+        raise SNAError("The sweep table has no selection/test columns: rerun the sweep with this kit version.")
+    missing = [c for c in PROMPT_COLUMNS if c not in prompts]
+    if missing:
+        raise SNAError(f"The per-prompt table lacks column(s) {missing}: read it with su.read_prompt_table(path).")
+    for i, e in enumerate(extra):
+        bad = [c for c in VERDICT_COLUMNS if c not in e]
+        if bad:
+            raise SNAError(f"extra[{i}] lacks verdict column(s) {bad}; its columns must be {VERDICT_COLUMNS}.")
+        wrong = sorted(set(e["verdict"]) - set(VERDICTS))
+        if wrong:
+            raise SNAError(f"extra[{i}] has verdict(s) {wrong}; use one of {VERDICTS}.")
+
+
+def verdict(sweep: pd.DataFrame, prompts: pd.DataFrame, profile: str, null: pd.DataFrame | None = None,
+            extra: Sequence[pd.DataFrame] = (), alpha: float = 0.05, n_resamples: int = 1000,
+            seed: int = 0) -> pd.DataFrame:
+    """Every claim the kit recomputes, one row each (:data:`VERDICT_COLUMNS`), per model of ``sweep``.
+
+    ``prompts``: the sweep's per-prompt table (``su.read_prompt_table``); ``null``: the matched-null table
+    (``nulls.matched_null``) at the configurations chosen on selection prompts, or None; ``extra``: further
+    rows in the same columns (other analyses' claims), appended as they are. Intervals: percentile bootstrap
+    over test prompts (within tasks), ``n_resamples`` resamples, ``seed`` fixed, level ``1 - alpha``.
+    """
+    extra = list(extra)
+    _check(sweep, prompts, extra)
+    rows = [_row("configurations in the grid (all models)", PAPER_NUMBERS["configurations"], len(sweep), None,
+                 np.nan, np.nan, np.nan, SUPPORTED if len(sweep) == PAPER_NUMBERS["configurations"] else NOT_MEASURED,
+                 ", ".join(sorted(sweep["model"].unique())), profile)]
+    for model, s in sweep.groupby("model", sort=True):
+        pm = prompts[prompts["model"] == model]
+        chosen = chosen_configs(s)
+        paired = paired_arms(held_out_prompts(pm, chosen))
+        selection = (pm[(pm["part"] == "selection") & (pm["arm"] == "sna")]
+                     .drop_duplicates(["task", "prompt_id"]).sort_values(["task", "prompt_id"]))
+        zones = {t: zone_of(g["p_base"].mean()) for t, g in selection.groupby("task")}
+        summary, gains = task_summary(s), null_gains(null, model)
+        args = (model, profile, alpha, n_resamples, seed)
+        rows += _per_task_rows(summary, paired, chosen, gains, *args)
+        rows += _zone1_rows(summary, paired, chosen, zones, gains, *args)
+        rows.append(_rho_row(summary, paired, selection, gains, *args))
+        rows.append(_zone3_row(s, pm, zones, *args))
+    out = pd.DataFrame(rows, columns=VERDICT_COLUMNS)
+    return pd.concat([out, *[e[VERDICT_COLUMNS] for e in extra]], ignore_index=True) if extra else out

@@ -1,0 +1,181 @@
+"""The verdict: held-out numbers from test prompts only, deterministic intervals, calibrated on random weights,
+and finding a planted effect."""
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import sna_utils as su
+from helpers import trim
+from sna_utils.stats import Interval
+from sna_utils.verdict import (CONTRADICTED, _relative_ci, NOT_DISTINGUISHABLE, NOT_MEASURED, SUPPORTED, VERDICT_COLUMNS,
+                               gain_verdict, rho_verdict, share_verdict, verdict)
+
+GRID = dict(layers=[1, 2], ks=[1, 5], multipliers=[2.0, 5.0])
+
+
+def _sweep(model, tasks, neutral, out, seed=0, **grid):
+    df = su.run_sweep(model, tasks, **(GRID | grid), neutral=neutral, out=out, progress=False, seed=seed)
+    return df, su.read_prompt_table(out)
+
+
+@pytest.fixture(scope="module")
+def run(tiny, tasks, neutral, tmp_path_factory):
+    t, neu = trim(tasks, neutral, n_tasks=4, n_eval=30)
+    return (t, neu, *_sweep(tiny, t, neu, tmp_path_factory.mktemp("v") / "s.parquet"))
+
+
+def test_one_row_per_claim_in_the_shared_columns(run):
+    t, _, df, prompts = run
+    v = verdict(df, prompts, "smoke")
+    assert list(v.columns) == VERDICT_COLUMNS
+    assert set(v["verdict"]) <= {SUPPORTED, NOT_DISTINGUISHABLE, CONTRADICTED, NOT_MEASURED}
+    per_task = v[v["claim"].str.startswith("SNA beats the random control on")]
+    assert len(per_task) == len(t) and per_task["claim"].str.contains("15 test prompts; MDE").all()
+    assert (v["profile"] == "smoke").all() and (v.loc[1:, "model"] == "tiny").all()
+    row = v[v["claim"] == "configurations in the grid (all models)"].iloc[0]
+    assert row["in_sample"] == len(df) and row["verdict"] == NOT_MEASURED
+    chosen = su.choose_on_selection(df).set_index("task")
+    for task in chosen.index:
+        r = per_task[per_task["claim"].str.contains(f" on {task} ")].iloc[0]
+        assert r["held_out"] == pytest.approx(chosen.loc[task, "held_out"], rel=1e-6)
+        assert r["in_sample"] == pytest.approx(chosen.loc[task, "in_sample_best"])
+        assert r["ci_low"] <= r["held_out"] <= r["ci_high"]
+
+
+def test_intervals_are_deterministic_for_a_seed(run):
+    _, _, df, prompts = run
+    a, b = verdict(df, prompts, "smoke", seed=3), verdict(df, prompts, "smoke", seed=3)
+    pd.testing.assert_frame_equal(a, b)
+    c = verdict(df, prompts, "smoke", seed=4)
+    assert not np.allclose(a["ci_low"].fillna(0), c["ci_low"].fillna(0))
+
+
+def test_held_out_numbers_come_from_test_prompts_only(run):
+    """Scrambling what selection prompts did changes no held-out number; scrambling test prompts does."""
+    t, _, df, prompts = run
+    cols = ["held_out", "ci_low", "ci_high", "control", "control_b", "null_p"]
+    want = verdict(df, prompts, "smoke")
+    rng = np.random.default_rng(0)
+    sel = prompts["part"] == "selection"
+    scrambled = prompts.assign(p=np.where(sel, rng.uniform(0, 1, len(prompts)), prompts["p"]))
+    pd.testing.assert_frame_equal(verdict(df, scrambled, "smoke")[cols], want[cols])
+    scrambled = prompts.assign(p=np.where(~sel, rng.uniform(0, 1, len(prompts)), prompts["p"]))
+    assert not np.allclose(verdict(df, scrambled, "smoke")["held_out"].fillna(0), want["held_out"].fillna(0))
+    # and the configuration is chosen from the selection columns alone
+    noisy = df.assign(**{c: rng.normal(size=len(df)) for c in df.columns if c.endswith("_test")})
+    pd.testing.assert_frame_equal(su.choose_on_selection(noisy)[["task", "layer", "k", "multiplier"]],
+                                  su.choose_on_selection(df)[["task", "layer", "k", "multiplier"]])
+    for x in t:  # neurons come from discovery prompts, which are never evaluation prompts
+        assert not {i.prompt for i in x.discovery} & {i.prompt for i in x.evaluation}
+
+
+def test_bad_input_is_named(run):
+    _, _, df, prompts = run
+    with pytest.raises(su.SNAError, match="selection/test columns"):
+        verdict(df.drop(columns="improvement_pct_selection"), prompts, "smoke")
+    with pytest.raises(su.SNAError, match=r"lacks column\(s\) \['part'\]"):
+        verdict(df, prompts.drop(columns="part"), "smoke")
+    with pytest.raises(su.SNAError, match="extra\\[0\\] lacks"):
+        verdict(df, prompts, "smoke", extra=[pd.DataFrame({"claim": ["x"]})])
+    bad = pd.DataFrame([dict.fromkeys(VERDICT_COLUMNS, 1.0) | {"verdict": "probably"}])
+    with pytest.raises(su.SNAError, match="probably"):
+        verdict(df, prompts, "smoke", extra=[bad])
+
+
+def test_extra_rows_are_joined(run):
+    _, _, df, prompts = run
+    extra = pd.DataFrame([dict(claim="SST-2 accuracy change", paper=57.3, in_sample=1.0, held_out=0.5, ci_low=-1.0,
+                               ci_high=2.0, control=0.1, control_b=0.2, null_p=0.4, verdict=NOT_DISTINGUISHABLE,
+                               model="tiny", profile="smoke")])
+    v = verdict(df, prompts, "smoke", extra=[extra])
+    pd.testing.assert_frame_equal(v.tail(1).reset_index(drop=True), extra)
+
+
+@pytest.mark.parametrize("args, expected", [
+    ((Interval(50, 30, 80, 0.95, 1000), 10.0, np.nan, 70.3), SUPPORTED),
+    ((Interval(50, 30, 60, 0.95, 1000), 10.0, np.nan, 70.3), CONTRADICTED),  # beats the control, short of the paper
+    ((Interval(50, 30, 80, 0.95, 1000), 40.0, np.nan, 70.3), NOT_DISTINGUISHABLE),  # control inside the interval
+    ((Interval(50, 30, 80, 0.95, 1000), 10.0, 0.2, 70.3), NOT_DISTINGUISHABLE),  # the matched null decides
+    ((Interval(-20, -30, -5, 0.95, 1000), -50.0, 0.01, 70.3), CONTRADICTED),
+    ((Interval(np.nan, np.nan, np.nan, 0.95, 1000), 0.0, np.nan, 70.3), NOT_MEASURED),
+])
+def test_gain_verdict(args, expected):
+    assert gain_verdict(*args) == expected
+
+
+def test_rho_and_share_verdicts():
+    ci = Interval(-0.8, -0.95, -0.4, 0.95, 1000)
+    assert rho_verdict(ci, 0.1, np.nan) == SUPPORTED
+    assert rho_verdict(ci, -0.7, np.nan) == NOT_DISTINGUISHABLE
+    assert rho_verdict(ci, 0.1, 0.3) == NOT_DISTINGUISHABLE
+    assert rho_verdict(Interval(0.6, 0.2, 0.9, 0.95, 1000), 0.0, np.nan) == CONTRADICTED
+    assert rho_verdict(None, 0.0, np.nan) == NOT_MEASURED
+    assert share_verdict(Interval(5, 2, 9, 0.95, 1000)) == SUPPORTED
+    assert share_verdict(Interval(30, 20, 40, 0.95, 1000)) == CONTRADICTED
+    assert share_verdict(Interval(8, 2, 20, 0.95, 1000)) == NOT_DISTINGUISHABLE
+
+
+@pytest.mark.slow
+def test_random_weights_rarely_pass_the_verdict_while_in_sample_bests_are_large(tiny, tmp_path):
+    """A test of the test: on random weights no neuron set means anything. Over 12 tasks x 2 seeds the verdict
+    calls SNA better than the control no more often than its nominal 5 % allows (99 % binomial bound), while
+    the in-sample best improvement is large for SNA and the control alike."""
+    from scipy.stats import binom
+
+    calls, best_sna, best_control, held = [], [], [], []
+    for seed in (0, 1):
+        t, neu = trim(su.load_tasks(seed=seed), su.split_neutral(su.load_neutral(), seed), 12, 16, 30)
+        df, prompts = _sweep(tiny, t, neu, tmp_path / f"s{seed}.parquet", seed, positions="last", layers=[1, 2],
+                             ks=[5, 20], multipliers=[5.0, 10.0])
+        v = verdict(df, prompts, "smoke", seed=seed)
+        calls += v.loc[v["claim"].str.startswith("SNA beats"), "verdict"].tolist()
+        best_sna += df.groupby("task")["improvement_pct"].max().tolist()
+        best_control += df.groupby("task")["control_improvement_pct"].max().tolist()
+        held += su.choose_on_selection(df)["held_out"].tolist()
+    assert len(calls) == 24
+    assert calls.count(SUPPORTED) <= binom.ppf(0.99, len(calls), 0.05)
+    print(f"in-sample best, median over tasks: SNA {np.median(best_sna):.1f} %, control "
+          f"{np.median(best_control):.1f} %; SNA held out {np.median(held):.1f} %; supported {calls.count(SUPPORTED)}")
+    assert np.median(best_sna) > 10 and np.median(best_control) > 10
+    assert np.median(held) < np.median(best_sna) / 2  # the in-sample maximum is mostly the choice
+
+
+def _plant(model, tasks, layer, k):
+    """Make each task's top-k discovery neurons at ``layer`` write the mean unembedding of its targets: then
+    amplifying exactly those neurons raises the targets (discovery at ``layer`` is unchanged by W_out)."""
+    eng = su.engine.engine_weights(model)
+    neu = su.split_neutral(su.load_neutral())
+    planted = {}
+    for t in tasks:
+        scores = su.neuron_scores(model, [i.prompt for i in t.discovery], neu.discovery, layer)
+        ns = su.top_neurons(scores, k)
+        ids = torch.unique(su.target_token_ids(model, t.items))
+        direction = eng.w_u[ids].mean(0)
+        with torch.no_grad():
+            for n in ns:
+                eng.blocks[layer].w_out[n] = 3.0 * direction / direction.norm() * eng.blocks[layer].w_out[n].norm()
+        planted[t.name] = ns
+    return planted
+
+
+@pytest.mark.slow
+def test_verdict_finds_planted_task_neurons(tasks, neutral, tmp_path):
+    model = su.load_model("tiny", device="cpu")  # a fresh copy: planting changes its weights
+    t, neu = trim(tasks, neutral, n_tasks=3, n_eval=40)
+    _plant(model, t, 2, 5)
+    df, prompts = _sweep(model, t, neu, tmp_path / "s.parquet", layers=[2], ks=[5], multipliers=[2.0, 5.0])
+    chosen = su.choose_on_selection(df)
+    null = su.matched_null(model, t, chosen, n_draws=100, neutral=neu)
+    v = verdict(df, prompts, "smoke", null=null.table)
+    per_task = v[v["claim"].str.startswith("SNA beats")]
+    assert (per_task["verdict"] == SUPPORTED).all(), per_task[["claim", "held_out", "control", "null_p"]]
+    assert (per_task["null_p"] < 0.05).all() and (per_task["ci_low"] > per_task["control"]).all()
+    assert (null.push["push_ratio_matched"] > 1).all()
+
+
+def test_fast_relative_interval_equals_change_ci():
+    rng = np.random.default_rng(1)
+    base, after = rng.uniform(0.01, 0.3, 25), rng.uniform(0.01, 0.3, 25)
+    want = su.stats.change_ci(base, after, "relative_pct", 1000, 0.95, seed=5)
+    assert _relative_ci(pd.Series(base), pd.Series(after), 1000, 0.05, 5) == want
