@@ -22,6 +22,7 @@ from .analysis import PAPER_NUMBERS, confidence_gain_correlation, task_summary
 from .core import improvement_pct, zone_of
 from .errors import SNAError
 from .heldout import ARMS, choose_on_selection
+from .saturation import saturation_claims, zone_share_ci
 from .stats import Interval, bootstrap_ci, check_probs, sna_vs_control, task_change, task_spearman
 
 VERDICT_COLUMNS = ["claim", "paper", "in_sample", "held_out", "ci_low", "ci_high", "control", "control_b", "null_p",
@@ -95,13 +96,6 @@ def _relative(p_base: np.ndarray, p_after: np.ndarray) -> float:
 def _mean_relative(groups: list) -> float:
     """Mean over tasks of each task's relative improvement (%) from its (p_base, p_after) arrays."""
     return float(np.mean([_relative(b, a) for b, a in groups]))
-
-
-def _share_above(groups: list, threshold: float = ZONE3_THRESHOLD_PCT) -> float:
-    """Share (%) of configurations whose relative improvement exceeds ``threshold``; each task's arrays are
-    p_base ``[n]`` and p ``[n, n_configs]``."""
-    hits = [100 * (p.mean(0) - b.mean()) / b.mean() > threshold for b, p in groups]
-    return float(100 * np.concatenate(hits).mean())
 
 
 def _relative_ci(p_base: pd.Series, p_after: pd.Series, n_resamples: int, alpha: float, seed: int) -> Interval:
@@ -296,12 +290,7 @@ def _zone3_row(sweep, prompts, zones, model, profile, alpha, n_resamples, seed) 
     if not tasks:
         return _row(claim + " (0 tasks)", np.nan, in_sample, None, np.nan, np.nan, np.nan, NOT_MEASURED, model,
                     profile)
-    sub = prompts[(prompts["arm"] == "sna") & (prompts["part"] == "test") & prompts["task"].isin(tasks)]
-    groups = []
-    for _, g in sub.groupby("task", sort=True):
-        wide = g.pivot_table(index="prompt_id", columns=["layer", "k", "multiplier"], values="p", aggfunc="first")
-        groups.append((g.groupby("prompt_id")["p_base"].first().loc[wide.index].to_numpy(), wide.to_numpy()))
-    ci = stratified_ci(groups, _share_above, n_resamples, 1 - alpha, seed)
+    ci = zone_share_ci(prompts, sweep, 3, "sna", ZONE3_THRESHOLD_PCT, n_resamples, seed, 1 - alpha)
     z3 = sweep[sweep["task"].isin(tasks)]
     ctrl = {arm: 100 * float((z3[f"{arm}_improvement_pct_test"] > ZONE3_THRESHOLD_PCT).mean()) for arm in ARMS[1:]}
     return _row(f"{claim} ({len(tasks)} tasks)", np.nan, in_sample, ci, ctrl["control"], ctrl["control_b"], np.nan,
@@ -357,4 +346,5 @@ def verdict(sweep: pd.DataFrame, prompts: pd.DataFrame, profile: str, null: pd.D
         rows.append(_rho_row(summary, paired, selection, gains, *args))
         rows.append(_zone3_row(s, pm, zones, *args))
     out = pd.DataFrame(rows, columns=VERDICT_COLUMNS)
-    return pd.concat([out, *[e[VERDICT_COLUMNS] for e in extra]], ignore_index=True) if extra else out
+    saturation = saturation_claims(prompts, sweep, profile, alpha, n_resamples, seed)
+    return pd.concat([out, saturation, *[e[VERDICT_COLUMNS] for e in extra]], ignore_index=True)

@@ -50,9 +50,9 @@ LAYERS = [
     {"families"},
     {"core"},
     {"engine", "store", "explore", "analysis", "stats", "style"},
-    {"flops", "sst2_heldout", "choices", "verdict"},
+    {"flops", "sst2_heldout", "choices"},
     {"sweep", "sst2", "plots", "profiles", "saturation"},
-    {"preflight", "nulls"},
+    {"preflight", "nulls", "verdict"},
 ]
 
 

@@ -134,22 +134,16 @@ def test_the_verdict_rows(planted_tables):
     assert list(planted.columns) == list(sat.CLAIM_COLUMNS)
     assert set(planted.verdict) <= set(sat.VERDICTS) and (planted.model == "synthetic").all()
     assert (planted.profile == "synthetic").all()
-    assert list(planted.verdict[:3]) == ["supported"] * 3
-    assert planted.in_sample[0] == pytest.approx(su.confidence_gain_correlation(
-        su.best_per_task(sweep), "improvement_pct")[0])
-    zone3 = planted.iloc[3]
-    assert zone3.held_out == pytest.approx(sat.zone_share_ci(prompts, sweep, 3, n_resamples=1000).estimate)
-    assert zone3.verdict == ("supported" if zone3.held_out <= sat.RARELY_PCT else "contradicted")
+    assert list(planted.verdict[:2]) == ["supported"] * 2  # the log-odds rho over tasks and per prompt
     layers = planted[planted.claim.str.startswith("layer")]
     assert len(layers) == 4 and (layers.verdict == "not measured").all()  # layers 8-22 were not swept
 
 
 def test_the_verdict_rows_on_a_null_table():
-    """No saturation: the paper's rho is there (arithmetic), but neither log-odds row is called either way."""
+    """No saturation: neither log-odds row (over tasks, per prompt) is called either way."""
     sweep, prompts = synthetic_tables(seed=21, **SMALL)
     null = sat.saturation_claims(prompts, sweep, "synthetic", n_resamples=1000)
-    assert null.held_out[0] < -0.5 and null.control[0] < -0.5
-    assert list(null.verdict[1:3]) == ["not distinguishable from the control"] * 2
+    assert list(null.verdict[:2]) == ["not distinguishable from the control"] * 2
 
 
 def test_layer_verdicts():
