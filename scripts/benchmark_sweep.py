@@ -11,14 +11,15 @@ Prints times and ratios; it is not a test.
         [--layers 0,6,11] [--n-eval 10] [--n-neutral 20] [--precisions float32,bfloat16] [--max-tokens N]
         [--n-disc 8] [--reduced]
 
-* plain loop: for each configuration, full hooked forward passes (``su.measure``) of the
-  evaluation prompts and held-out neutral prompts, for the SNA neurons and for the random
-  control neurons: the same numbers the engine produces. It times a fixed-seed random sample
-  of configurations and scales up to the whole grid (said in the output).
+* plain loop: for each configuration, full hooked forward passes (``su.next_token_logits`` with an
+  ``Intervention``) of every arm ``run_sweep`` computes: SNA, the control (``seed``) and the second control
+  (``seed + 1``) on the evaluation prompts and on the held-out neutral prompts, and SNA on the task's
+  held-out format-matched neutral prompts (``side_effect_kl_formats``): the same numbers the engine produces.
+  It times a fixed-seed random sample of configurations and scales up to the whole grid (said in the output).
 * engine: ``su.run_sweep`` on the whole grid, discovery and baselines included, per precision
   (float32, bfloat16, and TF32 on CUDA), with ``positions="all"`` and ``positions="last"``.
-* FLOP floor: the matrix-multiply FLOPs the grid strictly needs (blocks L.. for every
-  configuration and prompt at its real length, plus last-token logits) divided by this
+* FLOP floor: the matrix-multiply FLOPs the grid strictly needs (``su.flops.sweep_unit_flops``: blocks L..
+  for every arm, configuration and prompt at its real length, plus last-token logits) divided by this
   machine's measured matmul rate at that precision.
 """
 from __future__ import annotations
@@ -32,35 +33,42 @@ import torch
 
 import sna_utils as su
 
+SWEEP_SEED = 0  # run_sweep's default seed, as the engine runs here: the controls' draws and the format split
 
-def floor_seconds(model, layers, n_configs, prompt_lengths, rate) -> tuple[float, float]:
-    """(FLOPs, seconds at ``rate``) for ``n_configs`` configurations at each layer."""
-    flops = sum(su.flops.prompts_flop_floor(model, L, n_configs, prompt_lengths) for L in layers)
+
+def floor_seconds(model, layers, n_pairs, lengths: dict[str, list[int]], rate) -> tuple[float, float]:
+    """(FLOPs, seconds at ``rate``) of one task's ``n_pairs`` (k, m) pairs at each layer, every arm counted."""
+    flops = sum(su.flops.sweep_unit_flops(model, L, n_pairs, lengths["eval"], lengths["neutral"], lengths["formats"])
+                for L in layers)
     return flops, flops / rate
 
 
-def time_plain(model, task, neutral, layers, ks, ms, sample, seed) -> tuple[float, int]:
+def time_plain(model, task, neutral, formats, layers, ks, ms, sample, seed) -> tuple[float, int]:
     """Seconds per configuration of the plain loop, over a fixed-seed sample of the grid.
 
-    Baselines and discovery are computed once (as the engine does); each configuration then
-    runs four full hooked forward passes: SNA and control neurons, on the evaluation prompts
-    (target probabilities) and on the held-out neutral prompts (side effect).
+    Baselines and discovery are computed once (as the engine does); each configuration then runs seven
+    full hooked forward passes: each of the three arms on the evaluation prompts (target probabilities) and
+    on the held-out neutral prompts (side effect), and SNA on the format-matched neutral prompts.
     """
     grid = [(L, k, m) for L in layers for k in ks for m in ms]
     picked = random.Random(seed).sample(grid, min(sample, len(grid)))
     prompts = [i.prompt for i in task.evaluation]
     base = su.baseline_of(su.target_token_ids(model, task.evaluation), su.next_token_logits(model, prompts))
     neutral_base = su.next_token_logits(model, neutral.heldout)
+    formats_base = su.next_token_logits(model, formats)
     rankings = {}
     t0 = time.perf_counter()
     for L, k, m in picked:
         if L not in rankings:  # discovery once per layer, as the engine does
             scores = su.neuron_scores(model, [i.prompt for i in task.discovery], neutral.discovery, L)
             rankings[L] = su.rank_neurons(scores)
-        for neurons in (rankings[L][:k].tolist(), su.random_neurons(su.d_mlp(model), k, seed, L)):
-            iv = su.Intervention(L, neurons, m)
+        arms = [rankings[L][:k].tolist()] + [su.sweep.control_configs(model, L, [k], [m], SWEEP_SEED, arm)[0].neurons
+                                             for arm in su.heldout.ARMS[1:]]
+        for neurons in arms:
+            iv = su.Intervention(L, list(neurons), m)
             su.outcome_of(base, su.next_token_logits(model, prompts, iv), neutral_base,
                           su.next_token_logits(model, neutral.heldout, iv))
+        su.kl_divergence(formats_base, su.next_token_logits(model, formats, su.Intervention(L, arms[0], m)))
     return (time.perf_counter() - t0) / len(picked), len(picked)
 
 
@@ -112,6 +120,7 @@ def main() -> None:
     if args.n_disc:
         task = su.Task(task.name, task.category, task.description, task.discovery[: args.n_disc], task.evaluation)
         neutral = su.NeutralSet(neutral.discovery[: args.n_disc], neutral.heldout)
+    formats = list(su.sweep.format_sets(None, SWEEP_SEED)[task.name].heldout)
     layers = list(range(su.n_layers(model))) if args.layers == "all" else [int(x) for x in args.layers.split(",")]
     cuda = args.device.startswith("cuda")
     precisions = args.precisions.split(",") if args.precisions else ["float32", "bfloat16"] + ["tf32"] * cuda
@@ -119,20 +128,22 @@ def main() -> None:
     n_grid = len(layers) * len(ks) * len(ms)
     print(f"{su.model_note(args.model)} on {args.device} ({torch.get_num_threads()} CPU threads); task {task.name}: "
           f"{len(task.evaluation)} evaluation prompts, {len(neutral.heldout)} held-out neutral prompts; "
-          f"grid {len(layers)} layers {layers} x {len(ks)} k x {len(ms)} multipliers = {n_grid} configurations")
+          f"{len(formats)} held-out format-matched prompts; grid {len(layers)} layers {layers} x {len(ks)} k x "
+          f"{len(ms)} multipliers = {n_grid} configurations, each with three arms (SNA, control, control_b)")
 
-    per_cfg, n_sampled = time_plain(model, task, neutral, layers, ks, ms, args.plain_sample, args.seed)
+    per_cfg, n_sampled = time_plain(model, task, neutral, formats, layers, ks, ms, args.plain_sample, args.seed)
     plain = per_cfg * n_grid
     print(f"plain loop : {plain:9.2f} s  (float32; timed {n_sampled} random configurations, seed {args.seed}, "
           f"{per_cfg:.3f} s each, scaled to {n_grid})")
-    lengths = [len(model.to_tokens(p)[0]) for p in [i.prompt for i in task.evaluation] + list(neutral.heldout)]
+    lengths = {name: (su.encode_prompts(model, prompts).last + 1).tolist() for name, prompts in
+               (("eval", [i.prompt for i in task.evaluation]), ("neutral", neutral.heldout), ("formats", formats))}
     for precision in precisions:
         su.run_sweep(model, [task], [layers[-1]], [1], [2.0], neutral=neutral, progress=False,
                      precision=precision)  # warm-up (and the weights cast to this precision)
         engine = time_engine(model, task, neutral, layers, ks, ms, "all", precision, args.max_tokens or None,
                              args.device)
         rate = su.matmul_rate(args.device, n=2048 if cuda else 1024, precision=precision)
-        flops, floor = floor_seconds(model, layers, 2 * len(ks) * len(ms), lengths, rate)
+        flops, floor = floor_seconds(model, layers, len(ks) * len(ms), lengths, rate)
         print(f"[{precision}] engine {engine:9.2f} s ({engine / n_grid * 1e3:.1f} ms per configuration); "
               f"speed-up over plain loop {plain / engine:5.1f}x; FLOP floor {floor:8.2f} s ({flops / 1e12:.2f} "
               f"TFLOP at a measured {rate / 1e9:.0f} GFLOP/s); engine / floor {engine / floor:5.2f}x")

@@ -2,7 +2,9 @@
 
 Used for the sweep's up-front estimate, the pre-flight of ``make run`` and the benchmark's floor.
 The floor counts the matrix-multiply arithmetic a grid needs: blocks L.. for every configuration and
-prompt at its real length, plus last-token logits. Imports ``core`` and ``engine`` (precisions).
+prompt at its real length, plus last-token logits. ``sweep_unit_flops`` says which prompts each arm of
+a sweep runs on: the one count that the sweep's estimate, the pre-flight and the benchmark share.
+Imports ``core`` and ``engine`` (precisions).
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ import torch
 from .core import d_mlp, n_layers
 from .engine import compute_dtype, precision_mode
 
-# Engine time / FLOP floor, measured by `make bench` on the 2-core build CPU, float32: 1.18 on the GPT-2 Small
-# shape, 1.35 on the Medium shape (README, Speed). Estimates use the larger; on a GPU it is not measured.
+# Engine time / FLOP floor, measured by `make bench` on the 2-core build CPU, float32: 1.10 on the GPT-2 Small
+# shape (all layers, every arm), 1.35 on the Medium shape (before the third arm). Estimates use the larger;
+# on a GPU it is not measured.
 ENGINE_OVER_FLOOR = 1.35
 
 
@@ -67,3 +70,16 @@ def grid_flop_floor(model, layer: int, n_configs: int, n_prompts: int, seq: int)
 def prompts_flop_floor(model, layer: int, n_configs: int, lengths: Sequence[int]) -> float:
     """``grid_flop_floor`` summed over prompts of the given token lengths (each run at its real length)."""
     return sum(grid_flop_floor(model, layer, n_configs, 1, int(T)) for T in lengths)
+
+
+def sweep_unit_flops(model, layer: int, n_pairs: int, eval_lengths: Sequence[int], neutral_lengths: Sequence[int],
+                     format_lengths: Sequence[int] = (), n_tasks: int = 1) -> float:
+    """FLOP floor of one (task, layer) unit of ``run_sweep`` with ``n_pairs`` (k, m) pairs, every arm it computes.
+
+    The three arms (SNA, control, control_b) on the task's evaluation prompts; SNA on the held-out neutral
+    prompts and on the task's held-out format-matched ones; the two controls on the neutral prompts, which are
+    computed once per layer and shared by the ``n_tasks`` tasks of the sweep (so counted 1 / n_tasks here).
+    """
+    return (prompts_flop_floor(model, layer, 3 * n_pairs, eval_lengths)
+            + prompts_flop_floor(model, layer, n_pairs, [*neutral_lengths, *format_lengths])
+            + prompts_flop_floor(model, layer, 2 * n_pairs, neutral_lengths) / n_tasks)

@@ -2,12 +2,12 @@
 
 The runner (``scripts/run_notebooks.py``) prints a :class:`Plan`: the device, the models that will be
 downloaded, and an estimated time per grid. The estimate is the FLOP floor of each grid
-(``flops.grid_flop_floor`` on the model's shape, no weights loaded) divided by this device's measured
-float32 matmul rate, times ``flops.ENGINE_OVER_FLOOR`` (the engine/floor ratio ``make bench`` measured).
-The floor's block formula is GPT-2's (attention 4 d^2, MLP 2 d d_mlp per token): for notebook 07's gated,
-grouped-query models it is a rougher estimate, and a Hub id whose config is unknown here gets none.
+(``flops.sweep_unit_flops``, every arm the sweep computes, on the model's shape, no weights loaded) divided
+by this device's measured float32 matmul rate, times ``flops.ENGINE_OVER_FLOOR`` (the engine/floor ratio
+``make bench`` measured on GPT-2's shape). The block count includes gated MLPs and grouped-query attention;
+a Hub id whose config is unknown here gets no estimate.
 The ``paper`` profile on a CPU-only machine stops with a message naming the ways on, unless
-``$SNA_PAPER_ON_CPU=1``. Imports ``core``, ``engine``, ``errors``, ``hub`` and ``profiles``.
+``$SNA_PAPER_ON_CPU=1``. Imports ``core``, ``engine``, ``errors``, ``hub``, ``profiles`` and ``sweep``.
 """
 
 from __future__ import annotations
@@ -19,10 +19,11 @@ from typing import Sequence
 import torch
 
 from .core import HUB_MODELS, default_device, load_neutral, load_tasks, split_neutral
-from .flops import ENGINE_OVER_FLOOR, matmul_rate, prompts_flop_floor
+from .flops import ENGINE_OVER_FLOOR, matmul_rate, sweep_unit_flops
 from .errors import SNAError
 from .profiles import (TABLE_MAKERS, ModelShape, Profile, depth_matched_layers, get_profile, is_hub_id,
                        model_shape)
+from .sweep import format_sets
 
 CONFIRM_VARIABLE = "SNA_PAPER_ON_CPU"  # set to 1 to start the paper profile on a CPU-only machine
 ARITHMETIC_TASKS = ("addition", "multiplication", "number_sequences")  # the Pythia notebook's tasks
@@ -40,11 +41,13 @@ def token_lengths(prompts: Sequence[str]) -> tuple[list[int], bool]:
 
 
 def grid_flops(shape: ModelShape, eval_lengths: Sequence[Sequence[int]], neutral_lengths: Sequence[int],
-               layers: Sequence[int], n_ks: int, n_multipliers: int) -> float:
-    """FLOP floor of a sweep as ``run_sweep`` counts it: SNA and control, each task's evaluation prompts plus
-    the held-out neutral ones, at their token lengths (``eval_lengths``: one list per task)."""
-    return sum(prompts_flop_floor(shape, L, 2 * n_ks * n_multipliers, [*lengths, *neutral_lengths])
-               for lengths in eval_lengths for L in layers)
+               layers: Sequence[int], n_ks: int, n_multipliers: int,
+               format_lengths: Sequence[Sequence[int]] | None = None) -> float:
+    """FLOP floor of a sweep as ``run_sweep`` computes it (``flops.sweep_unit_flops``: every arm), the prompts at
+    their token lengths (``eval_lengths`` and ``format_lengths``: one list per task, in the same order)."""
+    format_lengths = format_lengths if format_lengths is not None else [[] for _ in eval_lengths]
+    return sum(sweep_unit_flops(shape, L, n_ks * n_multipliers, lengths, neutral_lengths, fmt, len(eval_lengths))
+               for lengths, fmt in zip(eval_lengths, format_lengths, strict=True) for L in layers)
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,8 @@ def profile_parts(prof: Profile, seed: int = 0) -> tuple[list[Part], bool]:
     arithmetic = [t for t in tasks if t.name in ARITHMETIC_TASKS]
     neutral_lengths, counted = token_lengths(neutral.heldout)
     lengths = {t.name: token_lengths([i.prompt for i in t.evaluation])[0] for t in tasks}
+    formats = format_sets(None, seed)  # side_effect_kl_formats runs SNA on each task's held-out half
+    format_lengths = {t.name: token_lengths(formats[t.name].heldout)[0] if t.name in formats else [] for t in tasks}
     grids = [(TABLE_MAKERS["validation.parquet"], prof.small_model, tasks, None, prof.validation_ks,
               prof.validation_multipliers)]
     grids += [(TABLE_MAKERS["sweep_"], m, tasks, prof.layers, prof.ks, prof.multipliers) for m in prof.sweep_models]
@@ -87,7 +92,8 @@ def profile_parts(prof: Profile, seed: int = 0) -> tuple[list[Part], bool]:
         layers = sorted(set(layers)) if layers is not None else range(shape.n_layers)
         n_cfg = len(ts) * len(layers) * len(set(ks)) * len(set(ms))
         flops = None if shape is None else grid_flops(shape, [lengths[t.name] for t in ts], neutral_lengths,
-                                                      layers, len(set(ks)), len(set(ms)))
+                                                      layers, len(set(ks)), len(set(ms)),
+                                                      [format_lengths[t.name] for t in ts])
         parts.append(Part(notebook, model, n_cfg, flops))
     return parts, counted
 

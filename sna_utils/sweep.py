@@ -32,7 +32,7 @@ from .engine import (IDENTITY, Config, LayerState, Metrics, Reference, check_pre
 from .errors import SNAError
 from .explore import load_neutral_formats, neuron_overlap
 from .heldout import ARMS, PARTS, arm_column, part_column
-from .flops import ENGINE_OVER_FLOOR, matmul_rate, prompts_flop_floor
+from .flops import ENGINE_OVER_FLOOR, matmul_rate, sweep_unit_flops
 from .store import SweepSettings, data_fingerprint, existing_rows, write_unit
 
 
@@ -356,10 +356,9 @@ def _print_start(model, tasks, layers, ks, ms, neutral, cache, todo, out, n_cfg,
     def lengths(batch) -> list[int]:
         return (batch.last + 1).tolist() if batch is not None else []
 
-    c = len(ks) * len(ms)  # three arms on the task's prompts, SNA and controls on neutral, SNA on its formats
-    flops = sum(prompts_flop_floor(model, L, 3 * c, lengths(cache["eval", n][1]))
-                + prompts_flop_floor(model, L, 2 * c, lengths(cache["neutral_batch"]))
-                + prompts_flop_floor(model, L, c, lengths(cache.get(("formats", n)))) for n, L in todo)
+    flops = sum(sweep_unit_flops(model, L, len(ks) * len(ms), lengths(cache["eval", n][1]),
+                                 lengths(cache["neutral_batch"]), lengths(cache.get(("formats", n))), len(tasks))
+                for n, L in todo)
     dev = model_device(model)
     est = flops / matmul_rate(dev, precision=precision) * ENGINE_OVER_FLOOR if todo else 0.0
     saved = f"{n_cfg - n_todo} already in {out}" if out is not None else "nothing saved (no `out` path)"

@@ -46,15 +46,25 @@ def test_token_lengths_are_the_models(tiny, small):
 
 
 def test_grid_flops_equal_the_floor_on_the_loaded_model(tiny, small):
-    """The shape-only count equals flops.grid_flop_floor on the model, one prompt at a time at its length."""
+    """The shape-only count equals flops.grid_flop_floor on the model, one prompt at a time at its length, for
+    every arm the sweep runs."""
     tasks, neutral = small
     layers, ks, ms = [0, 2], 3, 2
     eval_lengths = [(su.encode_prompts(tiny, [i.prompt for i in t.evaluation]).last + 1).tolist() for t in tasks]
     neutral_lengths = (su.encode_prompts(tiny, list(neutral.heldout)).last + 1).tolist()
-    expected = sum(su.grid_flop_floor(tiny, L, 2 * ks * ms, 1, T) for lengths in eval_lengths for L in layers
-                   for T in [*lengths, *neutral_lengths])
-    got = pf.grid_flops(su.profiles.model_shape("tiny"), eval_lengths, neutral_lengths, layers, ks, ms)
+    format_lengths = [[5, 7 + i] for i in range(len(tasks))]
+    c, n = ks * ms, len(tasks)
+
+    def floor(L, configs, lengths):
+        return sum(su.grid_flop_floor(tiny, L, configs, 1, T) for T in lengths)
+
+    # three arms on each task's prompts, SNA on neutral and formats, both controls on neutral once per layer
+    expected = sum(floor(L, 3 * c, lengths) + floor(L, c, [*neutral_lengths, *fmt]) for lengths, fmt in
+                   zip(eval_lengths, format_lengths) for L in layers) + sum(floor(L, 2 * c, neutral_lengths)
+                                                                           for L in layers)
+    got = pf.grid_flops(su.profiles.model_shape("tiny"), eval_lengths, neutral_lengths, layers, ks, ms, format_lengths)
     assert got == pytest.approx(expected, rel=1e-12) and got > 0
+    assert pf.grid_flops(su.profiles.model_shape("tiny"), eval_lengths, neutral_lengths, layers, ks, ms) < got
 
 
 def test_parts_follow_the_profile():
@@ -122,3 +132,34 @@ def test_beyond_model_part_and_unknown_shape(monkeypatch):
     monkeypatch.setitem(su.profiles.PROFILES, "quick", dataclasses.replace(unknown, beyond_model="no-such-model"))
     with pytest.raises(su.SNAError, match="Unknown model 'no-such-model'"):
         pf.plan("quick", device="cpu", rate=1e11)
+
+
+def test_the_benchmark_times_and_counts_every_arm_the_sweep_runs(tiny, small, monkeypatch):
+    """`make bench` is like for like: its plain loop runs seven hooked passes per configuration (the three arms
+    on the evaluation and the neutral prompts, SNA on the format-matched ones), and its floor is the sweep's."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("benchmark_sweep", su.KIT_ROOT / "scripts" / "benchmark_sweep.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    tasks, neutral = small
+    task, formats = tasks[0], ["Format prompt one:", "Another format prompt here:"]
+    calls, real = [], su.next_token_logits
+
+    def counted(model, prompts, intervention=None, **kw):
+        if intervention is not None:
+            calls.append((tuple(prompts), tuple(intervention.neurons)))
+        return real(model, prompts, intervention, **kw)
+
+    monkeypatch.setattr(su, "next_token_logits", counted)
+    bench.time_plain(tiny, task, neutral, formats, [1], [2], [2.0], sample=1, seed=0)
+    eval_prompts = tuple(i.prompt for i in task.evaluation)
+    sets = [p for p, _ in calls]
+    assert sets.count(eval_prompts) == 3 and sets.count(tuple(neutral.heldout)) == 3 and sets.count(tuple(formats)) == 1
+    assert len({n for p, n in calls if p == eval_prompts}) == 3  # SNA and two different control draws
+    lengths = {"eval": [4, 6], "neutral": [5], "formats": [3, 7]}
+    flops, seconds = bench.floor_seconds(tiny, [0, 2], 6, lengths, rate=1e9)
+    shape = su.profiles.model_shape("tiny")
+    assert flops == pytest.approx(pf.grid_flops(shape, [lengths["eval"]], lengths["neutral"], [0, 2], 3, 2,
+                                                [lengths["formats"]]), rel=1e-12)
+    assert seconds == pytest.approx(flops / 1e9)
