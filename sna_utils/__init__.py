@@ -8,6 +8,8 @@ discovery, intervention, measurement, zones). Everything else is machinery built
 ==============  ==========================================================================
 ``core``        the method itself; the plain, hooked computation everything is tested against
 ``engine``      the fast forward from layer L for many configurations at once, metrics on the device
+``decoder``     the engine's general path: any family's own Hugging Face decoder layers from layer L
+``families``    which architectures the kit runs, read from a model's config before any weights load
 ``flops``       the FLOP model: a grid's floor, the measured matmul rate, the engine's overhead
 ``store``       the results table: a dataset of one file per unit, settings that must not mix
 ``sweep``       the grid (``run_sweep``, one unit per task and layer) and cross-task interference
@@ -15,6 +17,7 @@ discovery, intervention, measurement, zones). Everything else is machinery built
 ``heldout``     choosing on selection prompts, reporting on test prompts (every best-of choice)
 ``nulls``       the matched null: many random neuron sets like SNA's, at each task's chosen configuration
 ``verdict``     ``verdict()``: every claim of the paper in-sample and held out (its interval), beside the controls
+``rules``       the verdict table's columns and its three plain-words rules (a gain, a rho, "rarely")
 ``explore``     tables about tasks and neurons (baselines, scores, overlap, top prompts)
 ``analysis``    statistics on results tables: summaries, zones, rho, golden zones, paper numbers
 ``stats``       per-prompt metrics, bootstrap intervals, paired tests (Holm), rho over tasks, nulls
@@ -49,7 +52,7 @@ import importlib
 import warnings
 
 from . import (analysis, choices, cluster, core, engine, errors, explore, flops, heldout, hub, nulls, plots,
-               preflight, profiles, saturation, sst2, sst2_heldout, standins, stats, store, style, sweep)
+               preflight, profiles, rules, saturation, sst2, sst2_heldout, standins, stats, store, style, sweep)
 from .analysis import (PAPER_BEST_LAYERS, PAPER_NUMBERS, best_per_task, best_shared_config,
                        confidence_gain_correlation, control_comparison, golden_zone, golden_zone_summary,
                        interference_summary, layer_profile, layer_specialisation, paper_comparison, round_for_reading,
@@ -139,7 +142,7 @@ __all__ = [
     "plot_confidence_vs_improvement", "plot_sst2_zones", "plot_layer_multiplier_heatmaps", "plot_improvement_vs_k",
     "plot_golden_zone", "plot_model_comparison",
     # the modules
-    "core", "engine", "flops", "store", "sweep", "cluster", "explore", "heldout", "choices", "saturation", "nulls",
+    "core", "engine", "flops", "store", "sweep", "cluster", "explore", "heldout", "choices", "saturation", "nulls", "rules",
     "analysis", "stats", "sst2", "sst2_heldout", "profiles", "preflight",
     "style", "plots", "standins", "hub", "errors",
 ]

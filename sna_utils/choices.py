@@ -4,7 +4,8 @@ matrices and resampling they share with ``saturation``.
 
 Every choice is made by ``heldout.choose_on_selection`` (or on selection prompts alone) and reported on test
 prompts, with the paper's in-sample reading beside it. Works on DataFrames alone (the sweep table and the
-per-prompt table of the issue-15 contract). Imports ``errors``, ``heldout``, ``core`` and ``analysis``.
+per-prompt table of the issue-15 contract). Imports ``errors``, ``heldout``,
+``stats``, ``store`` and ``analysis``.
 """
 
 from __future__ import annotations
@@ -14,12 +15,15 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from . import store
 from .analysis import PAPER_BEST_LAYERS, golden_zone, layer_specialisation
 from .errors import SNAError
 from .heldout import ARMS, CONFIG_KEYS, PARTS, Arm, arm_column, choose_on_selection, part_column
+from .stats import resample_indices, resampled_improvement
 
-PROMPT_COLUMNS = ("model", "task", "layer", "k", "multiplier", "arm", "prompt_id", "part", "p_base", "p")
-PROMPT_KEY = ("model", "task", "layer", "k", "multiplier", "arm", "prompt_id")
+# The saved per-prompt table's columns (store.PROMPT_COLUMNS) that the held-out analyses read, and its key
+PROMPT_COLUMNS = tuple(c for c in store.PROMPT_COLUMNS if c not in ("settings_id", "top1"))
+PROMPT_KEY = tuple(c for c in store.PROMPT_KEY if c != "settings_id")
 
 
 # ---------------------------------------------------------------------------
@@ -68,25 +72,6 @@ def prompt_matrix(prompts: pd.DataFrame, model: str, task: str, arm: Arm = "sna"
         raise SNAError(f"Task {task!r} ({arm}, {part}): some configurations lack some prompts.")
     base = g.drop_duplicates("prompt_id").set_index("prompt_id")["p_base"].reindex(wide.columns)
     return wide.index.to_frame(index=False), base.to_numpy(float), wide.to_numpy(float)
-
-
-def resample_indices(n: int, n_resamples: int, seed: int | np.random.Generator) -> np.ndarray:
-    """Bootstrap indices ``[n_resamples, n]`` of ``n`` prompts (with replacement; a seed or a Generator)."""
-    if isinstance(n_resamples, bool) or not isinstance(n_resamples, (int, np.integer)) or n_resamples < 1000:
-        raise SNAError(f"n_resamples={n_resamples!r}: use at least 1,000 bootstrap resamples.")
-    if n < 2:
-        raise SNAError(f"A bootstrap over prompts needs at least 2 prompts, got {n}.")
-    return np.random.default_rng(seed).integers(0, n, size=(n_resamples, n))
-
-
-def resampled_improvement(p_base: np.ndarray, p: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    """The relative improvement (%) of every configuration ``p [c, n]`` on each resample ``idx [B, n]``:
-    ``[c, B]``, equal to ``core.improvement_pct`` of the resampled means."""
-    n = p_base.size
-    counts = np.zeros((idx.shape[0], n))
-    np.add.at(counts, (np.arange(idx.shape[0])[:, None], idx), 1.0)
-    base = counts @ p_base / n
-    return 100.0 * (p @ counts.T / n - base) / base
 
 
 # ---------------------------------------------------------------------------

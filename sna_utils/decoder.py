@@ -15,7 +15,6 @@ import copy
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 
 from .errors import SNAError
 

@@ -21,20 +21,17 @@ import numpy as np
 import pandas as pd
 
 from .analysis import best_per_task
-from .choices import (check_columns, check_prompt_table, layer_specialisation_heldout, prompt_matrix,
-                      resample_indices, resampled_improvement)
-from .core import improvement_pct, zone_of
+from .choices import check_columns, check_prompt_table, layer_specialisation_heldout, prompt_matrix
+from .core import zone_of
 from .errors import SNAError
 from .heldout import CONFIG_KEYS, arm_column, choose_on_selection, part_column
-from .stats import (METRICS, Interval, _rank_rho, constant_shift_null, per_prompt_changes, shift_log_odds,
-                    spearman_rho, task_spearman)
+from .rules import NOT_DISTINGUISHABLE, NOT_MEASURED, CONTRADICTED, SUPPORTED, VERDICT_COLUMNS, rho_verdict
+from .stats import (METRICS, Interval, _rank_rho, constant_shift_null, per_prompt_changes, relative_of_means,
+                    resample_indices, resampled_improvement, shift_log_odds, spearman_rho, task_spearman)
 
 SERIES: tuple[str, ...] = ("sna", "control", "control_b", "sna_minus_control")
 PAIRS = {"sna": ("sna", None), "control": ("control", None), "control_b": ("control_b", None),
          "sna_minus_control": ("sna", "control_at_sna")}  # series -> (columns of chosen_prompts: arm, reference)
-VERDICTS = ("supported", "not distinguishable from the control", "contradicted", "not measured")
-CLAIM_COLUMNS = ("claim", "paper", "in_sample", "held_out", "ci_low", "ci_high", "control", "control_b", "null_p",
-                 "verdict", "model", "profile")
 CLAIM_RHOS = [(s, "relative_pct") for s in SERIES] + [(s, "delta_log_odds") for s in SERIES if s != "sna"]
 KEY = ["model", "task", "prompt_id", "part", "p_base"]
 
@@ -79,9 +76,8 @@ def _y(rows: pd.DataFrame, series: str) -> np.ndarray:
 
 def _relative(a: np.ndarray) -> float:
     """The relative improvement (%) of the prompts' mean probabilities, from ``_y`` rows ``[n, 2 or 3]``."""
-    base = float(a[:, 0].mean())
-    g = improvement_pct(base, float(a[:, 1].mean()))
-    return g - improvement_pct(base, float(a[:, 2].mean())) if a.shape[1] == 3 else g
+    g = relative_of_means(a[:, 0], a[:, 1])
+    return g - relative_of_means(a[:, 0], a[:, 2]) if a.shape[1] == 3 else g
 
 
 def _resampled(a: np.ndarray, metric: str) -> tuple[np.ndarray, Callable[[np.ndarray], float]]:
@@ -325,20 +321,6 @@ def zone_share_ci(prompts: pd.DataFrame, sweep: pd.DataFrame, zone: int = 3, arm
 # Rows for the verdict table
 # ---------------------------------------------------------------------------
 
-def rho_verdict(low: float, high: float, p: float, alpha: float = 0.05,
-                beyond_control: tuple[float, float] | None = None) -> str:
-    """A claim that a rho is negative, from its interval and permutation p: 'contradicted' when the interval
-    lies above 0 and p < ``alpha``; 'supported' when it lies below 0, p < ``alpha`` and (``beyond_control``:
-    the SNA-minus-control rho and its p) SNA's rho is below the control's the same way; else 'not
-    distinguishable from the control'."""
-    if any(math.isnan(v) for v in (low, high, p)):
-        return "not measured"
-    if low > 0 and p < alpha:
-        return "contradicted"
-    beats = beyond_control is None or (beyond_control[0] < 0 and beyond_control[1] < alpha)
-    return "supported" if high < 0 and p < alpha and beats else "not distinguishable from the control"
-
-
 def _in_sample_log_odds_rho(prompts: pd.DataFrame, sweep: pd.DataFrame) -> float:
     """The paper's reading with the log-odds change: each task's in-sample best configuration, all its prompts,
     SNA's mean change in log-odds minus the control's, ranked against P_base."""
@@ -362,13 +344,13 @@ def layer_claims(sweep: pd.DataFrame, prompts: pd.DataFrame, n_resamples: int = 
         paper = int(r["paper_best_layer"])
         control = r.get("control_best_layer", np.nan)
         if paper not in swept:
-            verdict = "not measured"
+            verdict = NOT_MEASURED
         elif not r["layer_low"] <= paper <= r["layer_high"]:
-            verdict = "contradicted"
+            verdict = CONTRADICTED
         elif r["layer_low"] <= control <= r["layer_high"]:
-            verdict = "not distinguishable from the control"
+            verdict = NOT_DISTINGUISHABLE
         else:
-            verdict = "supported"
+            verdict = SUPPORTED
         rows.append(dict(claim=f"layer specialisation: best layer for {r['category']} (held out; bootstrap range)",
                          paper=paper, in_sample=r["in_sample_best_layer"], held_out=r["best_layer"],
                          ci_low=r["layer_low"], ci_high=r["layer_high"], control=control,
@@ -379,7 +361,7 @@ def layer_claims(sweep: pd.DataFrame, prompts: pd.DataFrame, n_resamples: int = 
 
 def saturation_claims(prompts: pd.DataFrame, sweep: pd.DataFrame, profile: str, alpha: float = 0.05,
                       n_resamples: int = 2000, seed: int = 0) -> pd.DataFrame:
-    """The verdict table's rows (``CLAIM_COLUMNS``) for the saturation claims beyond the ratio's arithmetic and
+    """The verdict table's rows (``rules.VERDICT_COLUMNS``) for the saturation claims beyond the ratio's arithmetic and
     layer specialisation, per model (``verdict.verdict`` has the rho of the relative improvement, with the
     matched null, and "Zone 3 rarely above 7 %"; it appends these rows): the paper's number, this run's in-sample and held-out numbers with the 95 %
     interval, the controls' numbers computed the same way, the p against the null, and a plain-words verdict."""
@@ -404,7 +386,7 @@ def saturation_claims(prompts: pd.DataFrame, sweep: pd.DataFrame, profile: str, 
         lo = [rho("sna_minus_control", "delta_log_odds", f) for f in ("ci_low", "ci_high", "p_value")]
         rows.append(row("... beyond the ratio's arithmetic: rho of P_base with the change in log-odds, SNA minus "
                         "control", np.nan, _in_sample_log_odds_rho(m_prompts, s), "sna_minus_control",
-                        "delta_log_odds", lo[2], rho_verdict(*lo, alpha)))
+                        "delta_log_odds", lo[2], rho_verdict(*lo, alpha=alpha)))
         per = prompt_level(m_chosen, n_resamples=n_resamples, seed=seed).iloc[-1]
         ctrl = prompt_level(m_chosen, "control", n_resamples=n_resamples, seed=seed).iloc[-1]
         ctrl_b = (prompt_level(m_chosen, "control_b", n_resamples=n_resamples, seed=seed).iloc[-1]["rho"]
@@ -413,8 +395,8 @@ def saturation_claims(prompts: pd.DataFrame, sweep: pd.DataFrame, profile: str, 
                                "change in log-odds, SNA minus control", paper=np.nan, in_sample=np.nan,
                          held_out=per["rho"], ci_low=per["ci_low"], ci_high=per["ci_high"], control=ctrl["rho"],
                          control_b=ctrl_b, null_p=per["p_value"],
-                         verdict=rho_verdict(per["ci_low"], per["ci_high"], per["p_value"], alpha)))
+                         verdict=rho_verdict(per["ci_low"], per["ci_high"], per["p_value"], alpha=alpha)))
         rows += layer_claims(s, m_prompts, n_resamples, seed)
     out = pd.DataFrame(rows).assign(profile=profile)
-    return out[list(CLAIM_COLUMNS)]
+    return out[VERDICT_COLUMNS]
 

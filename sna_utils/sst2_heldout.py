@@ -11,7 +11,7 @@ the full-vocabulary probabilities of the two label words before and after) and n
 * the choice (``heldout.choose_on_selection``), the test part's accuracies with bootstrap intervals and
   McNemar tests, and the verdict rows of the SST-2 claim.
 
-Imports ``core``, ``heldout``, ``stats`` and ``analysis``.
+Imports ``core``, ``heldout``, ``rules``, ``stats`` and ``analysis``.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from .analysis import PAPER_NUMBERS
 from .core import zone_of
 from .errors import SNAError
 from .heldout import choose_on_selection
+from .rules import gain_verdict
 from .stats import bootstrap_ci, mcnemar
 
 METRICS = ("accuracy_change_pp", "balanced_accuracy_change_pp", "zone1_accuracy_change_pp",
@@ -39,7 +40,6 @@ READINGS = {  # the claim's statistic -> the grouping it reads "uncertain" as
     "uncertain_accuracy_change_pp": f"uncertain = label-free 2-way confidence |q - 0.5| < {UNCERTAIN_BAND}",
 }
 SST2_CLAIM = "SST-2: uncertain examples gain +57.3 pp"
-VERDICTS = ("supported", "not distinguishable from the control", "contradicted", "not measured")
 
 
 def label_outcomes(p_negative: np.ndarray, p_positive: np.ndarray, label: np.ndarray) -> pd.DataFrame:
@@ -227,11 +227,8 @@ def mcnemar_table(examples: pd.DataFrame, part: str = "test",
 
 
 def _verdict(held_out: float, low: float, high: float, beats: bool, n: int) -> str:
-    if n < 2 or not np.isfinite(held_out):
-        return "not measured"
-    if high < 0:
-        return "contradicted"
-    return "supported" if low > 0 and beats else "not distinguishable from the control"
+    """``rules.gain_verdict`` for the SST-2 claim: a CI above 0 and SNA ahead of both controls (``beats``)."""
+    return gain_verdict(held_out if n >= 2 else np.nan, low, high, low > 0 and beats)
 
 
 def sst2_claims(grid: pd.DataFrame, profile: str, biases: Sequence[float] = BIAS_GRID, alpha: float = 0.05,
@@ -260,6 +257,7 @@ def sst2_claims(grid: pd.DataFrame, profile: str, biases: Sequence[float] = BIAS
                                f"is unknown: not comparable)", paper=PAPER_NUMBERS["sst2_uncertain_change_pp"],
                          in_sample=float(pick.loc["sna", "in_sample_best"]), held_out=held, ci_low=low, ci_high=high,
                          control=float(pick.loc["control", "held_out"]), control_b=float(pick.loc["bias", "held_out"]),
-                         null_p=max(t.p_value for t in tests), verdict=_verdict(held, low, high, beats, len(group)),
+                         null_p=max(t.p_value for t in tests),
+                         verdict=_verdict(held, low, high, beats, len(group)),
                          model=grid["model"].iloc[0], profile=profile))
     return pd.DataFrame(rows)

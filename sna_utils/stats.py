@@ -99,7 +99,7 @@ def task_change(p_base: ArrayLike, p_after: ArrayLike, metric: Metric = "delta_l
     base, after = check_probs(p_base, "p_base"), check_probs(p_after, "p_after")
     _same_length([base, after], "p_base and p_after")
     if metric == "relative_pct":
-        return improvement_pct(float(base.mean()), float(after.mean()))
+        return relative_of_means(base, after)
     if metric == "delta_log_odds":
         return float((log_odds(after) - log_odds(base)).mean())
     if metric == "delta_p":
@@ -107,9 +107,39 @@ def task_change(p_base: ArrayLike, p_after: ArrayLike, metric: Metric = "delta_l
     raise SNAError(f"Unknown metric {metric!r}: use one of {METRICS}.")
 
 
+def relative_of_means(p_base: np.ndarray, p_after: np.ndarray) -> float:
+    """The paper's relative improvement (%) of the mean probabilities of checked arrays ``[n]``
+    (``task_change``'s 'relative_pct' without its input checks, for resampling loops)."""
+    return improvement_pct(float(np.mean(p_base)), float(np.mean(p_after)))
+
+
 # ---------------------------------------------------------------------------
 # Bootstrap intervals over prompts
 # ---------------------------------------------------------------------------
+
+def resample_indices(n: int, n_resamples: int, seed: int | np.random.Generator) -> np.ndarray:
+    """Bootstrap indices ``[n_resamples, n]`` of ``n`` prompts (with replacement; a seed or a Generator): the
+    one draw every bootstrap of the kit makes."""
+    _check_resampling(n_resamples, 0.95)
+    if n < 2:
+        raise SNAError(f"A bootstrap over prompts needs at least 2 prompts, got {n}.")
+    return np.random.default_rng(seed).integers(0, n, size=(n_resamples, n))
+
+
+def resampled_improvement(p_base: np.ndarray, p: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """The relative improvement (%) of every configuration ``p [c, n]`` on each resample ``idx [B, n]``:
+    ``[c, B]``, equal to ``relative_of_means`` of the resampled prompts (all resamples in one product)."""
+    n = p_base.size
+    counts = np.zeros((idx.shape[0], n))
+    np.add.at(counts, (np.arange(idx.shape[0])[:, None], idx), 1.0)
+    base = counts @ p_base / n
+    return 100.0 * (p @ counts.T / n - base) / base
+
+
+def _percentile_interval(estimate: float, stats: np.ndarray, level: float, n_resamples: int) -> Interval:
+    tail = 100 * (1 - level) / 2
+    low, high = np.nanpercentile(stats, [tail, 100 - tail])
+    return Interval(float(estimate), float(low), float(high), level, n_resamples)
 
 @dataclass(frozen=True)
 class Interval:
@@ -133,13 +163,22 @@ def bootstrap_ci(arrays: Sequence[ArrayLike], statistic: Callable[..., float], n
     if not arrays:
         raise SNAError("bootstrap_ci needs at least one per-prompt array.")
     n = _same_length(arrays, "The arrays given to bootstrap_ci")
-    if n < 2:
-        raise SNAError(f"A bootstrap over prompts needs at least 2 prompts, got {n}.")
+    stats = np.array([statistic(*(a[idx] for a in arrays)) for idx in resample_indices(n, n_resamples, seed)])
+    return _percentile_interval(statistic(*arrays), stats, level, n_resamples)
+
+
+def stratified_ci(groups: Sequence[Sequence[ArrayLike]], statistic: Callable[[list], float], n_resamples: int = 1000,
+                  level: float = 0.95, seed: int = 0) -> Interval:
+    """Percentile bootstrap of ``statistic([arrays of task 1], [arrays of task 2], ...)``: each task's prompts
+    (the rows of its arrays) resampled with replacement within the task, jointly across its arrays."""
+    _check_resampling(n_resamples, level)
+    groups = [[np.asarray(a) for a in g] for g in groups]
+    if not groups:
+        raise SNAError("A stratified bootstrap needs at least one task.")
     rng = np.random.default_rng(seed)
-    stats = np.array([statistic(*(a[idx] for a in arrays)) for idx in rng.integers(0, n, size=(n_resamples, n))])
-    tail = 100 * (1 - level) / 2
-    low, high = np.nanpercentile(stats, [tail, 100 - tail])
-    return Interval(float(statistic(*arrays)), float(low), float(high), level, n_resamples)
+    draws = [resample_indices(_same_length(g, "Each task's arrays"), n_resamples, rng) for g in groups]
+    stats = [statistic([[a[i[b]] for a in g] for g, i in zip(groups, draws)]) for b in range(n_resamples)]
+    return _percentile_interval(statistic(groups), np.asarray(stats, dtype=float), level, n_resamples)
 
 
 def change_ci(p_base: ArrayLike, p_after: ArrayLike, metric: Metric = "delta_log_odds", n_resamples: int = 2000,

@@ -8,27 +8,27 @@ the random-neuron control and for the second control (each choosing its own best
 way); ``null_p``, the p-value against the null (Holm-adjusted paired test for the per-task rows, the matched
 null of ``nulls.matched_null`` where given); and a plain-words verdict from :data:`VERDICTS`.
 Works on the saved tables alone (sweep rows, per-prompt rows, the matched null). Imports ``analysis``,
-``core``, ``heldout`` and ``stats``.
+``core``, ``heldout``, ``rules``, ``saturation`` and ``stats``.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
 from .analysis import PAPER_NUMBERS, confidence_gain_correlation, task_summary
-from .core import improvement_pct, zone_of
+from .choices import check_prompt_table
+from .core import zone_of
 from .errors import SNAError
 from .heldout import ARMS, choose_on_selection
+from .rules import (CONTRADICTED, NOT_DISTINGUISHABLE, NOT_MEASURED, SUPPORTED, VERDICT_COLUMNS, VERDICTS,
+                    gain_verdict, rho_verdict, share_verdict)
 from .saturation import saturation_claims, zone_share_ci
-from .stats import Interval, bootstrap_ci, check_probs, sna_vs_control, task_change, task_spearman
+from .stats import (Interval, bootstrap_ci, check_probs, relative_of_means, sna_vs_control, stratified_ci, task_change,
+                    task_spearman)
 
-VERDICT_COLUMNS = ["claim", "paper", "in_sample", "held_out", "ci_low", "ci_high", "control", "control_b", "null_p",
-                   "verdict", "model", "profile"]
-SUPPORTED, NOT_DISTINGUISHABLE, CONTRADICTED, NOT_MEASURED = VERDICTS = (
-    "supported", "not distinguishable from the control", "contradicted", "not measured")
 ZONE3_THRESHOLD_PCT = 7.0  # the paper: Zone 3 tasks 'rarely' improve by more than 7 %
 RARELY_SHARE_PCT = 10.0  # our reading of 'rarely': at most 10 % of the Zone-3 configurations
 CONFIG = ["task", "layer", "k", "multiplier"]
@@ -68,76 +68,27 @@ def paired_arms(held: pd.DataFrame) -> pd.DataFrame:
 # Intervals over prompts resampled within tasks
 # ---------------------------------------------------------------------------
 
-def stratified_ci(groups: Sequence[Sequence[np.ndarray]], statistic: Callable[[list], float],
-                  n_resamples: int = 1000, level: float = 0.95, seed: int = 0) -> Interval:
-    """Percentile bootstrap of ``statistic([arrays of task 1], [arrays of task 2], ...)``: each task's prompts
-    (the rows of its arrays) resampled with replacement within the task, jointly across its arrays."""
-    if n_resamples < 1000 or not 0 < level < 1:
-        raise SNAError(f"n_resamples={n_resamples} (>= 1,000) and level={level} (in (0, 1)) for an interval.")
-    groups = [[np.asarray(a) for a in g] for g in groups]
-    if not groups or any(len(g[0]) < 2 for g in groups):
-        raise SNAError("A stratified bootstrap needs at least one task with at least 2 prompts each.")
-    rng = np.random.default_rng(seed)
-    stats = []
-    for _ in range(n_resamples):
-        draws = [rng.integers(0, len(g[0]), len(g[0])) for g in groups]
-        stats.append(statistic([[a[i] for a in g] for g, i in zip(groups, draws)]))
-    tail = 100 * (1 - level) / 2
-    low, high = np.nanpercentile(stats, [tail, 100 - tail])
-    return Interval(float(statistic(groups)), float(low), float(high), level, n_resamples)
-
-
-def _relative(p_base: np.ndarray, p_after: np.ndarray) -> float:
-    """A task's relative improvement (%) from checked per-prompt arrays ``[n]`` (``stats.task_change``'s
-    'relative_pct' without its input checks, for the resampling loops; tests compare the two)."""
-    return improvement_pct(float(np.mean(p_base)), float(np.mean(p_after)))
-
-
 def _mean_relative(groups: list) -> float:
     """Mean over tasks of each task's relative improvement (%) from its (p_base, p_after) arrays."""
-    return float(np.mean([_relative(b, a) for b, a in groups]))
+    return float(np.mean([relative_of_means(b, a) for b, a in groups]))
 
 
 def _relative_ci(p_base: pd.Series, p_after: pd.Series, n_resamples: int, alpha: float, seed: int) -> Interval:
     """``stats.change_ci`` of the relative improvement (%), its statistic without per-resample input checks."""
     base, after = check_probs(p_base, "p_base"), check_probs(p_after, "p_after")
-    return bootstrap_ci([base, after], _relative, n_resamples, 1 - alpha, seed)
+    return bootstrap_ci([base, after], relative_of_means, n_resamples, 1 - alpha, seed)
 
 
 # ---------------------------------------------------------------------------
-# Plain-words verdicts
+# Against the null (the rules are in ``rules``)
 # ---------------------------------------------------------------------------
 
-def gain_verdict(ci: Interval | None, control: float, null_p: float, paper: float, alpha: float = 0.05) -> str:
-    """A claimed gain: 'supported' when it beats the null (``null_p < alpha``; without a null p: the control's
-    held-out value lies below the interval) and the interval reaches the paper's number; 'contradicted' when
-    the interval lies below zero, or beats the null but lies below the paper's number."""
-    if ci is None or not np.isfinite(ci.estimate):
-        return NOT_MEASURED
-    beats = null_p < alpha if np.isfinite(null_p) else (np.isfinite(control) and control < ci.low)
-    if ci.high < 0:
-        return CONTRADICTED
-    if not beats:
-        return NOT_DISTINGUISHABLE
-    return CONTRADICTED if np.isfinite(paper) and ci.high < paper else SUPPORTED
-
-
-def rho_verdict(ci: Interval | None, control: float, null_p: float, alpha: float = 0.05) -> str:
-    """A claimed negative rho: 'contradicted' when the interval lies above zero; 'supported' when it lies
-    below zero and beats the null (``null_p < alpha``; without one: the control's rho lies above the interval)."""
-    if ci is None or not np.isfinite(ci.estimate):
-        return NOT_MEASURED
-    if ci.low > 0:
-        return CONTRADICTED
-    beats = null_p < alpha if np.isfinite(null_p) else (np.isfinite(control) and control > ci.high)
-    return SUPPORTED if ci.high < 0 and beats else NOT_DISTINGUISHABLE
-
-
-def share_verdict(ci: Interval | None, limit: float = RARELY_SHARE_PCT) -> str:
-    """'Rarely': supported when the interval of the share lies at or below ``limit`` %, contradicted above it."""
-    if ci is None or not np.isfinite(ci.estimate):
-        return NOT_MEASURED
-    return SUPPORTED if ci.high <= limit else CONTRADICTED if ci.low > limit else NOT_DISTINGUISHABLE
+def beats_null(ci: Interval, control: float, null_p: float, alpha: float = 0.05, greater: bool = True) -> bool:
+    """The evidence against the null for ``rules``: ``null_p < alpha`` where a null gave one; without it, the
+    control's held-out value lies outside ``ci`` on the side away from the claim (below a gain, above a rho)."""
+    if np.isfinite(null_p):
+        return bool(null_p < alpha)
+    return bool(np.isfinite(control) and (control < ci.low if greater else control > ci.high))
 
 
 # ---------------------------------------------------------------------------
@@ -237,8 +188,9 @@ def _zone1_rows(summary, paired, chosen, zones, gains, model, profile, alpha, n_
     null_p = empirical_p(ci.estimate, gains[task]) if gains is not None and task in gains else np.nan
     rows.append(_row(f"Zone 1 best configuration ({task}, best of {len(tasks)} tasks on selection prompts)",
                      P["zone1_best_improvement_pct"], in_z1.max(), ci, best("control")[1], best("control_b")[1],
-                     null_p, gain_verdict(ci, best("control")[1], null_p, P["zone1_best_improvement_pct"], alpha),
-                     model, profile))
+                     null_p, gain_verdict(ci.estimate, ci.low, ci.high,
+                                          beats_null(ci, best("control")[1], null_p, alpha),
+                                          P["zone1_best_improvement_pct"]), model, profile))
     groups = [(g["p_base"].to_numpy(), g["p_sna"].to_numpy()) for _, g in paired[paired["task"].isin(tasks)]
               .groupby("task", sort=True)]
     ci = stratified_ci(groups, _mean_relative, n_resamples, 1 - alpha, seed)
@@ -247,7 +199,8 @@ def _zone1_rows(summary, paired, chosen, zones, gains, model, profile, alpha, n_
     ctrl = {arm: float(arms[arm]["held_out"].mean()) for arm in ARMS[1:]}
     rows.append(_row(f"Zone 1 mean improvement ({len(tasks)} tasks)", P["zone1_mean_improvement_pct"],
                      in_z1.mean(), ci, ctrl["control"], ctrl["control_b"], null_p,
-                     gain_verdict(ci, ctrl["control"], null_p, P["zone1_mean_improvement_pct"], alpha), model, profile))
+                     gain_verdict(ci.estimate, ci.low, ci.high, beats_null(ci, ctrl["control"], null_p, alpha),
+                                  P["zone1_mean_improvement_pct"]), model, profile))
     return rows
 
 
@@ -263,7 +216,7 @@ def _rho_row(summary, paired, selection, gains, model, profile, alpha, n_resampl
 
     def rho(arm: str) -> tuple[Interval, float]:
         ys = [paired.loc[paired["task"] == t, ["p_base", f"p_{arm}"]].to_numpy() for t in tasks]
-        r = task_spearman(xs, ys, y_stat=lambda a: _relative(a[:, 0], a[:, 1]),
+        r = task_spearman(xs, ys, y_stat=lambda a: relative_of_means(a[:, 0], a[:, 1]),
                           n_resamples=n_resamples, level=1 - alpha, seed=seed)
         return Interval(r.rho, r.low, r.high, 1 - alpha, n_resamples), r.p_value
 
@@ -277,7 +230,8 @@ def _rho_row(summary, paired, selection, gains, model, profile, alpha, n_resampl
                              greater=False)
     return _row(f"Spearman rho, P_base (selection prompts) vs held-out improvement ({len(tasks)} tasks; "
                 f"permutation p {p_perm:.2g})", P["spearman_rho"], rho_in, ci, ctrl.estimate, ctrl_b.estimate,
-                null_p, rho_verdict(ci, ctrl.estimate, null_p, alpha), model, profile)
+                null_p, rho_verdict(ci.low, ci.high, beats=beats_null(ci, ctrl.estimate, null_p, alpha, greater=False)),
+                model, profile)
 
 
 def _zone3_row(sweep, prompts, zones, model, profile, alpha, n_resamples, seed) -> dict:
@@ -294,20 +248,16 @@ def _zone3_row(sweep, prompts, zones, model, profile, alpha, n_resamples, seed) 
     z3 = sweep[sweep["task"].isin(tasks)]
     ctrl = {arm: 100 * float((z3[f"{arm}_improvement_pct_test"] > ZONE3_THRESHOLD_PCT).mean()) for arm in ARMS[1:]}
     return _row(f"{claim} ({len(tasks)} tasks)", np.nan, in_sample, ci, ctrl["control"], ctrl["control_b"], np.nan,
-                share_verdict(ci), model, profile)
+                share_verdict(ci.estimate, ci.low, ci.high, RARELY_SHARE_PCT), model, profile)
 
 
 def _check(sweep: pd.DataFrame, prompts: pd.DataFrame, extra: Sequence[pd.DataFrame]) -> None:
     """Clear errors for tables the verdict cannot read, before any resampling."""
-    from .store import PROMPT_COLUMNS
-
     if not isinstance(sweep, pd.DataFrame) or not len(sweep):
         raise SNAError("verdict needs the sweep table (su.results_table(su.sweep_table_name(model), profile)).")
     if "improvement_pct_selection" not in sweep:
         raise SNAError("The sweep table has no selection/test columns: rerun the sweep with this kit version.")
-    missing = [c for c in PROMPT_COLUMNS if c not in prompts]
-    if missing:
-        raise SNAError(f"The per-prompt table lacks column(s) {missing}: read it with su.read_prompt_table(path).")
+    check_prompt_table(prompts)
     for i, e in enumerate(extra):
         bad = [c for c in VERDICT_COLUMNS if c not in e]
         if bad:

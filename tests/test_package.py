@@ -46,7 +46,7 @@ NAMES_BEFORE_THE_PACKAGE = [
 # Lower layers first: a module may import only modules of a lower layer (or its own, for none here).
 LAYERS = [
     {"errors"},
-    {"hub", "standins", "cluster", "heldout", "decoder"},
+    {"hub", "standins", "cluster", "heldout", "decoder", "rules"},
     {"families"},
     {"core"},
     {"engine", "store", "explore", "analysis", "stats", "style"},

@@ -131,8 +131,8 @@ def test_bootstraps_are_deterministic_in_their_seed(null_tables):
 def test_the_verdict_rows(planted_tables):
     sweep, prompts = planted_tables
     planted = sat.saturation_claims(prompts, sweep, "synthetic", n_resamples=1000)
-    assert list(planted.columns) == list(sat.CLAIM_COLUMNS)
-    assert set(planted.verdict) <= set(sat.VERDICTS) and (planted.model == "synthetic").all()
+    assert list(planted.columns) == su.rules.VERDICT_COLUMNS
+    assert set(planted.verdict) <= set(su.rules.VERDICTS) and (planted.model == "synthetic").all()
     assert (planted.profile == "synthetic").all()
     assert list(planted.verdict[:2]) == ["supported"] * 2  # the log-odds rho over tasks and per prompt
     layers = planted[planted.claim.str.startswith("layer")]
@@ -164,23 +164,11 @@ def test_resampled_within_task_rho_agrees_with_the_plain_loop(null_tables):
     changes = [g for _, g in sat.prompt_changes(sat.chosen_prompts(prompts, sweep)).groupby("task")]
     xs, ys = [g.p_base.to_numpy() for g in changes], [g.change.to_numpy() for g in changes]
     ys[0] = np.r_[np.zeros(len(ys[0]) - 2), 1.0, 2.0]  # some resamples of this task have no ranking
-    idx = [su.choices.resample_indices(len(x), 1000, np.random.default_rng(i)) for i, x in enumerate(xs)]
+    idx = [su.stats.resample_indices(len(x), 1000, np.random.default_rng(i)) for i, x in enumerate(xs)]
     fast = sat._resampled_combined_rho(xs, ys, idx)
     for b in range(0, 1000, 50):
         plain = sat._combined_rho([x[i[b]] for x, i in zip(xs, idx)], [y[i[b]] for y, i in zip(ys, idx)])
         assert fast[b] == pytest.approx(plain, abs=1e-12)
-
-
-def test_rho_verdict():
-    assert sat.rho_verdict(-0.9, -0.2, 0.01) == "supported"
-    assert sat.rho_verdict(-0.9, -0.2, 0.3) == "not distinguishable from the control"
-    assert sat.rho_verdict(-0.9, 0.2, 0.01) == "not distinguishable from the control"
-    assert sat.rho_verdict(0.1, 0.8, 0.01) == "contradicted"
-    assert sat.rho_verdict(0.01, 0.5, 0.3) == "not distinguishable from the control"  # interval and p disagree
-    assert sat.rho_verdict(float("nan"), 0.8, 0.01) == "not measured"
-    assert sat.rho_verdict(-0.9, -0.2, 0.01, beyond_control=(-0.5, 0.01)) == "supported"
-    assert sat.rho_verdict(-0.9, -0.2, 0.01, beyond_control=(-0.5, 0.2)) == "not distinguishable from the control"
-    assert sat.rho_verdict(-0.9, -0.2, 0.01, beyond_control=(0.5, 0.01)) == "not distinguishable from the control"
 
 
 def test_bad_input_is_refused(null_tables):

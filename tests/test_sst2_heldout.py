@@ -120,7 +120,7 @@ def test_claim_rows_follow_the_verdict_schema():
     claims = sh.sst2_claims(grid, "smoke", n_resamples=1000)
     assert list(claims.columns) == ["claim", "paper", "in_sample", "held_out", "ci_low", "ci_high", "control",
                                     "control_b", "null_p", "verdict", "model", "profile"]
-    assert len(claims) == len(sh.READINGS) and set(claims["verdict"]) <= set(sh.VERDICTS)
+    assert len(claims) == len(sh.READINGS) and set(claims["verdict"]) <= set(su.rules.VERDICTS)
     assert (claims["paper"] == su.PAPER_NUMBERS["sst2_uncertain_change_pp"]).all()
     assert claims["claim"].str.contains("not comparable").all()
     study = sh.sst2_study(grid, "zone1_accuracy_change_pp")

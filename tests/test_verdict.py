@@ -8,8 +8,8 @@ import torch
 import sna_utils as su
 from helpers import trim
 from sna_utils.stats import Interval
-from sna_utils.verdict import (CONTRADICTED, _relative_ci, NOT_DISTINGUISHABLE, NOT_MEASURED, SUPPORTED, VERDICT_COLUMNS,
-                               gain_verdict, rho_verdict, share_verdict, verdict)
+from sna_utils.rules import CONTRADICTED, NOT_DISTINGUISHABLE, NOT_MEASURED, SUPPORTED, gain_verdict, rho_verdict
+from sna_utils.verdict import VERDICT_COLUMNS, _relative_ci, beats_null, verdict
 
 GRID = dict(layers=[1, 2], ks=[1, 5], multipliers=[2.0, 5.0])
 
@@ -76,7 +76,7 @@ def test_bad_input_is_named(run):
     _, _, df, prompts = run
     with pytest.raises(su.SNAError, match="selection/test columns"):
         verdict(df.drop(columns="improvement_pct_selection"), prompts, "smoke")
-    with pytest.raises(su.SNAError, match=r"lacks column\(s\) \['part'\]"):
+    with pytest.raises(su.SNAError, match=r"no column\(s\) \['part'\]"):
         verdict(df, prompts.drop(columns="part"), "smoke")
     with pytest.raises(su.SNAError, match="extra\\[0\\] lacks"):
         verdict(df, prompts, "smoke", extra=[pd.DataFrame({"claim": ["x"]})])
@@ -94,28 +94,23 @@ def test_extra_rows_are_joined(run):
     pd.testing.assert_frame_equal(v.tail(1).reset_index(drop=True), extra)
 
 
-@pytest.mark.parametrize("args, expected", [
-    ((Interval(50, 30, 80, 0.95, 1000), 10.0, np.nan, 70.3), SUPPORTED),
-    ((Interval(50, 30, 60, 0.95, 1000), 10.0, np.nan, 70.3), CONTRADICTED),  # beats the control, short of the paper
-    ((Interval(50, 30, 80, 0.95, 1000), 40.0, np.nan, 70.3), NOT_DISTINGUISHABLE),  # control inside the interval
-    ((Interval(50, 30, 80, 0.95, 1000), 10.0, 0.2, 70.3), NOT_DISTINGUISHABLE),  # the matched null decides
-    ((Interval(-20, -30, -5, 0.95, 1000), -50.0, 0.01, 70.3), CONTRADICTED),
-    ((Interval(np.nan, np.nan, np.nan, 0.95, 1000), 0.0, np.nan, 70.3), NOT_MEASURED),
+@pytest.mark.parametrize("ci, control, null_p, paper, expected", [
+    (Interval(50, 30, 80, 0.95, 1000), 10.0, np.nan, 70.3, SUPPORTED),
+    (Interval(50, 30, 60, 0.95, 1000), 10.0, np.nan, 70.3, CONTRADICTED),  # beats the control, short of the paper
+    (Interval(50, 30, 80, 0.95, 1000), 40.0, np.nan, 70.3, NOT_DISTINGUISHABLE),  # control inside the interval
+    (Interval(50, 30, 80, 0.95, 1000), 10.0, 0.2, 70.3, NOT_DISTINGUISHABLE),  # the matched null decides
+    (Interval(-20, -30, -5, 0.95, 1000), -50.0, 0.01, 70.3, CONTRADICTED),
+    (Interval(np.nan, np.nan, np.nan, 0.95, 1000), 0.0, np.nan, 70.3, NOT_MEASURED),
 ])
-def test_gain_verdict(args, expected):
-    assert gain_verdict(*args) == expected
+def test_a_gain_against_the_control_or_the_null(ci, control, null_p, paper, expected):
+    assert gain_verdict(ci.estimate, ci.low, ci.high, beats_null(ci, control, null_p), paper) == expected
 
 
-def test_rho_and_share_verdicts():
+def test_a_rho_against_the_control_or_the_null():
     ci = Interval(-0.8, -0.95, -0.4, 0.95, 1000)
-    assert rho_verdict(ci, 0.1, np.nan) == SUPPORTED
-    assert rho_verdict(ci, -0.7, np.nan) == NOT_DISTINGUISHABLE
-    assert rho_verdict(ci, 0.1, 0.3) == NOT_DISTINGUISHABLE
-    assert rho_verdict(Interval(0.6, 0.2, 0.9, 0.95, 1000), 0.0, np.nan) == CONTRADICTED
-    assert rho_verdict(None, 0.0, np.nan) == NOT_MEASURED
-    assert share_verdict(Interval(5, 2, 9, 0.95, 1000)) == SUPPORTED
-    assert share_verdict(Interval(30, 20, 40, 0.95, 1000)) == CONTRADICTED
-    assert share_verdict(Interval(8, 2, 20, 0.95, 1000)) == NOT_DISTINGUISHABLE
+    assert rho_verdict(ci.low, ci.high, beats=beats_null(ci, 0.1, np.nan, greater=False)) == SUPPORTED
+    assert rho_verdict(ci.low, ci.high, beats=beats_null(ci, -0.7, np.nan, greater=False)) == NOT_DISTINGUISHABLE
+    assert rho_verdict(ci.low, ci.high, beats=beats_null(ci, 0.1, 0.3, greater=False)) == NOT_DISTINGUISHABLE
 
 
 @pytest.mark.slow
