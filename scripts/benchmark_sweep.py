@@ -3,13 +3,13 @@
 One task x all layers x the paper's 56 (k, multiplier) pairs on an offline stand-in
 (default random:gpt2-small; any model ``load_model`` takes, e.g. ``random:llama-1b``, the Llama-3.2-1B
 shape). ``--reduced`` is the small CPU grid for ~1B models: three layers, k in {1, 10, 100},
-multipliers {2, 5, 10}, 8 discovery prompts of each kind, 4 evaluation and 4 neutral prompts,
-6 plain-loop samples, float32 only.
+multipliers {2, 5, 10}, 8 discovery prompts of each kind, 4 evaluation, 4 neutral and 4 format-matched
+prompts, 6 plain-loop samples, float32 only.
 Prints times and ratios; it is not a test.
 
     python scripts/benchmark_sweep.py [--model random:gpt2-small] [--device cpu] [--plain-sample 24]
         [--layers 0,6,11] [--n-eval 10] [--n-neutral 20] [--precisions float32,bfloat16] [--max-tokens N]
-        [--n-disc 8] [--reduced]
+        [--n-disc 8] [--n-formats 4] [--reduced]
 
 * plain loop: for each configuration, full hooked forward passes (``su.next_token_logits`` with an
   ``Intervention``) of every arm ``run_sweep`` computes: SNA, the control (``seed``) and the second control
@@ -77,12 +77,12 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def time_engine(model, task, neutral, layers, ks, ms, positions, precision, max_tokens, device) -> float:
+def time_engine(model, task, neutral, formats, layers, ks, ms, positions, precision, max_tokens, device) -> float:
     """Seconds for ``su.run_sweep`` on the whole grid (discovery and baselines included)."""
     sync(device)
     t0 = time.perf_counter()
     su.run_sweep(model, [task], layers, ks, ms, positions, neutral=neutral, progress=False, precision=precision,
-                 max_tokens=max_tokens)
+                 max_tokens=max_tokens, formats=formats)
     sync(device)
     return time.perf_counter() - t0
 
@@ -98,6 +98,7 @@ def main() -> None:
     ap.add_argument("--n-eval", type=int, default=0, help="evaluation prompts to use (default: all)")
     ap.add_argument("--n-neutral", type=int, default=0, help="held-out neutral prompts to use (default: all)")
     ap.add_argument("--n-disc", type=int, default=0, help="discovery prompts of each kind (default: all)")
+    ap.add_argument("--n-formats", type=int, default=0, help="held-out format-matched prompts (default: all)")
     ap.add_argument("--precisions", default="", help="comma-separated engine precisions (default: float32 and "
                     "bfloat16, and tf32 on CUDA)")
     ap.add_argument("--max-tokens", type=int, default=0, help="tokens per engine chunk (default: sized to the device)")
@@ -110,6 +111,7 @@ def main() -> None:
         n = su.n_layers(model)
         args.layers = args.layers if args.layers != "all" else f"0,{n // 2},{n - 1}"
         args.n_eval, args.n_neutral, args.n_disc = args.n_eval or 4, args.n_neutral or 4, args.n_disc or 8
+        args.n_formats = args.n_formats or 4
         args.plain_sample, args.precisions = min(args.plain_sample, 6), args.precisions or "float32"
     task = su.load_tasks([args.task], model=model)[0]  # targets checked against this model's tokenizer
     neutral = su.split_neutral(su.load_neutral())
@@ -120,7 +122,10 @@ def main() -> None:
     if args.n_disc:
         task = su.Task(task.name, task.category, task.description, task.discovery[: args.n_disc], task.evaluation)
         neutral = su.NeutralSet(neutral.discovery[: args.n_disc], neutral.heldout)
-    formats = list(su.sweep.format_sets(None, SWEEP_SEED)[task.name].heldout)
+    raw_formats = su.load_neutral_formats()  # run_sweep halves each task's list; the engine gets the same lists
+    if args.n_formats:
+        raw_formats = {name: p[: 2 * args.n_formats] for name, p in raw_formats.items()}
+    formats = list(su.sweep.format_sets(raw_formats, SWEEP_SEED)[task.name].heldout)
     layers = list(range(su.n_layers(model))) if args.layers == "all" else [int(x) for x in args.layers.split(",")]
     cuda = args.device.startswith("cuda")
     precisions = args.precisions.split(",") if args.precisions else ["float32", "bfloat16"] + ["tf32"] * cuda
@@ -138,18 +143,18 @@ def main() -> None:
     lengths = {name: (su.encode_prompts(model, prompts).last + 1).tolist() for name, prompts in
                (("eval", [i.prompt for i in task.evaluation]), ("neutral", neutral.heldout), ("formats", formats))}
     for precision in precisions:
-        su.run_sweep(model, [task], [layers[-1]], [1], [2.0], neutral=neutral, progress=False,
+        su.run_sweep(model, [task], [layers[-1]], [1], [2.0], neutral=neutral, progress=False, formats=raw_formats,
                      precision=precision)  # warm-up (and the weights cast to this precision)
-        engine = time_engine(model, task, neutral, layers, ks, ms, "all", precision, args.max_tokens or None,
-                             args.device)
+        engine = time_engine(model, task, neutral, raw_formats, layers, ks, ms, "all", precision,
+                             args.max_tokens or None, args.device)
         rate = su.matmul_rate(args.device, n=2048 if cuda else 1024, precision=precision)
         flops, floor = floor_seconds(model, layers, len(ks) * len(ms), lengths, rate)
         print(f"[{precision}] engine {engine:9.2f} s ({engine / n_grid * 1e3:.1f} ms per configuration); "
               f"speed-up over plain loop {plain / engine:5.1f}x; FLOP floor {floor:8.2f} s ({flops / 1e12:.2f} "
               f"TFLOP at a measured {rate / 1e9:.0f} GFLOP/s); engine / floor {engine / floor:5.2f}x")
         if not args.no_last:
-            last = time_engine(model, task, neutral, layers, ks, ms, "last", precision, args.max_tokens or None,
-                               args.device)
+            last = time_engine(model, task, neutral, raw_formats, layers, ks, ms, "last", precision,
+                               args.max_tokens or None, args.device)
             print(f"[{precision}] positions='last' {last:9.2f} s beside 'all' {engine:9.2f} s: "
                   f"{last / engine:4.2f}x")
 
