@@ -1,7 +1,7 @@
 """Statistics on the results tables: per-task summaries, zones, Spearman's rho, golden zones, layers,
 the control comparison, and the paper's numbers beside this run's.
 
-Works on DataFrames alone (no model). Imports only ``core`` (the zones).
+Works on DataFrames alone (no model). Imports ``core`` (the zones), ``errors`` and ``heldout``.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import pandas as pd
 
 from .core import ZONE_NAMES
 from .errors import SNAError
+from .heldout import column_on
 
 
 PAPER_NUMBERS = {  # METHOD, "What the paper reports"
@@ -131,9 +132,12 @@ def best_shared_config(df: pd.DataFrame) -> dict:
     return dict(layer=int(layer), k=int(k), multiplier=float(m), mean_improvement_pct=float(mean.max()))
 
 
-def interference_summary(inter: pd.DataFrame) -> pd.DataFrame:
+def interference_summary(inter: pd.DataFrame, part: str | None = None) -> pd.DataFrame:
     """Per source task: the gain on its own task, the mean effect on the other tasks of its category and of
-    other categories, and the mean Jaccard overlap of its neurons with theirs."""
+    other categories, and the mean Jaccard overlap of its neurons with theirs; on every evaluation prompt, or on
+    ``part`` ("selection" or "test") of them."""
+    col = column_on(inter, "improvement_pct", part)
+    inter = inter.assign(improvement_pct=inter[col])
     rows = []
     for (model, src), g in inter.groupby(["model", "source_task"], sort=False):
         own = g[g["same_task"]]

@@ -35,6 +35,15 @@ def part_column(metric: str, part: str) -> str:
     return f"{metric}_{part}"
 
 
+def column_on(table: pd.DataFrame, metric: str, part: str | None) -> str:
+    """The column of ``metric`` on ``part`` of the evaluation prompts (None: all of them), checked in ``table``."""
+    col = metric if part is None else part_column(metric, part)
+    if col not in table.columns:
+        raise SNAError(f"The table has no column {col!r}: rerun with this kit version (it records every metric "
+                       f"on the selection and test prompts).")
+    return col
+
+
 def choose_on_selection(table: pd.DataFrame, by: Sequence[str] = ("model", "task"),
                         metric: str = "improvement_pct", arm: Arm = "sna",
                         keys: Sequence[str] = CONFIG_KEYS) -> pd.DataFrame:

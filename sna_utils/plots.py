@@ -2,7 +2,7 @@
 
 Figure 3 (confidence vs improvement), Figure 4 (SST-2 by zone), baselines, SNA against control,
 layer specialisation, interference, score distributions, overlap, layer x multiplier heatmaps,
-improvement vs k, the golden zone and the model comparison. Imports ``style``, ``analysis`` and ``core``.
+improvement vs k, the golden zone and the model comparison. Imports ``style``, ``analysis``, ``heldout`` and ``core``.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import pandas as pd
 from .analysis import golden_zone, layer_profile
 from .core import ZONE_NAMES
 from .errors import SNAError
+from .heldout import column_on
 from .style import (ACCENT_COLOR, BAND_COLORS, CONTROL_COLOR, GOLDEN_COLOR, IMPROVEMENT_CMAP, MODEL_HATCHES,
                     MODEL_MARKERS, ZONE_COLORS, color_ticklabels, improvement_axis, one_model, p_floor, place_labels,
                     shade_zones, subplots, symlog_norm, zone_handles)
@@ -107,13 +108,15 @@ def plot_layer_specialisation(df: pd.DataFrame):
     return fig
 
 
-def plot_interference(inter: pd.DataFrame):
-    """Source task's neurons (rows) measured on every target task (columns): improvement in %."""
+def plot_interference(inter: pd.DataFrame, part: str | None = None):
+    """Source task's neurons (rows) measured on every target task (columns): improvement in %, on every
+    evaluation prompt or on ``part`` ("test", "selection") of them."""
     from matplotlib.patches import Rectangle
 
     model, d = one_model(inter, None)
+    col = column_on(d, "improvement_pct", part)
     order = d.drop_duplicates("target_task").sort_values(["target_category", "target_task"])["target_task"]
-    mat = d.pivot(index="source_task", columns="target_task", values="improvement_pct").loc[order, order]
+    mat = d.pivot(index="source_task", columns="target_task", values=col).loc[order, order]
     zone = d.drop_duplicates("target_task").set_index("target_task")["target_zone"]
     n = len(order)
     fig, axes = subplots(size=(0.55 * n + 3.5, 0.5 * n + 1.8))
@@ -125,7 +128,9 @@ def plot_interference(inter: pd.DataFrame):
     for i in range(n):
         ax.add_patch(Rectangle((i - 0.5, i - 0.5), 1, 1, fill=False, ec="k", lw=1.2))
     r = d.iloc[0]
-    ax.set_title(f"{model}: cross-task interference (layer {r['layer']}, k = {r['k']}, m = {r['multiplier']:g})")
+    where = "" if part is None else f", {part} prompts"
+    ax.set_title(f"{model}: cross-task interference (layer {r['layer']}, k = {r['k']}, m = {r['multiplier']:g}"
+                 f"{where})")
     return fig
 
 

@@ -374,7 +374,9 @@ def cross_task_interference(model, tasks: Sequence[Task], layer: int, k: int, mu
                             score_method: str = "mean_diff", seed: int = 0, max_tokens: int | None = None,
                             precision: str | None = None) -> pd.DataFrame:
     """Every (source, target) task pair: the source's top-k neurons (its discovery half against neutral
-    prose) amplified by ``multiplier`` at ``layer``, measured on the target's evaluation half."""
+    prose) amplified by ``multiplier`` at ``layer``, measured on the target's evaluation half: on all of it and
+    on its selection and test parts (``*_selection``, ``*_test``; ``core.split_selection_test`` with ``seed``),
+    so that a configuration chosen on selection prompts is reported on test prompts."""
     tasks = list(tasks)
     if not tasks:
         raise SNAError("No tasks given.")
@@ -403,6 +405,7 @@ def cross_task_interference(model, tasks: Sequence[Task], layer: int, k: int, mu
         state = layer_state(model, encode_prompts(model, [i.prompt for i in tgt.evaluation]), layer)
         base = engine_baseline(model, state, layer, ids[tgt.name], precision)
         got = engine_metrics(model, state, layer, configs, target_ids=ids[tgt.name], **run)
+        parts = selection_test_ids(tgt, seed)
         for i in range(len(configs)):
             o = outcome_from(base, got.p[i], got.top1[i], float("nan"))
             rows.append(dict(model=model_name(model), layer=layer, k=k, multiplier=m, positions=positions,
@@ -413,4 +416,6 @@ def cross_task_interference(model, tasks: Sequence[Task], layer: int, k: int, mu
                              success_rate=o.success_rate, top1_base=float(base.top1.float().mean()),
                              top1_sna=o.top1_sna, side_effect_kl=kl[i], score_method=score_method, seed=seed,
                              neurons=",".join(map(str, configs[i].neurons))))
+            rows[-1] |= {part_column("p_base", part): float(base.p[idx].mean()) for part, idx in parts.items()}
+            rows[-1] |= _arm_columns("sna", base, got.p[i], got.top1[i], parts)
     return pd.DataFrame(rows)

@@ -33,6 +33,7 @@ def test_every_plot_writes_png_and_pdf(tiny, small, sweep, tmp_path):
         "sna_vs_control": su.plot_sna_vs_control(sweep),
         "layers": su.plot_layer_specialisation(sweep),
         "interference": su.plot_interference(inter),
+        "interference_test": su.plot_interference(inter, part="test"),
         "scores": su.plot_score_distributions(scores, k=5),
         "overlap": su.plot_neuron_overlap(su.neuron_overlap(dict(zip(top["task"], top["neurons"])))),
         "fig3": su.plot_confidence_vs_improvement(summary, rho, p),
@@ -52,6 +53,12 @@ def test_every_plot_writes_png_and_pdf(tiny, small, sweep, tmp_path):
         assert all(p.stat().st_size > 1000 for p in paths), name
         assert paths[0].read_bytes()[:4] == b"\x89PNG" and paths[1].read_bytes()[:4] == b"%PDF"
         plt.close(fig)
+    for name, col in (("interference", "improvement_pct"), ("interference_test", "improvement_pct_test")):
+        shown = sorted(t.get_text() for t in figures[name].axes[0].texts)  # each cell's annotation
+        assert shown == sorted(f"{v:+.0f}" for v in inter[col]), name
+    assert sorted(f"{v:+.0f}" for v in inter["improvement_pct"]) != sorted(f"{v:+.0f}" for v in
+                                                                         inter["improvement_pct_test"])
+    assert "test prompts" in figures["interference_test"].axes[0].get_title()
 
 
 def test_plot_input_errors_and_figures_dir(sweep, tmp_path, monkeypatch):

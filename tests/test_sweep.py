@@ -102,10 +102,18 @@ def test_interference_diagonal_matches_sweep(tiny, small, sweep):
     for name in diag.index:
         assert math.isclose(diag.loc[name, "p_sna"], rows.loc[name, "p_sna"], rel_tol=1e-4)
         assert diag.loc[name, "jaccard"] == 1.0
+        for col in ("p_base_selection", "p_base_test", "improvement_pct_selection", "improvement_pct_test"):
+            assert math.isclose(diag.loc[name, col], rows.loc[name, col], rel_tol=1e-4, abs_tol=1e-6), col
     summary = su.interference_summary(inter)
     assert list(summary["source_task"]) == [x.name for x in t]
     assert summary["own_improvement_pct"].tolist() == pytest.approx(diag.loc[summary["source_task"],
                                                                                "improvement_pct"].tolist())
+    test = su.interference_summary(inter, part="test")  # the held-out reading of the same table
+    assert test["own_improvement_pct"].tolist() == pytest.approx(diag.loc[test["source_task"],
+                                                                           "improvement_pct_test"].tolist())
+    assert not np.allclose(test["own_improvement_pct"], summary["own_improvement_pct"])
+    with pytest.raises(su.SNAError, match="improvement_pct_test"):
+        su.interference_summary(inter.drop(columns="improvement_pct_test"), part="test")
 
 
 @pytest.mark.parametrize("kwargs,message", [
