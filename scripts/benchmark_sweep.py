@@ -55,7 +55,7 @@ def time_plain(model, task, neutral, formats, layers, ks, ms, sample, seed) -> t
     prompts = [i.prompt for i in task.evaluation]
     base = su.baseline_of(su.target_token_ids(model, task.evaluation), su.next_token_logits(model, prompts))
     neutral_base = su.next_token_logits(model, neutral.heldout)
-    formats_base = su.next_token_logits(model, formats)
+    formats_base = su.next_token_logits(model, formats) if formats else None
     rankings = {}
     t0 = time.perf_counter()
     for L, k, m in picked:
@@ -68,7 +68,8 @@ def time_plain(model, task, neutral, formats, layers, ks, ms, sample, seed) -> t
             iv = su.Intervention(L, list(neurons), m)
             su.outcome_of(base, su.next_token_logits(model, prompts, iv), neutral_base,
                           su.next_token_logits(model, neutral.heldout, iv))
-        su.kl_divergence(formats_base, su.next_token_logits(model, formats, su.Intervention(L, arms[0], m)))
+        if formats:
+            su.kl_divergence(formats_base, su.next_token_logits(model, formats, su.Intervention(L, arms[0], m)))
     return (time.perf_counter() - t0) / len(picked), len(picked)
 
 
@@ -125,7 +126,8 @@ def main() -> None:
     raw_formats = su.load_neutral_formats()  # run_sweep halves each task's list; the engine gets the same lists
     if args.n_formats:
         raw_formats = {name: p[: 2 * args.n_formats] for name, p in raw_formats.items()}
-    formats = list(su.sweep.format_sets(raw_formats, SWEEP_SEED)[task.name].heldout)
+    task_formats = su.sweep.format_sets(raw_formats, SWEEP_SEED).get(task.name)
+    formats = list(task_formats.heldout) if task_formats else []  # run_sweep skips a task without them too
     layers = list(range(su.n_layers(model))) if args.layers == "all" else [int(x) for x in args.layers.split(",")]
     cuda = args.device.startswith("cuda")
     precisions = args.precisions.split(",") if args.precisions else ["float32", "bfloat16"] + ["tf32"] * cuda

@@ -1,6 +1,6 @@
 """Every other best-of choice held out: the best layer (with a bootstrap of which layer wins), golden zones
-beside the control's, the shared configuration that cross-task interference uses; and the per-prompt
-matrices and resampling they share with ``saturation``.
+beside the control's, the shared configuration that cross-task interference uses; and the checks and
+per-prompt matrices they share with ``saturation`` (the resampling is ``stats.resample_indices``).
 
 Every choice is made by ``heldout.choose_on_selection`` (or on selection prompts alone) and reported on test
 prompts, with the paper's in-sample reading beside it. Works on DataFrames alone (the sweep table and the

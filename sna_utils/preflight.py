@@ -7,7 +7,7 @@ by this device's measured float32 matmul rate, times ``flops.ENGINE_OVER_FLOOR``
 ``make bench`` measured on GPT-2's shape). The block count includes gated MLPs and grouped-query attention;
 a Hub id whose config is unknown here gets no estimate.
 The ``paper`` profile on a CPU-only machine stops with a message naming the ways on, unless
-``$SNA_PAPER_ON_CPU=1``. Imports ``core``, ``engine``, ``errors``, ``hub``, ``profiles`` and ``sweep``.
+``$SNA_PAPER_ON_CPU=1``. Imports ``core``, ``errors``, ``flops``, ``hub``, ``profiles`` and ``sweep``.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ def _finite(*values: float) -> bool:
     return all(v is not None and math.isfinite(float(v)) for v in values)
 
 
-def gain_verdict(estimate: float, low: float, high: float, beats: bool, paper: float = math.nan) -> str:
+def gain_verdict(estimate: float, low: float, high: float, *, beats: bool, paper: float = math.nan) -> str:
     """A claimed gain: 'contradicted' when its interval [low, high] lies below 0, or when it ``beats`` the
     control or null but lies below the ``paper``'s number; 'supported' when it beats it and reaches the
     paper's number (any, without one); else 'not distinguishable from the control'."""
@@ -34,12 +34,13 @@ def gain_verdict(estimate: float, low: float, high: float, beats: bool, paper: f
     return CONTRADICTED if _finite(paper) and high < paper else SUPPORTED
 
 
-def rho_verdict(low: float, high: float, p: float = math.nan, beats: bool = True, alpha: float = 0.05) -> str:
-    """A claimed negative rho with interval [low, high] and test p (NaN: none given, the interval decides
+def rho_verdict(estimate: float, low: float, high: float, p: float = math.nan, *, beats: bool = True,
+                alpha: float = 0.05) -> str:
+    """A claimed negative rho with interval [low, high] and test p (NaN: no test given, the interval decides
     alone): 'contradicted' when the interval lies above 0 (with p < ``alpha``); 'supported' when it lies
     below 0 (with p < ``alpha``) and ``beats`` the control or null; else 'not distinguishable from the
     control'. ``beats`` is True where the series already is SNA minus the control."""
-    if not _finite(low, high):
+    if not _finite(estimate, low, high):
         return NOT_MEASURED
     tested = not _finite(p) or p < alpha
     if low > 0 and tested:

@@ -383,10 +383,10 @@ def saturation_claims(prompts: pd.DataFrame, sweep: pd.DataFrame, profile: str, 
                         control=rho("control", gain), control_b=rho("control_b", gain), null_p=null_p,
                         verdict=verdict)
 
-        lo = [rho("sna_minus_control", "delta_log_odds", f) for f in ("ci_low", "ci_high", "p_value")]
+        lo = [rho("sna_minus_control", "delta_log_odds", f) for f in ("rho", "ci_low", "ci_high", "p_value")]
         rows.append(row("... beyond the ratio's arithmetic: rho of P_base with the change in log-odds, SNA minus "
                         "control", np.nan, _in_sample_log_odds_rho(m_prompts, s), "sna_minus_control",
-                        "delta_log_odds", lo[2], rho_verdict(*lo, alpha=alpha)))
+                        "delta_log_odds", lo[3], rho_verdict(*lo, alpha=alpha)))
         per = prompt_level(m_chosen, n_resamples=n_resamples, seed=seed).iloc[-1]
         ctrl = prompt_level(m_chosen, "control", n_resamples=n_resamples, seed=seed).iloc[-1]
         ctrl_b = (prompt_level(m_chosen, "control_b", n_resamples=n_resamples, seed=seed).iloc[-1]["rho"]
@@ -395,7 +395,8 @@ def saturation_claims(prompts: pd.DataFrame, sweep: pd.DataFrame, profile: str, 
                                "change in log-odds, SNA minus control", paper=np.nan, in_sample=np.nan,
                          held_out=per["rho"], ci_low=per["ci_low"], ci_high=per["ci_high"], control=ctrl["rho"],
                          control_b=ctrl_b, null_p=per["p_value"],
-                         verdict=rho_verdict(per["ci_low"], per["ci_high"], per["p_value"], alpha=alpha)))
+                         verdict=rho_verdict(per["rho"], per["ci_low"], per["ci_high"], per["p_value"],
+                                             alpha=alpha)))
         rows += layer_claims(s, m_prompts, n_resamples, seed)
     out = pd.DataFrame(rows).assign(profile=profile)
     return out[VERDICT_COLUMNS]

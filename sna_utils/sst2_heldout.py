@@ -228,7 +228,7 @@ def mcnemar_table(examples: pd.DataFrame, part: str = "test",
 
 def _verdict(held_out: float, low: float, high: float, beats: bool, n: int) -> str:
     """``rules.gain_verdict`` for the SST-2 claim: a CI above 0 and SNA ahead of both controls (``beats``)."""
-    return gain_verdict(held_out if n >= 2 else np.nan, low, high, low > 0 and beats)
+    return gain_verdict(held_out if n >= 2 else np.nan, low, high, beats=low > 0 and beats)
 
 
 def sst2_claims(grid: pd.DataFrame, profile: str, biases: Sequence[float] = BIAS_GRID, alpha: float = 0.05,

@@ -1,10 +1,10 @@
-"""The grid: every (task, layer, k, multiplier) through the engine, SNA beside its random-neuron control.
+"""The grid: every (task, layer, k, multiplier) through the engine, SNA beside its two random-neuron controls.
 
 :func:`run_sweep` cuts the grid into units of work, one per (task, layer); :func:`run_unit` computes one
 and writes its file to the results dataset, in this process or as a Ray task (``executor="ray"``). A sweep
 resumes where an interrupted run stopped and never mixes settings.
 :func:`cross_task_interference` amplifies one task's neurons and measures every other task.
-Imports ``core``, ``engine``, ``store``, ``cluster`` and ``explore`` (for the neuron-set overlap).
+Imports ``core``, ``engine``, ``flops``, ``heldout``, ``store``, ``cluster`` and ``explore`` (for the neuron-set overlap).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import os
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -356,9 +357,12 @@ def _print_start(model, tasks, layers, ks, ms, neutral, cache, todo, out, n_cfg,
     def lengths(batch) -> list[int]:
         return (batch.last + 1).tolist() if batch is not None else []
 
+    # the controls' neutral side effect runs once per layer in one process (shared by the units left at that
+    # layer); each Ray worker keeps its own cache, so there every unit counts it
+    sharing = Counter(L for _, L in todo) if executor is None else Counter()
     flops = sum(sweep_unit_flops(model, L, len(ks) * len(ms), lengths(cache["eval", n][1]),
-                                 lengths(cache["neutral_batch"]), lengths(cache.get(("formats", n))), len(tasks))
-                for n, L in todo)
+                                 lengths(cache["neutral_batch"]), lengths(cache.get(("formats", n))),
+                                 sharing.get(L, 1)) for n, L in todo)
     dev = model_device(model)
     est = flops / matmul_rate(dev, precision=precision) * ENGINE_OVER_FLOOR if todo else 0.0
     saved = f"{n_cfg - n_todo} already in {out}" if out is not None else "nothing saved (no `out` path)"

@@ -8,7 +8,7 @@ the random-neuron control and for the second control (each choosing its own best
 way); ``null_p``, the p-value against the null (Holm-adjusted paired test for the per-task rows, the matched
 null of ``nulls.matched_null`` where given); and a plain-words verdict from :data:`VERDICTS`.
 Works on the saved tables alone (sweep rows, per-prompt rows, the matched null). Imports ``analysis``,
-``core``, ``heldout``, ``rules``, ``saturation`` and ``stats``.
+``choices``, ``core``, ``errors``, ``heldout``, ``rules``, ``saturation`` and ``stats``.
 """
 
 from __future__ import annotations
@@ -189,8 +189,8 @@ def _zone1_rows(summary, paired, chosen, zones, gains, model, profile, alpha, n_
     rows.append(_row(f"Zone 1 best configuration ({task}, best of {len(tasks)} tasks on selection prompts)",
                      P["zone1_best_improvement_pct"], in_z1.max(), ci, best("control")[1], best("control_b")[1],
                      null_p, gain_verdict(ci.estimate, ci.low, ci.high,
-                                          beats_null(ci, best("control")[1], null_p, alpha),
-                                          P["zone1_best_improvement_pct"]), model, profile))
+                                          beats=beats_null(ci, best("control")[1], null_p, alpha),
+                                          paper=P["zone1_best_improvement_pct"]), model, profile))
     groups = [(g["p_base"].to_numpy(), g["p_sna"].to_numpy()) for _, g in paired[paired["task"].isin(tasks)]
               .groupby("task", sort=True)]
     ci = stratified_ci(groups, _mean_relative, n_resamples, 1 - alpha, seed)
@@ -199,8 +199,9 @@ def _zone1_rows(summary, paired, chosen, zones, gains, model, profile, alpha, n_
     ctrl = {arm: float(arms[arm]["held_out"].mean()) for arm in ARMS[1:]}
     rows.append(_row(f"Zone 1 mean improvement ({len(tasks)} tasks)", P["zone1_mean_improvement_pct"],
                      in_z1.mean(), ci, ctrl["control"], ctrl["control_b"], null_p,
-                     gain_verdict(ci.estimate, ci.low, ci.high, beats_null(ci, ctrl["control"], null_p, alpha),
-                                  P["zone1_mean_improvement_pct"]), model, profile))
+                     gain_verdict(ci.estimate, ci.low, ci.high,
+                                  beats=beats_null(ci, ctrl["control"], null_p, alpha),
+                                  paper=P["zone1_mean_improvement_pct"]), model, profile))
     return rows
 
 
@@ -230,7 +231,8 @@ def _rho_row(summary, paired, selection, gains, model, profile, alpha, n_resampl
                              greater=False)
     return _row(f"Spearman rho, P_base (selection prompts) vs held-out improvement ({len(tasks)} tasks; "
                 f"permutation p {p_perm:.2g})", P["spearman_rho"], rho_in, ci, ctrl.estimate, ctrl_b.estimate,
-                null_p, rho_verdict(ci.low, ci.high, beats=beats_null(ci, ctrl.estimate, null_p, alpha, greater=False)),
+                null_p, rho_verdict(ci.estimate, ci.low, ci.high,
+                                    beats=beats_null(ci, ctrl.estimate, null_p, alpha, greater=False)),
                 model, profile)
 
 

@@ -53,7 +53,7 @@ def test_grid_flops_equal_the_floor_on_the_loaded_model(tiny, small):
     eval_lengths = [(su.encode_prompts(tiny, [i.prompt for i in t.evaluation]).last + 1).tolist() for t in tasks]
     neutral_lengths = (su.encode_prompts(tiny, list(neutral.heldout)).last + 1).tolist()
     format_lengths = [[5, 7 + i] for i in range(len(tasks))]
-    c, n = ks * ms, len(tasks)
+    c = ks * ms
 
     def floor(L, configs, lengths):
         return sum(su.grid_flop_floor(tiny, L, configs, 1, T) for T in lengths)
@@ -152,11 +152,15 @@ def test_the_benchmark_times_and_counts_every_arm_the_sweep_runs(tiny, small, mo
         return real(model, prompts, intervention, **kw)
 
     monkeypatch.setattr(su, "next_token_logits", counted)
-    bench.time_plain(tiny, task, neutral, formats, [1], [2], [2.0], sample=1, seed=0)
+    bench.time_plain(tiny, task, neutral, formats, [1], [2], [2.0], sample=1, seed=3)  # seed: which configurations
     eval_prompts = tuple(i.prompt for i in task.evaluation)
     sets = [p for p, _ in calls]
     assert sets.count(eval_prompts) == 3 and sets.count(tuple(neutral.heldout)) == 3 and sets.count(tuple(formats)) == 1
-    assert len({n for p, n in calls if p == eval_prompts}) == 3  # SNA and two different control draws
+    ranking = su.rank_neurons(su.neuron_scores(tiny, [i.prompt for i in task.discovery], neutral.discovery, 1))
+    arms = [tuple(ranking[:2].tolist())] + [su.sweep.control_configs(tiny, 1, [2], [2.0], 0, arm)[0].neurons
+                                            for arm in ("control", "control_b")]  # run_sweep's draws (seed 0)
+    assert [n for p, n in calls if p == eval_prompts] == arms and len(set(arms)) == 3
+    assert [n for p, n in calls if p == tuple(formats)] == arms[:1]
     lengths = {"eval": [4, 6], "neutral": [5], "formats": [3, 7]}
     flops, seconds = bench.floor_seconds(tiny, [0, 2], 6, lengths, rate=1e9)
     shape = su.profiles.model_shape("tiny")

@@ -287,3 +287,32 @@ def test_every_unit_saves_its_per_prompt_rows_once(saved):
     assert list(prompts.columns) == su.store.PROMPT_COLUMNS
     with pytest.raises(su.SNAError, match="No per-prompt table"):
         su.read_prompt_table(saved[0][0].name + "-missing.parquet")
+
+
+@pytest.mark.parametrize("resume", [False, True])
+def test_the_flop_count_is_what_the_engine_runs(tiny, small, tmp_path, monkeypatch, capsys, resume):
+    """``flops.sweep_unit_flops`` (the sweep's estimate, the pre-flight, ``make bench``) counts exactly the
+    configurations x prompts that ``run_sweep`` hands the engine, every arm and prompt set, also on a resume."""
+    t, neu = small
+    layers, ks, ms = [1, 2], [1, 3], [2.0]
+    fmt = {x.name: [f"Off-task line {i} for {x.name}:" for i in range(4 + j)] for j, x in enumerate(t)}
+    out = tmp_path / "s.parquet"
+    if resume:  # an interrupted run: every unit at layer 1 but the first task's is saved
+        su.run_sweep(tiny, t, [1], ks, ms, neutral=neu, formats=fmt, out=out, progress=False)
+        lost = [f for f in out.rglob(f"*{t[0].name}*") if f.is_file()]
+        assert len(lost) == 2  # its unit file and its per-prompt file
+        for f in lost:
+            f.unlink()
+    ran, real = [], su.sweep.engine_metrics
+
+    def counted(model, state, layer, configs, **kw):
+        if list(configs) != [su.engine.IDENTITY]:  # baselines are not configurations
+            lengths = [g.resid_after.shape[1] for g in state.groups for _ in range(len(g.index))]
+            ran.append(su.flops.prompts_flop_floor(model, layer, len(configs), lengths))
+        return real(model, state, layer, configs, **kw)
+
+    monkeypatch.setattr(su.sweep, "engine_metrics", counted)
+    monkeypatch.setattr(su.sweep, "matmul_rate", lambda *a, **kw: 1e6)  # slow enough for a 0.1-min resolution
+    su.run_sweep(tiny, t, layers, ks, ms, neutral=neu, formats=fmt, out=out, progress=False)
+    minutes = float(capsys.readouterr().out.split("estimated ")[-1].split(" min")[0])
+    assert minutes > 10 and minutes == pytest.approx(sum(ran) / 1e6 * su.flops.ENGINE_OVER_FLOOR / 60, abs=0.051)

@@ -103,14 +103,14 @@ def test_extra_rows_are_joined(run):
     (Interval(np.nan, np.nan, np.nan, 0.95, 1000), 0.0, np.nan, 70.3, NOT_MEASURED),
 ])
 def test_a_gain_against_the_control_or_the_null(ci, control, null_p, paper, expected):
-    assert gain_verdict(ci.estimate, ci.low, ci.high, beats_null(ci, control, null_p), paper) == expected
+    assert gain_verdict(ci.estimate, ci.low, ci.high, beats=beats_null(ci, control, null_p), paper=paper) == expected
 
 
 def test_a_rho_against_the_control_or_the_null():
     ci = Interval(-0.8, -0.95, -0.4, 0.95, 1000)
-    assert rho_verdict(ci.low, ci.high, beats=beats_null(ci, 0.1, np.nan, greater=False)) == SUPPORTED
-    assert rho_verdict(ci.low, ci.high, beats=beats_null(ci, -0.7, np.nan, greater=False)) == NOT_DISTINGUISHABLE
-    assert rho_verdict(ci.low, ci.high, beats=beats_null(ci, 0.1, 0.3, greater=False)) == NOT_DISTINGUISHABLE
+    assert rho_verdict(ci.estimate, ci.low, ci.high, beats=beats_null(ci, 0.1, np.nan, greater=False)) == SUPPORTED
+    assert rho_verdict(ci.estimate, ci.low, ci.high, beats=beats_null(ci, -0.7, np.nan, greater=False)) == NOT_DISTINGUISHABLE
+    assert rho_verdict(ci.estimate, ci.low, ci.high, beats=beats_null(ci, 0.1, 0.3, greater=False)) == NOT_DISTINGUISHABLE
 
 
 @pytest.mark.slow
