@@ -9,7 +9,7 @@ prompts (``heldout.choose_on_selection``) on its test prompts (the held-out part
 control amplifies the other tasks' top-k neurons at the same configuration. Neither uses an evaluation prompt
 to pick neurons or a configuration. :func:`reference_overlap` says how much the chosen neurons change when
 discovery contrasts against the task's format-matched neutral prompts instead of neutral prose.
-Imports ``core``, ``engine``, ``explore`` and ``sweep``.
+Imports ``core``, ``engine``, ``explore``, ``stats`` and ``sweep``.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from .core import (NeutralSet, Task, check_k, check_layer, check_multiplier, che
 from .engine import Config, engine_metrics, engine_weights, layer_state
 from .errors import SNAError
 from .explore import neuron_overlap
+from .stats import grouped_relative_pct
 from .sweep import engine_baseline, format_sets, selection_test_ids
 
 NULL_COLUMNS = ["model", "task", "layer", "k", "multiplier", "draw", "prompt_id", "part", "p_base", "p"]
@@ -177,8 +178,7 @@ def null_summary(result: MatchedNull, chosen: pd.DataFrame) -> pd.DataFrame:
     """Per task, on test prompts: SNA's held-out gain (``chosen``), the matched null's mean and 95th percentile
     and SNA's one-sided p among the draws, the other tasks' neurons' mean and best gain, and the push ratios."""
     def gains(df: pd.DataFrame, by: str) -> pd.DataFrame:
-        g = df[df["part"] == "test"].groupby(["task", by])
-        return (100 * (g["p"].mean() - g["p_base"].mean()) / g["p_base"].mean()).rename("gain").reset_index()
+        return grouped_relative_pct(df[df["part"] == "test"], ["task", by]).rename("gain").reset_index()
 
     null, other = gains(result.table, "draw"), gains(result.other_tasks, "source_task")
     rows = []

@@ -26,8 +26,9 @@ from .core import zone_of
 from .errors import SNAError
 from .heldout import CONFIG_KEYS, arm_column, choose_on_selection, part_column
 from .rules import NOT_DISTINGUISHABLE, NOT_MEASURED, CONTRADICTED, SUPPORTED, VERDICT_COLUMNS, rho_verdict
-from .stats import (METRICS, Interval, _rank_rho, constant_shift_null, per_prompt_changes, relative_of_means,
-                    resample_indices, resampled_improvement, shift_log_odds, spearman_rho, task_spearman)
+from .stats import (METRICS, Interval, _rank_rho, constant_shift_null, per_prompt_changes, percentile_bounds,
+                    relative_of_means, resample_indices, resampled_improvement, shift_log_odds, spearman_rho,
+                    task_spearman)
 
 SERIES: tuple[str, ...] = ("sna", "control", "control_b", "sna_minus_control")
 PAIRS = {"sna": ("sna", None), "control": ("control", None), "control_b": ("control_b", None),
@@ -265,9 +266,7 @@ def _combined_ci(xs: list[np.ndarray], ys: list[np.ndarray], n_resamples: int, s
     """Percentile bootstrap of :func:`_combined_rho`, resampling prompts within each task."""
     rng = np.random.default_rng(seed)
     stats = _resampled_combined_rho(xs, ys, [resample_indices(len(x), n_resamples, rng) for x in xs])
-    tail = 100 * (1 - level) / 2
-    low, high = np.nanpercentile(stats, [tail, 100 - tail]) if not np.isnan(stats).all() else (np.nan, np.nan)
-    return Interval(_combined_rho(xs, ys), float(low), float(high), level, n_resamples)
+    return Interval(_combined_rho(xs, ys), *percentile_bounds(stats, level), level, n_resamples)
 
 
 # ---------------------------------------------------------------------------
@@ -312,9 +311,7 @@ def zone_share_ci(prompts: pd.DataFrame, sweep: pd.DataFrame, zone: int = 3, arm
                          > threshold_pct).sum(axis=0)
         point += int((100 * (p.mean(axis=1) - base.mean()) / base.mean() > threshold_pct).sum())
         total += p.shape[0]
-    tail = 100 * (1 - level) / 2
-    low, high = np.percentile(100 * above / total, [tail, 100 - tail])
-    return Interval(100 * point / total, float(low), float(high), level, n_resamples)
+    return Interval(100 * point / total, *percentile_bounds(100 * above / total, level), level, n_resamples)
 
 
 # ---------------------------------------------------------------------------

@@ -47,6 +47,13 @@ DISCOVERY_MODES = {  # discovery reference: what the train prompts are contraste
 }
 
 
+def check_discovery(discovery: str) -> str:
+    """An SST-2 discovery mode (``DISCOVERY_MODES``), or an SNAError naming them."""
+    if discovery not in DISCOVERY_MODES:
+        raise SNAError(f"Unknown SST-2 discovery {discovery!r}: choose one of {sorted(DISCOVERY_MODES)}.")
+    return discovery
+
+
 def _read_sst2_tsv(path: Path) -> pd.DataFrame:
     """Strictly parse a GLUE SST-2 TSV (header ``sentence\tlabel``); errors name the line."""
     if not path.is_file():
@@ -125,8 +132,7 @@ def sst2_split(data: pd.DataFrame, seed: int = 0) -> pd.Series:
 def discovery_prompts(train: pd.DataFrame, discovery: str = "neutral", neutral: Sequence[str] | None = None,
                       template: str = SST2_TEMPLATE) -> tuple[list[str], list[str]]:
     """(prompts, reference prompts) of a discovery mode (``DISCOVERY_MODES``) from train sentences only."""
-    if discovery not in DISCOVERY_MODES:
-        raise SNAError(f"Unknown SST-2 discovery {discovery!r}: choose one of {sorted(DISCOVERY_MODES)}.")
+    check_discovery(discovery)
     if discovery == "contrast":
         pos, neg = (train.loc[train["label"] == lab, "sentence"] for lab in (1, 0))
         if len(pos) < 1 or len(neg) < 1:
@@ -144,8 +150,7 @@ def sst2_scores(model, layers: Sequence[int], n_train: int = 256, seed: int = 0,
     """Discovery scores ``{layer: [d_mlp]}`` from a fixed-seed sample of SST-2 *train* sentences."""
     layers = [check_layer(model, L) for L in layers]
     check_score_method(method)
-    if discovery not in DISCOVERY_MODES:
-        raise SNAError(f"Unknown SST-2 discovery {discovery!r}: choose one of {sorted(DISCOVERY_MODES)}.")
+    check_discovery(discovery)
     train = load_sst2("train", data_dir)
     sample = train.sample(n=min(n_train, len(train)), random_state=seed)
     prompts, reference = discovery_prompts(sample, discovery, neutral, template)
@@ -216,8 +221,7 @@ def run_sst2_grid(model, layers: Sequence[int], ks: Sequence[int], multipliers: 
     check_positions(positions)
     if not (layers and len(ks) and len(multipliers)):
         raise SNAError("Give at least one layer, one k and one multiplier for the SST-2 grid.")
-    if discovery not in DISCOVERY_MODES:
-        raise SNAError(f"Unknown SST-2 discovery {discovery!r}: choose one of {sorted(DISCOVERY_MODES)}.")
+    check_discovery(discovery)
     ids = check_sst2_setup(model, template, label_words)
     val = load_sst2("validation", data_dir)
     val = (val.iloc[:limit] if limit else val).assign(part=lambda d: sst2_split(d, seed))

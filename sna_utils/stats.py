@@ -113,13 +113,34 @@ def relative_of_means(p_base: np.ndarray, p_after: np.ndarray) -> float:
     return improvement_pct(float(np.mean(p_base)), float(np.mean(p_after)))
 
 
+def grouped_relative_pct(table: pd.DataFrame, by: Sequence[str]) -> pd.Series:
+    """``relative_of_means`` of a per-prompt table (columns ``p_base``, ``p``) within each group of ``by``."""
+    g = table.groupby(list(by))
+    return 100 * (g["p"].mean() - g["p_base"].mean()) / g["p_base"].mean()
+
+
 # ---------------------------------------------------------------------------
 # Bootstrap intervals over prompts
 # ---------------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class Interval:
+    """A point estimate with its percentile bootstrap interval (same units as the statistic)."""
+
+    estimate: float
+    low: float
+    high: float
+    level: float
+    n_resamples: int
+
+    def contains(self, value: float) -> bool:
+        return self.low <= value <= self.high
+
+
 def resample_indices(n: int, n_resamples: int, seed: int | np.random.Generator) -> np.ndarray:
     """Bootstrap indices ``[n_resamples, n]`` of ``n`` prompts (with replacement; a seed or a Generator): the
-    one draw every bootstrap of the kit makes."""
+    draw of ``bootstrap_ci``, ``stratified_ci``, the layer bootstrap and ``saturation`` (``task_spearman`` keeps
+    its own, one resample at a time, so that its published rates reproduce)."""
     _check_resampling(n_resamples, 0.95)
     if n < 2:
         raise SNAError(f"A bootstrap over prompts needs at least 2 prompts, got {n}.")
@@ -136,23 +157,19 @@ def resampled_improvement(p_base: np.ndarray, p: np.ndarray, idx: np.ndarray) ->
     return 100.0 * (p @ counts.T / n - base) / base
 
 
-def _percentile_interval(estimate: float, stats: np.ndarray, level: float, n_resamples: int) -> Interval:
+def percentile_bounds(stats: ArrayLike, level: float = 0.95) -> tuple[float, float]:
+    """The central ``level`` percentile range (low, high) of bootstrap statistics ``[B]`` (NaNs skipped; all
+    NaN: NaN, NaN)."""
+    stats = np.asarray(stats, dtype=float)
+    if np.isnan(stats).all():
+        return float("nan"), float("nan")
     tail = 100 * (1 - level) / 2
     low, high = np.nanpercentile(stats, [tail, 100 - tail])
-    return Interval(float(estimate), float(low), float(high), level, n_resamples)
+    return float(low), float(high)
 
-@dataclass(frozen=True)
-class Interval:
-    """A point estimate with its percentile bootstrap interval (same units as the statistic)."""
 
-    estimate: float
-    low: float
-    high: float
-    level: float
-    n_resamples: int
-
-    def contains(self, value: float) -> bool:
-        return self.low <= value <= self.high
+def _percentile_interval(estimate: float, stats: np.ndarray, level: float, n_resamples: int) -> Interval:
+    return Interval(float(estimate), *percentile_bounds(stats, level), level, n_resamples)
 
 
 def bootstrap_ci(arrays: Sequence[ArrayLike], statistic: Callable[..., float], n_resamples: int = 2000,
@@ -380,9 +397,8 @@ def task_spearman(x_by_task: Sequence[ArrayLike], y_by_task: Sequence[ArrayLike]
         ix = [rng.integers(0, len(a), len(a)) for a in xs]
         iy = ix if same_prompts else [rng.integers(0, len(a), len(a)) for a in ys]
         rhos.append(spearman_rho([x_stat(a[i]) for a, i in zip(xs, ix)], [y_stat(a[i]) for a, i in zip(ys, iy)]))
-    tail = 100 * (1 - level) / 2
-    low, high = np.nanpercentile(rhos, [tail, 100 - tail]) if not np.isnan(rhos).all() else (np.nan, np.nan)
-    return RankCorrelation(spearman_rho(point_x, point_y), float(low), float(high), p, len(xs), drawn)
+    low, high = percentile_bounds(rhos, level)
+    return RankCorrelation(spearman_rho(point_x, point_y), low, high, p, len(xs), drawn)
 
 
 # ---------------------------------------------------------------------------

@@ -26,8 +26,8 @@ from .heldout import ARMS, choose_on_selection
 from .rules import (CONTRADICTED, NOT_DISTINGUISHABLE, NOT_MEASURED, SUPPORTED, VERDICT_COLUMNS, VERDICTS,
                     gain_verdict, rho_verdict, share_verdict)
 from .saturation import saturation_claims, zone_share_ci
-from .stats import (Interval, bootstrap_ci, check_probs, relative_of_means, sna_vs_control, stratified_ci, task_change,
-                    task_spearman)
+from .stats import (Interval, bootstrap_ci, check_probs, grouped_relative_pct, relative_of_means, sna_vs_control,
+                    stratified_ci, task_change, task_spearman)
 
 ZONE3_THRESHOLD_PCT = 7.0  # the paper: Zone 3 tasks 'rarely' improve by more than 7 %
 RARELY_SHARE_PCT = 10.0  # our reading of 'rarely': at most 10 % of the Zone-3 configurations
@@ -100,8 +100,7 @@ def null_gains(null: pd.DataFrame | None, model: str) -> pd.DataFrame | None:
     if null is None or not len(null) or model not in set(null["model"]):
         return None
     test = null[(null["model"] == model) & (null["part"] == "test")]
-    g = test.groupby(["draw", "task"])
-    return (100 * (g["p"].mean() - g["p_base"].mean()) / g["p_base"].mean()).unstack("task")
+    return grouped_relative_pct(test, ["draw", "task"]).unstack("task")
 
 
 def empirical_p(observed: float, draws: np.ndarray, greater: bool = True) -> float:

@@ -282,3 +282,18 @@ def test_mcnemar_bad_input():
         stats.mcnemar([True, False], [True])
     with pytest.raises(su.SNAError, match="boolean"):
         stats.mcnemar([1, 0], [0, 1])
+
+
+def test_percentile_bounds_and_grouped_relative():
+    """The shared percentile range skips NaNs (all NaN: NaN); the grouped relative gain is relative_of_means."""
+    from sna_utils.stats import grouped_relative_pct, percentile_bounds, relative_of_means
+
+    assert percentile_bounds(np.arange(101.0), 0.9) == pytest.approx((5.0, 95.0))
+    assert percentile_bounds([np.nan, *np.arange(101.0)], 0.9) == pytest.approx((5.0, 95.0))
+    assert all(math.isnan(v) for v in percentile_bounds([np.nan, np.nan]))
+    rng = np.random.default_rng(0)
+    table = pd.DataFrame({"task": np.repeat(["a", "b"], 5), "p_base": rng.uniform(0.1, 0.5, 10),
+                          "p": rng.uniform(0.1, 0.9, 10)})
+    got = grouped_relative_pct(table, ["task"])
+    for t, g in table.groupby("task"):
+        assert got[t] == pytest.approx(relative_of_means(g["p_base"].to_numpy(), g["p"].to_numpy()))
