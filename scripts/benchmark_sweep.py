@@ -106,6 +106,10 @@ def main() -> None:
     ap.add_argument("--no-last", action="store_true", help='skip the positions="last" timing')
     ap.add_argument("--reduced", action="store_true", help="the reduced CPU grid for ~1B models (see above)")
     args = ap.parse_args()
+    for option in ("n_eval", "n_neutral", "n_disc", "n_formats", "plain_sample", "max_tokens"):
+        if getattr(args, option) < 0:
+            ap.error(f"--{option.replace('_', '-')} must be 0 (all, or the default) or positive, "
+                     f"got {getattr(args, option)}")
 
     model = su.load_model(args.model, device=args.device)
     if args.reduced:

@@ -167,3 +167,7 @@ def test_the_benchmark_times_and_counts_every_arm_the_sweep_runs(tiny, small, mo
     assert flops == pytest.approx(pf.grid_flops(shape, [lengths["eval"]], lengths["neutral"], [0, 2], 3, 2,
                                                 [lengths["formats"]]), rel=1e-12)
     assert seconds == pytest.approx(flops / 1e9)
+    monkeypatch.setattr("sys.argv", ["benchmark_sweep.py", "--model", "tiny", "--n-formats", "-2"])
+    monkeypatch.setattr(su, "load_model", lambda *a, **kw: pytest.fail("a model loaded before the checks"))
+    with pytest.raises(SystemExit):  # argparse's error: a negative count is refused before any work
+        bench.main()
