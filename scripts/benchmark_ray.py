@@ -43,7 +43,7 @@ def main() -> None:
     ap.add_argument("--multipliers", default="2,5", type=lambda s: [float(x) for x in s.split(",")])
     ap.add_argument("--cpus", type=int, default=2)
     args = ap.parse_args()
-    ray = su.cluster.import_ray()
+    ray = su.run.cluster.import_ray()
 
     model = su.load_model(args.model, device="cpu")
     tasks = su.load_tasks(args.tasks.split(","))

@@ -18,7 +18,7 @@ Prints times and ratios; it is not a test.
   It times a fixed-seed random sample of configurations and scales up to the whole grid (said in the output).
 * engine: ``su.run_sweep`` on the whole grid, discovery and baselines included, per precision
   (float32, bfloat16, and TF32 on CUDA), with ``positions="all"`` and ``positions="last"``.
-* FLOP floor: the matrix-multiply FLOPs the grid strictly needs (``su.flops.sweep_unit_flops``: blocks L..
+* FLOP floor: the matrix-multiply FLOPs the grid strictly needs (``su.run.flops.sweep_unit_flops``: blocks L..
   for every arm, configuration and prompt at its real length, plus last-token logits) divided by this
   machine's measured matmul rate at that precision.
 """
@@ -38,7 +38,7 @@ SWEEP_SEED = 0  # run_sweep's default seed, as the engine runs here: the control
 
 def floor_seconds(model, layers, n_pairs, lengths: dict[str, list[int]], rate) -> tuple[float, float]:
     """(FLOPs, seconds at ``rate``) of one task's ``n_pairs`` (k, m) pairs at each layer, every arm counted."""
-    flops = sum(su.flops.sweep_unit_flops(model, L, n_pairs, lengths["eval"], lengths["neutral"], lengths["formats"])
+    flops = sum(su.run.flops.sweep_unit_flops(model, L, n_pairs, lengths["eval"], lengths["neutral"], lengths["formats"])
                 for L in layers)
     return flops, flops / rate
 
@@ -62,8 +62,8 @@ def time_plain(model, task, neutral, formats, layers, ks, ms, sample, seed) -> t
         if L not in rankings:  # discovery once per layer, as the engine does
             scores = su.neuron_scores(model, [i.prompt for i in task.discovery], neutral.discovery, L)
             rankings[L] = su.rank_neurons(scores)
-        arms = [rankings[L][:k].tolist()] + [su.sweep.control_configs(model, L, [k], [m], SWEEP_SEED, arm)[0].neurons
-                                             for arm in su.heldout.ARMS[1:]]
+        arms = [rankings[L][:k].tolist()] + [su.run.sweep.control_configs(model, L, [k], [m], SWEEP_SEED, arm)[0].neurons
+                                             for arm in su.judge.heldout.ARMS[1:]]
         for neurons in arms:
             iv = su.Intervention(L, list(neurons), m)
             su.outcome_of(base, su.next_token_logits(model, prompts, iv), neutral_base,
@@ -130,7 +130,7 @@ def main() -> None:
     raw_formats = su.load_neutral_formats()  # run_sweep halves each task's list; the engine gets the same lists
     if args.n_formats:
         raw_formats = {name: p[: 2 * args.n_formats] for name, p in raw_formats.items()}
-    task_formats = su.sweep.format_sets(raw_formats, SWEEP_SEED).get(task.name)
+    task_formats = su.run.sweep.format_sets(raw_formats, SWEEP_SEED).get(task.name)
     formats = list(task_formats.heldout) if task_formats else []  # run_sweep skips a task without them too
     layers = list(range(su.n_layers(model))) if args.layers == "all" else [int(x) for x in args.layers.split(",")]
     cuda = args.device.startswith("cuda")

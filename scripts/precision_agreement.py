@@ -42,7 +42,7 @@ def to_tf32(x: torch.Tensor) -> torch.Tensor:
 @contextlib.contextmanager
 def emulated_tf32():
     """The engine's linear layers and unembedding with TF32-rounded operands (CPU emulation)."""
-    eng = su.engine
+    eng = su.run.engine
     affine, logits = eng._affine, eng._logits
 
     def affine_tf32(x, w, b):

@@ -12,7 +12,7 @@ Tables go to results/<profile>/ (or $SNA_RESULTS_DIR/<profile>), figures to figu
 $SNA_FIGURES_DIR/<profile>);
 --results-dir and --figures-dir set those variables for the run.
 
-Before anything runs, a pre-flight (sna_utils.preflight) prints the device, the models to download and the
+Before anything runs, a pre-flight (sna_utils.run.preflight) prints the device, the models to download and the
 estimated time of the chosen notebooks on this machine; the `paper` profile on a CPU-only machine stops there
 unless $SNA_PAPER_ON_CPU=1. Runs are quiet (no kernel log lines, no dependency deprecation warnings);
 $SNA_VERBOSE=1 shows them and streams the cells' output.
@@ -98,7 +98,7 @@ def _log(message: str) -> None:
 
 def preflight(profile: str, paths: list[Path], log=_log) -> None:
     """Print what the run will cost on this machine; raises SNAError (before anything runs) for `paper` on a CPU."""
-    from sna_utils import preflight as pf
+    from sna_utils.run import preflight as pf
 
     plan = pf.plan(profile, [p.stem for p in paths])
     for line in plan.lines():

@@ -2,39 +2,26 @@
 
 How to read it
 --------------
-Start with ``core.py``: the paper's method, top to bottom (loading, tasks, input checks,
-discovery, intervention, measurement, zones). Everything else is machinery built on it:
+The package is laid out by the question a reader brings. Each subpackage's ``__init__`` is its index.
 
-==============  ==========================================================================
-``core``        the method itself; the plain, hooked computation everything is tested against
-``engine``      the fast forward from layer L for many configurations at once, metrics on the device
-``decoder``     the engine's general path: any family's own Hugging Face decoder layers from layer L
-``families``    which architectures the kit runs, read from a model's config before any weights load
-``flops``       the FLOP model: a grid's floor, the measured matmul rate, the engine's overhead
-``store``       the results table: a dataset of one file per unit, settings that must not mix
-``sweep``       the grid (``run_sweep``, one unit per task and layer) and cross-task interference
-``cluster``     units of work as Ray tasks (optional), a GPU each, retried if a worker dies
-``heldout``     choosing on selection prompts, reporting on test prompts (every best-of choice)
-``nulls``       the matched null: many random neuron sets like SNA's, at each task's chosen configuration
-``verdict``     ``verdict()``: every claim of the paper in-sample and held out (its interval), beside the controls
-``rules``       the verdict table's columns and its three plain-words rules (a gain, a rho, "rarely")
-``explore``     tables about tasks and neurons (baselines, scores, overlap, top prompts)
-``analysis``    statistics on results tables: summaries, zones, rho, golden zones, paper numbers
-``stats``       per-prompt metrics, bootstrap intervals, paired tests (Holm), rho over tasks, nulls
-``choices``     every other best-of choice held out: best layer (bootstrapped), golden zones, interference
-``saturation``  the saturation artefact: rho of three metrics held out, per prompt, zone shares; verdict rows
-``sst2``        the external check on GLUE SST-2
-``sst2_heldout`` SST-2 chosen on selection examples, reported on test ones; the bias-only control; claims
-``profiles``    smoke / quick / paper, the results folder and table names, notebook defaults
-``preflight``   what a profile will cost on this machine (device, downloads, estimated time), before it runs
-``style``       the figure style and the helpers plots share; ``plots``: the figures
-``standins``    random-weight models of the real architectures, for tests and offline runs
-``hub``         one fast check that the Hugging Face Hub is reachable; ``errors``: SNAError
-==============  ==========================================================================
+==================  ======================================================================================
+``core``            **what the method is**: the paper's method top to bottom (loading, tasks, input checks,
+                    discovery, intervention, measurement, zones); the plain, hooked computation every fast
+                    path is tested against
+``sst2``            the external check on GLUE SST-2 (data, per-example study, its grid)
+``errors``          ``SNAError``, the one exception every check raises
+``run/``            **how it runs fast and at scale**: ``engine`` and ``decoder`` (the fast forward from layer
+                    L), ``families``, ``standins``, ``hub``, ``flops``, ``store`` (the results dataset),
+                    ``sweep``, ``cluster`` (Ray), ``profiles``, ``preflight``
+``judge/``          **how a claim is judged**: ``claims`` (the one table: claim -> deciding function ->
+                    rule), ``heldout``, ``stats``, ``rules``, ``verdict``, ``nulls``, ``saturation``,
+                    ``choices``, ``sst2_heldout``, ``analysis`` (summaries)
+``show/``           **how it is shown**: ``style``, ``plots``, ``explore`` (tables about tasks and neurons)
+==================  ======================================================================================
 
-Imports run one way: ``errors`` and ``hub``/``standins``/``cluster`` under ``core``; ``core`` under every
-other module; ``analysis`` and ``style`` under ``plots`` and ``profiles``. No module imports
-one above it (``tests/test_package.py`` checks this).
+Imports run one way: ``errors`` and the low machinery (``run.hub``, ``run.standins``, ``run.families``, ...)
+under ``core``; ``core`` under every other module. No module imports one of its own layer or above
+(``tests/test_package.py`` checks this, module by module, across subpackages).
 
 Conventions. A *neuron* is one unit of ``blocks.{L}.mlp.hook_post`` (the MLP activation after
 the nonlinearity, ``[batch, position, d_mlp]``). Prompts are right-padded and read at each
@@ -42,18 +29,20 @@ prompt's last real token, so batching never changes a number. Probabilities are 
 [0, 1]; improvements are in percent of the baseline probability; KL divergences are in nats.
 
 The names below are the public API (``__all__``). Internals stay reachable through their module,
-e.g. ``su.engine.LayerState``; names that used to live at the top level still resolve there,
-with a DeprecationWarning naming their new home.
+e.g. ``su.run.engine.LayerState``. Names and module paths of earlier layouts (``su.engine``,
+``sna_utils.verdict``, ``su.LayerState``) still resolve, with a DeprecationWarning naming their new home.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.abc
+import importlib.util
+import sys
 import warnings
 
-from . import (analysis, choices, cluster, core, engine, errors, explore, flops, heldout, hub, nulls, plots,
-               preflight, profiles, rules, saturation, sst2, sst2_heldout, standins, stats, store, style, sweep)
-from .analysis import (PAPER_BEST_LAYERS, PAPER_NUMBERS, best_per_task, best_shared_config,
+from . import core, errors, judge, run, show, sst2
+from .judge.analysis import (PAPER_BEST_LAYERS, PAPER_NUMBERS, best_per_task, best_shared_config,
                        confidence_gain_correlation, control_comparison, golden_zone, golden_zone_summary,
                        interference_summary, layer_profile, layer_specialisation, paper_comparison, round_for_reading,
                        task_summary, zone_summary, zones_by_model)
@@ -67,31 +56,31 @@ from .core import (DATA_DIR, HUB_MODELS, KIT_ROOT, KIT_VERSION, MODEL_NAMES, SCO
                    restrict_to_single_token, run_and_capture, scores_from_activations, split_half, split_neutral,
                    split_selection_test, target_probs, target_token_ids, target_tokens, top_neurons, wrap_hf_model,
                    zone_of)
-from .flops import grid_flop_floor, matmul_rate
-from .heldout import arm_column, choose_on_selection, part_column
-from .choices import golden_zone_heldout, layer_specialisation_heldout, shared_config_heldout
-from .saturation import chosen_prompts, prompt_level, saturation_claims, saturation_rhos, zone_shares
+from .run.flops import grid_flop_floor, matmul_rate
+from .judge.heldout import arm_column, choose_on_selection, part_column
+from .judge.choices import golden_zone_heldout, layer_specialisation_heldout, shared_config_heldout
+from .judge.saturation import chosen_prompts, prompt_level, saturation_claims, saturation_rhos, zone_shares
 from .errors import ModelUnavailableError, SNAError
-from .explore import (discovery_scores, load_neutral_formats, neuron_overlap, prompt_pool, task_baselines,
+from .show.explore import (discovery_scores, load_neutral_formats, neuron_overlap, prompt_pool, task_baselines,
                       task_table,
                       top_activating_prompts, top_neurons_by_task)
-from .plots import (plot_baseline_zones, plot_confidence_vs_improvement, plot_golden_zone, plot_improvement_vs_k,
+from .show.plots import (plot_baseline_zones, plot_confidence_vs_improvement, plot_golden_zone, plot_improvement_vs_k,
                     plot_interference, plot_layer_multiplier_heatmaps, plot_layer_specialisation,
                     plot_model_comparison, plot_neuron_overlap, plot_score_distributions, plot_sna_vs_control,
                     plot_sst2_zones)
-from .profiles import (PAPER_KS, PAPER_MULTIPLIERS, best_depth, beyond_table_name, depth_matched_layers,
+from .run.profiles import (PAPER_KS, PAPER_MULTIPLIERS, best_depth, beyond_table_name, depth_matched_layers,
                        first_available_table, get_profile, interference_table_name, n_layers_of, notebook_defaults,
                        null_table_name, results_dir, results_table, safe_name, sweep_grid, sweep_table_name)
 from .sst2 import (SST2_LABEL_WORDS, SST2_TEMPLATE, discovery_overlap, load_sst2, run_sst2, run_sst2_grid, score_sst2,
                    sst2_prompts, sst2_split, sst2_zone_report)
-from .sst2_heldout import sst2_claims, sst2_study
-from .standins import STANDINS, build_random_hf_model, model_note
-from .cluster import RayExecutor
-from .store import read_prompt_table, read_table, write_table_atomic
-from .style import FIGURES_DIR, ZONE_COLORS, figures_dir, save_figure
-from .sweep import cross_task_interference, run_sweep
-from .nulls import matched_null, null_summary, reference_overlap
-from .verdict import VERDICT_COLUMNS, verdict
+from .judge.sst2_heldout import sst2_claims, sst2_study
+from .run.standins import STANDINS, build_random_hf_model, model_note
+from .run.cluster import RayExecutor
+from .run.store import read_prompt_table, read_table, write_table_atomic
+from .show.style import FIGURES_DIR, ZONE_COLORS, figures_dir, save_figure
+from .run.sweep import cross_task_interference, run_sweep
+from .judge.nulls import matched_null, null_summary, reference_overlap
+from .judge.verdict import VERDICT_COLUMNS, verdict
 
 __all__ = [
     # errors
@@ -141,31 +130,67 @@ __all__ = [
     "plot_layer_specialisation", "plot_interference", "plot_score_distributions", "plot_neuron_overlap",
     "plot_confidence_vs_improvement", "plot_sst2_zones", "plot_layer_multiplier_heatmaps", "plot_improvement_vs_k",
     "plot_golden_zone", "plot_model_comparison",
-    # the modules
-    "core", "engine", "flops", "store", "sweep", "cluster", "explore", "heldout", "choices", "saturation", "nulls", "rules",
-    "analysis", "stats", "sst2", "sst2_heldout", "profiles", "preflight",
-    "style", "plots", "standins", "hub", "errors",
+    # the modules and subpackages (each subpackage's modules: su.run.engine, su.judge.verdict, ...)
+    "core", "errors", "sst2", "run", "judge", "show",
 ]
+
+SUBPACKAGES = (run, judge, show)
+for _package in SUBPACKAGES:  # every module, so that su.run.engine etc. resolve after `import sna_utils`
+    for _module in _package.MODULES:
+        importlib.import_module(f"{_package.__name__}.{_module}")
+
+# Modules of the flat layout (kit 0.1.0 to the layout of issue 22): sna_utils.<module> -> its new home.
+MOVED_MODULES = {m: f"{p.__name__.rpartition('.')[2]}.{m}" for p in SUBPACKAGES for m in p.MODULES}
 
 # Names that were public at the top level before the kit became a package: where they live now.
 MOVED = {
     **dict.fromkeys(["BlockWeights", "EngineWeights", "LengthGroup", "LayerState", "layer_state", "Config",
-                     "engine_logits", "base_logits"], "engine"),
-    **dict.fromkeys(["block_flops"], "flops"),
-    **dict.fromkeys(["KEY_COLUMNS", "SweepSettings", "data_fingerprint"], "store"),
-    **dict.fromkeys(["Profile", "PROFILES", "TABLE_MAKERS"], "profiles"),
+                     "engine_logits", "base_logits"], "run.engine"),
+    **dict.fromkeys(["block_flops"], "run.flops"),
+    **dict.fromkeys(["KEY_COLUMNS", "SweepSettings", "data_fingerprint"], "run.store"),
+    **dict.fromkeys(["Profile", "PROFILES", "TABLE_MAKERS"], "run.profiles"),
     **dict.fromkeys(["SST2_FILES", "SST2_HUB_ID", "check_sst2_setup", "sst2_neurons"], "sst2"),
-    **dict.fromkeys(["is_random_model"], "standins"),
+    **dict.fromkeys(["is_random_model"], "run.standins"),
     **dict.fromkeys(["GPT2_TOKENIZER_HUB_ID"], "core"),
     **dict.fromkeys(["PLOT_STYLE", "GOLDEN_COLOR", "CONTROL_COLOR", "ACCENT_COLOR", "MODEL_MARKERS", "MODEL_HATCHES",
-                     "IMPROVEMENT_CMAP", "set_plot_style"], "style"),
+                     "IMPROVEMENT_CMAP", "set_plot_style"], "show.style"),
 }
 
 
+def _warn_moved(old: str, new: str) -> None:
+    warnings.warn(f"{old} moved to {new}; the old path will be removed.", DeprecationWarning, stacklevel=3)
+
+
 def __getattr__(name: str):
-    """Resolve a name that moved into a submodule, with a DeprecationWarning naming its new home."""
+    """Resolve a module or name of an earlier layout, with a DeprecationWarning naming its new home."""
+    if name in MOVED_MODULES:
+        _warn_moved(f"su.{name}", f"su.{MOVED_MODULES[name]}")
+        return importlib.import_module(f"{__name__}.{MOVED_MODULES[name]}")
     if name in MOVED:
-        warnings.warn(f"su.{name} moved to su.{MOVED[name]}.{name}; the top-level name will be removed.",
-                      DeprecationWarning, stacklevel=2)
+        _warn_moved(f"su.{name}", f"su.{MOVED[name]}.{name}")
         return getattr(importlib.import_module(f"{__name__}.{MOVED[name]}"), name)
     raise AttributeError(f"module 'sna_utils' has no attribute {name!r}")
+
+
+class _MovedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """``import sna_utils.verdict`` (a flat-layout path) gives ``sna_utils.judge.verdict``, with a warning."""
+
+    def find_spec(self, fullname, path=None, target=None):
+        package, _, name = fullname.rpartition(".")
+        if package == __name__ and name in MOVED_MODULES:
+            return importlib.util.spec_from_loader(fullname, self)
+        return None
+
+    def create_module(self, spec):
+        new = f"{__name__}.{MOVED_MODULES[spec.name.rpartition('.')[2]]}"
+        warnings.warn(f"{spec.name} moved to {new}; the old path will be removed.", DeprecationWarning, stacklevel=2)
+        return importlib.import_module(new)
+
+    def exec_module(self, module):
+        """Nothing to run (the module is the one at its new home); give it back the spec of that home, which
+        the import system replaced with the old path's."""
+        module.__spec__ = importlib.util.spec_from_file_location(module.__name__, module.__file__)
+
+
+if not any(isinstance(f, _MovedModuleFinder) for f in sys.meta_path):
+    sys.meta_path.append(_MovedModuleFinder())

@@ -41,9 +41,9 @@ import pandas as pd
 import torch
 
 from .errors import SNAError
-from .families import SUPPORTED, check_decoder_only, checkpoint_source
-from .hub import OFFLINE_HINT, require_hub
-from .standins import STANDINS, build_random_hf_model
+from .run.families import SUPPORTED, check_decoder_only, checkpoint_source
+from .run.hub import OFFLINE_HINT, require_hub
+from .run.standins import STANDINS, build_random_hf_model
 
 KIT_VERSION = "0.1.0"
 KIT_ROOT = Path(__file__).resolve().parents[1]

@@ -22,10 +22,10 @@ from .core import (ZONE_NAMES, Intervention, Positions, _split_seed, check_k, ch
                    model_name, next_token_logits, random_neurons, rank_neurons, scores_from_activations, split_half,
                    split_neutral, target_token_ids, zone_of)
 from .errors import SNAError
-from .explore import neuron_overlap
-from .hub import require_hub
-from .sst2_heldout import ARMS, label_outcomes
-from .stats import log_odds
+from .show.explore import neuron_overlap
+from .run.hub import require_hub
+from .judge.sst2_heldout import ARMS, label_outcomes
+from .judge.stats import log_odds
 
 
 SST2_TEMPLATE = "Review: {sentence}\nSentiment:"

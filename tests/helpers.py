@@ -125,7 +125,7 @@ def sweep_from_prompts(prompts):
     the per-prompt table implies: means of the prompts of each (task, configuration, arm)."""
     import numpy as np
 
-    from sna_utils.heldout import arm_column
+    from sna_utils.judge.heldout import arm_column
 
     keys = ["model", "settings_id", "category", "task", "layer", "k", "multiplier"]
     df = prompts.assign(up=prompts["p"] > prompts["p_base"], top1_base=prompts["p_base"] > 0.5)

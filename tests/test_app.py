@@ -152,7 +152,7 @@ def test_out_of_range_setting_shows_error(app, key, value, message):
 def test_hub_unreachable_shows_error(app, monkeypatch):
     monkeypatch.setenv("SNA_DEMO_MODEL", "gpt2-small")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(su.hub, "hub_cached", lambda *a, **kw: False)  # as on a machine that never downloaded it
+    monkeypatch.setattr(su.run.hub, "hub_cached", lambda *a, **kw: False)  # as on a machine that never downloaded it
     at = app().run()
     errs = errors(at)
     assert len(errs) == 1 and "Hub is not reachable" in errs[0], errs
@@ -206,7 +206,7 @@ def test_a_model_typed_by_name_runs(app, tiny):
     assert metrics(at) == metrics(listed)
 
 
-@pytest.mark.parametrize("name", [n for n in su.standins.TINY_FAMILIES if n not in ("tiny", "tiny-pythia")])
+@pytest.mark.parametrize("name", [n for n in su.run.standins.TINY_FAMILIES if n not in ("tiny", "tiny-pythia")])
 def test_every_tested_family_runs_by_name(app, monkeypatch, name):
     """Each gated-MLP family's stand-in, picked by name: results, and the page's numbers are sna_utils'."""
     monkeypatch.setenv("SNA_DEMO_MODEL", name)

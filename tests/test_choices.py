@@ -1,4 +1,4 @@
-"""Every other best-of choice held out (sna_utils.choices): layers with a bootstrap, golden zones, the shared
+"""Every other best-of choice held out (sna_utils.judge.choices): layers with a bootstrap, golden zones, the shared
 configuration; the per-prompt matrices and their resampling."""
 import numpy as np
 import pandas as pd
@@ -6,7 +6,7 @@ import pytest
 
 import sna_utils as su
 from helpers import perturb_test_prompts, sweep_from_prompts, synthetic_prompts, synthetic_tables
-from sna_utils import choices
+from sna_utils.judge import choices
 
 
 @pytest.fixture(scope="module")
@@ -32,13 +32,13 @@ def test_prompt_matrix_reproduces_the_sweep(tables):
 def test_resampled_improvement_agrees_with_the_plain_loop(tables):
     _, prompts = tables
     _, base, p = choices.prompt_matrix(prompts, "synthetic", "task05", "sna", "test")
-    idx = su.stats.resample_indices(base.size, 1000, seed=7)
-    fast = su.stats.resampled_improvement(base, p, idx)
+    idx = su.judge.stats.resample_indices(base.size, 1000, seed=7)
+    fast = su.judge.stats.resampled_improvement(base, p, idx)
     for b in (0, 1, 999):
         for c in range(p.shape[0]):
-            plain = su.stats.task_change(base[idx[b]], p[c, idx[b]], "relative_pct")
+            plain = su.judge.stats.task_change(base[idx[b]], p[c, idx[b]], "relative_pct")
             assert fast[c, b] == pytest.approx(plain, rel=1e-9)
-    np.testing.assert_array_equal(idx, su.stats.resample_indices(base.size, 1000, seed=7))
+    np.testing.assert_array_equal(idx, su.judge.stats.resample_indices(base.size, 1000, seed=7))
 
 
 def test_layer_specialisation_finds_the_planted_layer_on_selection(tables):
@@ -127,7 +127,7 @@ def test_bad_input_is_refused_before_work(tables):
     with pytest.raises(su.SNAError, match="arm"):
         choices.check_prompt_table(prompts.assign(arm="random"))
     with pytest.raises(su.SNAError, match="1,000"):
-        su.stats.resample_indices(10, 100, 0)
+        su.judge.stats.resample_indices(10, 100, 0)
     with pytest.raises(su.SNAError, match="lack"):
         choices.prompt_matrix(prompts.drop(index=prompts.index[0]), "synthetic", "task00", "sna",
                               prompts.part.iloc[0])

@@ -38,7 +38,7 @@ def test_ray_rows_equal_the_single_process_sweep(ray_cluster, tiny, small, sweep
     got = su.run_sweep(tiny, t, [0, 1, 2], out=out, neutral=neu, progress=False, executor="ray", **GRID)
     assert_same_rows(got, sweep)
     assert_same_rows(su.read_table(out), sweep)
-    assert len(su.store.unit_files(out)) == len(t) * 3
+    assert len(su.run.store.unit_files(out)) == len(t) * 3
     again = su.run_sweep(tiny, t, [0, 1, 2], out=out, neutral=neu, progress=False, executor="ray", **GRID)
     assert_same_rows(again, sweep)  # resumed: nothing to run, nothing duplicated
 

@@ -67,7 +67,7 @@ def test_interference_and_sst2_on_cuda(pair, small):
 
 def test_chunks_follow_free_gpu_memory(pair):
     _, gpu = pair
-    eng = su.engine.engine_weights(gpu)
+    eng = su.run.engine.engine_weights(gpu)
     free = torch.cuda.mem_get_info()[0]
-    tokens = su.engine.chunk_tokens(eng, su.model_device(gpu), torch.float32)
+    tokens = su.run.engine.chunk_tokens(eng, su.model_device(gpu), torch.float32)
     assert tokens * 4 * (3 * su.d_mlp(gpu) + 10 * gpu.cfg.d_model) <= free

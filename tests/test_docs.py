@@ -7,7 +7,7 @@ from pathlib import Path
 import nbformat
 
 import sna_utils as su
-from sna_utils.profiles import PROFILES
+from sna_utils.run.profiles import PROFILES
 
 KIT_ROOT = Path(__file__).resolve().parent.parent
 DOC = (KIT_ROOT / "docs" / "method.md").read_text(encoding="utf-8")

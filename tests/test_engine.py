@@ -15,9 +15,9 @@ def test_engine_reads_the_models_own_weights(name):
     """The engine's unembedding and MLP output weights are the very tensors of an independent HF copy."""
     model = su.load_model(name, device="cpu", seed=3)
     hf = su.build_random_hf_model(name, seed=3)
-    weights = su.engine.engine_weights(model)
+    weights = su.run.engine.engine_weights(model)
     torch.testing.assert_close(weights.w_u, hf.get_output_embeddings().weight, rtol=0, atol=0)
-    assert weights is su.engine.engine_weights(model), "read once per model"
+    assert weights is su.run.engine.engine_weights(model), "read once per model"
 
 
 @pytest.fixture(scope="module", params=["tiny", "tiny-pythia"])
@@ -66,18 +66,18 @@ def test_gpt2_hand_written_path_equals_the_general_one(tasks, monkeypatch):
     layers (the path every other family takes): every metric, both positions, float64."""
     t = tasks[0]
     fast = su.load_model("tiny", device="cpu", dtype=torch.float64)
-    assert isinstance(su.engine.engine_weights(fast), su.engine.EngineWeights)
-    monkeypatch.setattr(su.engine, "HAND_WRITTEN", {})
+    assert isinstance(su.run.engine.engine_weights(fast), su.run.engine.EngineWeights)
+    monkeypatch.setattr(su.run.engine, "HAND_WRITTEN", {})
     general = su.load_model("tiny", device="cpu", dtype=torch.float64)
-    assert isinstance(su.engine.engine_weights(general), su.decoder.Decoder)
+    assert isinstance(su.run.engine.engine_weights(general), su.run.decoder.Decoder)
     ids = su.target_token_ids(fast, t.evaluation)
-    configs = [su.engine.Config((3, 7, 11), m) for m in (0.0, 5.0)] + [su.engine.Config(tuple(range(60)), 3.0)]
+    configs = [su.run.engine.Config((3, 7, 11), m) for m in (0.0, 5.0)] + [su.run.engine.Config(tuple(range(60)), 3.0)]
     for layer in (0, 1, 2):
         out = []
         for model in (fast, general):
-            state = su.engine.layer_state(model, su.encode_prompts(model, [i.prompt for i in t.evaluation]), layer)
-            ref = su.engine.reference(model, state, layer)
-            out.append([su.engine.engine_metrics(model, state, layer, configs, pos, ids, ref) for pos in ("all", "last")])
+            state = su.run.engine.layer_state(model, su.encode_prompts(model, [i.prompt for i in t.evaluation]), layer)
+            ref = su.run.engine.reference(model, state, layer)
+            out.append([su.run.engine.engine_metrics(model, state, layer, configs, pos, ids, ref) for pos in ("all", "last")])
         for a, b in zip(*out):
             torch.testing.assert_close(a.p, b.p, rtol=1e-6, atol=0)
             torch.testing.assert_close(a.kl, b.kl, rtol=1e-5, atol=1e-12)
@@ -129,18 +129,18 @@ def test_precision_agreement_with_float64(precision_grid, precision):
 def test_engine_metrics_do_not_depend_on_chunking(tiny, tasks, neutral):
     """Tiny chunks (one configuration at a time, a few logit rows) give the numbers of the default chunks."""
     t = tasks[0]
-    state = su.engine.layer_state(tiny, su.encode_prompts(tiny, [i.prompt for i in t.evaluation]), 1)
+    state = su.run.engine.layer_state(tiny, su.encode_prompts(tiny, [i.prompt for i in t.evaluation]), 1)
     ids = su.target_token_ids(tiny, t.evaluation)
-    configs = [su.engine.Config((3, 7, 11), m) for m in (0.0, 2.0, 5.0)] + [su.engine.Config((1,), 3.0)]
-    ref = su.engine.reference(tiny, state, 1)
+    configs = [su.run.engine.Config((3, 7, 11), m) for m in (0.0, 2.0, 5.0)] + [su.run.engine.Config((1,), 3.0)]
+    ref = su.run.engine.reference(tiny, state, 1)
     for positions in ("all", "last"):
-        a = su.engine.engine_metrics(tiny, state, 1, configs, positions, ids, ref)
-        old = su.engine.logit_rows
-        su.engine.logit_rows = lambda eng, dev: 3
+        a = su.run.engine.engine_metrics(tiny, state, 1, configs, positions, ids, ref)
+        old = su.run.engine.logit_rows
+        su.run.engine.logit_rows = lambda eng, dev: 3
         try:
-            b = su.engine.engine_metrics(tiny, state, 1, configs, positions, ids, ref, max_tokens=5)
+            b = su.run.engine.engine_metrics(tiny, state, 1, configs, positions, ids, ref, max_tokens=5)
         finally:
-            su.engine.logit_rows = old
+            su.run.engine.logit_rows = old
         torch.testing.assert_close(a.p, b.p, rtol=1e-5, atol=1e-9)
         torch.testing.assert_close(a.kl, b.kl, rtol=1e-4, atol=1e-7)
         assert torch.equal(a.top1, b.top1)
@@ -148,21 +148,21 @@ def test_engine_metrics_do_not_depend_on_chunking(tiny, tasks, neutral):
 
 def test_chunks_follow_the_device(tiny, monkeypatch):
     """CPU: the fixed cache-friendly size; CUDA: a share of the free memory (here a 24 GB GPU, GPT-2 Medium shape)."""
-    eng = su.engine.engine_weights(tiny)
+    eng = su.run.engine.engine_weights(tiny)
     cpu = torch.device("cpu")
-    assert su.engine.chunk_tokens(eng, cpu, torch.float32) == su.engine.CPU_CHUNK_TOKENS
-    assert su.engine.logit_rows(eng, cpu) * eng.w_u.shape[0] * 32 <= su.engine.CPU_LOGIT_BYTES
+    assert su.run.engine.chunk_tokens(eng, cpu, torch.float32) == su.run.engine.CPU_CHUNK_TOKENS
+    assert su.run.engine.logit_rows(eng, cpu) * eng.w_u.shape[0] * 32 <= su.run.engine.CPU_LOGIT_BYTES
     free = int(0.4 * 22e9)
-    monkeypatch.setattr(su.engine, "_free_bytes", lambda device: free)
-    medium = su.engine.EngineWeights("gpt2", [su.engine.BlockWeights(*[torch.empty(0)] * 8, torch.empty(4096, 1024),
+    monkeypatch.setattr(su.run.engine, "_free_bytes", lambda device: free)
+    medium = su.run.engine.EngineWeights("gpt2", [su.run.engine.BlockWeights(*[torch.empty(0)] * 8, torch.empty(4096, 1024),
                                                                      torch.empty(0))],
                                      (None, None), torch.empty(50257, 1024), 16, 1e-5, None)
     gpu = torch.device("cuda")
     for dtype in (torch.float32, torch.bfloat16):
-        tokens = su.engine.chunk_tokens(medium, gpu, dtype)
+        tokens = su.run.engine.chunk_tokens(medium, gpu, dtype)
         activations = tokens * dtype.itemsize * (3 * 4096 + 10 * 1024)
         assert 16384 <= tokens and activations <= free / 2, (dtype, tokens)
-    assert su.engine.logit_rows(medium, gpu) * 50257 * 32 <= free / 2
+    assert su.run.engine.logit_rows(medium, gpu) * 50257 * 32 <= free / 2
 
 
 @pytest.mark.parametrize("precision,message", [("float16", "not one of"), ("tf32", "needs a CUDA device")])

@@ -11,7 +11,7 @@ import torch
 import sna_utils as su
 from helpers import trim
 
-FAMILIES = su.standins.TINY_FAMILIES
+FAMILIES = su.run.standins.TINY_FAMILIES
 # Where each family's MLP output projection sits in the plain Hugging Face model (written out, not read
 # from the bridge, so that the reference stays independent of the kit's loading).
 DOWN_PROJ = {"gpt2": "transformer.h.{}.mlp.c_proj", "gpt_neox": "gpt_neox.layers.{}.mlp.dense_4h_to_h"}
@@ -142,6 +142,6 @@ def test_flop_floor_counts_each_familys_matrices(name):
     seq, d = 7, model.cfg.d_model
     floor = su.grid_flop_floor(model, su.n_layers(model) - 1, 1, 1, seq) - 2 * d * model.cfg.d_vocab
     assert floor == 2 * seq * weights + 4 * seq * seq * d
-    shape = su.profiles.model_shape(name)  # what the pre-flight counts, without loading weights
+    shape = su.run.profiles.model_shape(name)  # what the pre-flight counts, without loading weights
     for layer in (0, 2):
         assert su.grid_flop_floor(shape, layer, 3, 2, seq) == su.grid_flop_floor(model, layer, 3, 2, seq)

@@ -1,10 +1,10 @@
-"""Choosing on selection prompts and reporting on test prompts (sna_utils.heldout)."""
+"""Choosing on selection prompts and reporting on test prompts (sna_utils.judge.heldout)."""
 import numpy as np
 import pandas as pd
 import pytest
 
 import sna_utils as su
-from sna_utils.heldout import arm_column, choose_on_selection, part_column
+from sna_utils.judge.heldout import arm_column, choose_on_selection, part_column
 
 
 def _table(seed: int = 0) -> pd.DataFrame:

@@ -94,7 +94,7 @@ def test_figures_notebook_reads_only_tables_of_earlier_notebooks():
                        if c.cell_type == "code")
     by_function = {"sweep_": "sweep_table_name(", "interference_": "interference_table_name(",
                    "beyond_": "beyond_table_name("}
-    read = {key: maker for key, maker in su.profiles.TABLE_MAKERS.items() if by_function.get(key, key) in source}
+    read = {key: maker for key, maker in su.run.profiles.TABLE_MAKERS.items() if by_function.get(key, key) in source}
     assert {"sweep_", "sst2_examples.parquet", "pythia.parquet"} <= set(read)
     assert all(maker < "06" for maker in read.values() if not maker.startswith("06")), read  # 06 writes verdict.csv
 
@@ -217,7 +217,7 @@ def test_smoke_series_writes_every_figure_and_table(smoke_run):
         table = su.read_table(path)
         assert "model" in table.columns and len(table), name
     sweep_dir = run_dir / "results" / "smoke" / "sweep_tiny.parquet"
-    assert len(su.store.unit_files(sweep_dir)) == 12 * 3  # one file per (task, layer)
+    assert len(su.run.store.unit_files(sweep_dir)) == 12 * 3  # one file per (task, layer)
     sweep = pd.read_parquet(sweep_dir)
     assert len(sweep) == 12 * 3 * 2 * 2 and set(sweep["model"]) == {"tiny"}
     assert set(pd.read_parquet(run_dir / "results" / "smoke" / "pythia.parquet")["model"]) == {"tiny-pythia"}
@@ -227,7 +227,7 @@ def test_smoke_series_writes_every_figure_and_table(smoke_run):
     assert not list((run_dir / "figures").glob("*.png")), "figures belong in figures/<profile>/"
 
 
-# Every claim of the paper comparison (sna_utils.analysis.paper_comparison), by its opening words.
+# Every claim of the paper comparison (sna_utils.judge.analysis.paper_comparison), by its opening words.
 COMPARISON_CLAIMS = ["configurations in the grid", "Spearman rho", "Spearman p-value", "Zone 1 mean improvement",
                      "Zone 1 best configuration", "Zone 3 best improvement",
                      *[f"best layer: {category}" for category in su.PAPER_BEST_LAYERS],

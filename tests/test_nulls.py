@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import sna_utils as su
-from sna_utils.nulls import joint_bins, matched_draws, matched_null, neuron_profile, null_summary, push_norm, \
+from sna_utils.judge.nulls import joint_bins, matched_draws, matched_null, neuron_profile, null_summary, push_norm, \
     reference_overlap
 
 
@@ -68,7 +68,7 @@ def test_matched_null_equals_the_plain_hooked_loop(tiny, null):
     want = su.target_probs(tiny, texts, targets, su.Intervention(L, other, m, "all")).double().numpy()
     got = res.other_tasks[(res.other_tasks["task"] == x.name) & (res.other_tasks["source_task"] == t[2].name)]
     np.testing.assert_allclose(got.sort_values("prompt_id")["p"], want, rtol=1e-4, atol=1e-10)
-    assert list(res.table.columns) == su.nulls.NULL_COLUMNS
+    assert list(res.table.columns) == su.judge.nulls.NULL_COLUMNS
     assert res.table.groupby("task")["draw"].nunique().tolist() == [100, 100]
     ids = sorted(set(res.table.loc[res.table["task"] == x.name, "prompt_id"]))
     assert [x.evaluation[i] for i in ids] == list(test) and (res.table["part"] == "test").all()

@@ -1,5 +1,6 @@
 """The package's shape: the public API, names that moved, one-way imports, and modules small enough to read."""
 import ast
+import importlib
 import subprocess
 import sys
 import warnings
@@ -43,50 +44,87 @@ NAMES_BEFORE_THE_PACKAGE = [
     "zone_of", "zone_summary", "zones_by_model",
 ]
 
-# Lower layers first: a module may import only modules of a lower layer (or its own, for none here).
+# Lower layers first: a module (named by its path in the package) may import only modules of a lower layer.
 LAYERS = [
     {"errors"},
-    {"hub", "standins", "cluster", "heldout", "decoder", "rules"},
-    {"families"},
+    {"run.hub", "run.standins", "run.cluster", "judge.heldout", "run.decoder", "judge.rules", "judge.claims"},
+    {"run.families"},
     {"core"},
-    {"engine", "store", "explore", "analysis", "stats", "style"},
-    {"flops", "sst2_heldout", "choices"},
-    {"sweep", "sst2", "plots", "profiles", "saturation"},
-    {"preflight", "nulls", "verdict"},
+    {"run.engine", "run.store", "show.explore", "judge.analysis", "judge.stats", "show.style"},
+    {"run.flops", "judge.sst2_heldout", "judge.choices"},
+    {"run.sweep", "sst2", "show.plots", "run.profiles", "judge.saturation"},
+    {"run.preflight", "judge.nulls", "judge.verdict"},
 ]
+SUBPACKAGES = ("run", "judge", "show")
 
 
 def _layer(module: str) -> int:
     return next(i for i, group in enumerate(LAYERS) if module in group)
 
 
-def _sibling_imports(path: Path) -> set[str]:
-    """Names of the package's modules that ``path`` imports (``from .x import`` and ``from . import x``)."""
+def _name(path: Path) -> str:
+    """A module's dotted name inside the package: 'core', 'run.engine'."""
+    return ".".join(path.relative_to(PACKAGE).with_suffix("").parts)
+
+
+def _package_imports(path: Path) -> set[str]:
+    """Dotted names (as in ``LAYERS``) of the package's modules that ``path`` imports with a relative import
+    (``from .x import``, ``from ..run.x import``, ``from . import x``, ``from ..run import x``), anywhere in it."""
+    here = _name(path).split(".")[:-1]  # the subpackage the module sits in ([] at the top)
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.level == 1:
-            found |= {node.module.split(".")[0]} if node.module else {a.name for a in node.names}
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = here[:len(here) - (node.level - 1)] + (node.module.split(".") if node.module else [])
+            dotted = ".".join(base)
+            if dotted and (PACKAGE / Path(*base)).with_suffix(".py").exists():
+                found.add(dotted)
+            else:  # from <package> import module, ...
+                found |= {".".join([*base, a.name]) for a in node.names}
     return found
 
 
 def _modules() -> list[Path]:
-    return sorted(p for p in PACKAGE.glob("*.py") if p.name != "__init__.py")
+    return sorted(p for p in PACKAGE.rglob("*.py") if p.name != "__init__.py")
 
 
 def test_every_module_has_a_layer():
-    assert {p.stem for p in _modules()} == set().union(*LAYERS)
+    assert {_name(p) for p in _modules()} == set().union(*LAYERS)
 
 
-@pytest.mark.parametrize("path", _modules(), ids=lambda p: p.stem)
+@pytest.mark.parametrize("package", SUBPACKAGES)
+def test_each_subpackage_indexes_its_modules(package):
+    """A subpackage's ``MODULES`` (its reading order) lists exactly its files, and its docstring names each."""
+    sub = getattr(su, package)
+    files = {p.stem for p in (PACKAGE / package).glob("*.py") if p.name != "__init__.py"}
+    assert set(sub.MODULES) == files and len(sub.MODULES) == len(files)
+    doc = ast.get_docstring(ast.parse((PACKAGE / package / "__init__.py").read_text()))
+    positions = [doc.index(f"``{m}``") for m in sub.MODULES]
+    assert positions == sorted(positions), f"{package}'s docstring lists its modules out of MODULES' order"
+
+
+@pytest.mark.parametrize("path", _modules(), ids=_name)
 def test_imports_run_one_way(path):
     """No module imports one at its own layer or above, so there can be no import cycle."""
-    upward = [m for m in _sibling_imports(path) if _layer(m) >= _layer(path.stem)]
-    assert not upward, f"{path.name} imports {upward}, which are not below it"
+    imported = _package_imports(path)
+    unknown = [m for m in imported if not any(m in g for g in LAYERS) and m not in SUBPACKAGES]
+    assert not unknown, f"{_name(path)} imports {unknown}, which are not modules of the package"
+    assert not [m for m in imported if m in SUBPACKAGES], f"{_name(path)} imports a whole subpackage"
+    upward = [m for m in imported if _layer(m) >= _layer(_name(path))]
+    assert not upward, f"{_name(path)} imports {upward}, which are not below it"
 
 
-@pytest.mark.parametrize("path", _modules(), ids=lambda p: p.stem)
+def test_the_import_check_sees_every_form(tmp_path, monkeypatch):
+    """The layer check reads ``from .x``, ``from ..run.x`` and ``from ..run import x`` alike."""
+    path = PACKAGE / "judge" / "verdict.py"
+    found = _package_imports(path)
+    assert {"core", "errors", "judge.stats", "judge.rules"} <= found
+    assert "run.engine" in _package_imports(PACKAGE / "run" / "flops.py")
+    assert "run.decoder" in _package_imports(PACKAGE / "run" / "engine.py")  # `from . import decoder`
+
+
+@pytest.mark.parametrize("path", _modules(), ids=_name)
 def test_modules_are_small_and_say_what_they_hold(path):
-    limit = 700 if path.stem == "core" else 500
+    limit = 700 if _name(path) == "core" else 500
     n = len(path.read_text().splitlines())
     assert n <= limit, f"{path.name} has {n} lines (limit {limit}): split it by concern"
     assert ast.get_docstring(ast.parse(path.read_text())), f"{path.name} has no module docstring"
@@ -95,8 +133,41 @@ def test_modules_are_small_and_say_what_they_hold(path):
 def test_each_module_imports_alone():
     """Every module imports on its own in a fresh interpreter (no hidden reliance on import order)."""
     for path in _modules():
-        res = subprocess.run([sys.executable, "-c", f"import sna_utils.{path.stem}"], capture_output=True, text=True)
-        assert res.returncode == 0, f"sna_utils.{path.stem}: {res.stderr[-500:]}"
+        res = subprocess.run([sys.executable, "-W", "error::DeprecationWarning", "-c",
+                              f"import sna_utils.{_name(path)}"], capture_output=True, text=True)
+        assert res.returncode == 0, f"sna_utils.{_name(path)}: {res.stderr[-500:]}"
+
+
+# su.__all__ of the flat layout (before issue 22): every name still resolves (a module with a warning).
+ALL_BEFORE_THE_LAYOUT = [
+    "core", "engine", "flops", "store", "sweep", "cluster", "explore", "heldout", "choices", "saturation", "nulls",
+    "rules", "analysis", "stats", "sst2", "sst2_heldout", "profiles", "preflight", "style", "plots", "standins", "hub",
+    "errors",
+]
+
+
+def test_old_module_names_resolve_and_warn():
+    for name in ALL_BEFORE_THE_LAYOUT:
+        if name in ("core", "errors", "sst2"):
+            assert getattr(su, name).__name__ == f"sna_utils.{name}"
+            continue
+        home = su.MOVED_MODULES[name]
+        with pytest.warns(DeprecationWarning, match=f"su.{name} moved to su.{home}"):
+            module = getattr(su, name)
+        assert module.__name__ == f"sna_utils.{home}"
+
+
+@pytest.mark.parametrize("name", ["verdict", "stats", "engine", "plots"])
+def test_old_module_paths_import_and_warn(name):
+    """``import sna_utils.<module>`` of the flat layout gives the module at its new home, with a warning."""
+    code = (f"import warnings; warnings.simplefilter('error')\n"
+            f"try:\n    import sna_utils.{name}\nexcept DeprecationWarning as e:\n    print(e)\n"
+            f"warnings.simplefilter('ignore')\nimport sna_utils.{name} as m, sna_utils as su\n"
+            f"assert m is su.{su.MOVED_MODULES[name]}, m\n"
+            f"assert m.__spec__.name == m.__name__ == 'sna_utils.{su.MOVED_MODULES[name]}'\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-800:]
+    assert f"sna_utils.{name} moved to sna_utils.{su.MOVED_MODULES[name]}" in res.stdout
 
 
 def test_public_api_resolves():
@@ -117,7 +188,7 @@ def test_no_name_disappeared():
 def test_moved_names_warn_and_point_home(name):
     with pytest.warns(DeprecationWarning, match=f"su.{su.MOVED[name]}.{name}"):
         value = getattr(su, name)
-    assert value is getattr(getattr(su, su.MOVED[name]), name)
+    assert value is getattr(importlib.import_module(f"sna_utils.{su.MOVED[name]}"), name)
 
 
 def test_unknown_name_is_an_attribute_error():

@@ -5,13 +5,13 @@ import dataclasses
 import pytest
 
 import sna_utils as su
-from sna_utils import preflight as pf
+from sna_utils.run import preflight as pf
 
 
 @pytest.mark.parametrize("name", ["tiny", "tiny-pythia"])
 def test_shape_without_weights_matches_the_loaded_model(request, name):
     model = request.getfixturevalue(name.replace("-", "_"))
-    shape = su.profiles.model_shape(name)
+    shape = su.run.profiles.model_shape(name)
     assert (shape.n_layers, shape.d_model, shape.d_mlp, shape.d_vocab) == (
         model.cfg.n_layers, model.cfg.d_model, model.cfg.d_mlp, model.cfg.d_vocab)
 
@@ -19,23 +19,23 @@ def test_shape_without_weights_matches_the_loaded_model(request, name):
 @pytest.mark.parametrize("name", ["tiny-qwen2", "tiny-gemma2"])
 def test_gated_gqa_shape_gives_the_loaded_models_flop_floor(name):
     """A gated, grouped-query family's shape without weights gives the same FLOP floor as the loaded model."""
-    model, shape = su.load_model(name), su.profiles.model_shape(name)
+    model, shape = su.load_model(name), su.run.profiles.model_shape(name)
     assert shape.gated_mlp and shape.n_key_value_heads < shape.n_heads
     assert (shape.n_layers, shape.d_model, shape.d_mlp, shape.d_vocab) == (
         model.cfg.n_layers, model.cfg.d_model, model.cfg.d_mlp, model.cfg.d_vocab)
     assert su.grid_flop_floor(shape, 1, 4, 2, 9) == su.grid_flop_floor(model, 1, 4, 2, 9)
-    gpt2_formula = su.profiles.ModelShape(shape.n_layers, shape.d_model, shape.d_mlp, shape.d_vocab)
+    gpt2_formula = su.run.profiles.ModelShape(shape.n_layers, shape.d_model, shape.d_mlp, shape.d_vocab)
     assert su.grid_flop_floor(shape, 1, 4, 2, 9) != su.grid_flop_floor(gpt2_formula, 1, 4, 2, 9)
 
 
 def test_hub_shapes_match_the_random_standins_and_checkpoint_folders(tmp_path):
     for hub in ("gpt2-small", "gpt2-medium", "pythia-160m"):
-        assert su.profiles.model_shape(hub) == su.profiles.model_shape(f"random:{hub}")
+        assert su.run.profiles.model_shape(hub) == su.run.profiles.model_shape(f"random:{hub}")
     (tmp_path / "config.json").write_text('{"n_layer": 6, "n_embd": 128, "vocab_size": 1000}')
-    assert su.profiles.model_shape(str(tmp_path)) == su.profiles.ModelShape(6, 128, 512, 1000)
+    assert su.run.profiles.model_shape(str(tmp_path)) == su.run.profiles.ModelShape(6, 128, 512, 1000)
     assert su.n_layers_of(str(tmp_path)) == 6
     with pytest.raises(su.SNAError, match="Unknown model 'gpt5'"):
-        su.profiles.model_shape("gpt5")
+        su.run.profiles.model_shape("gpt5")
 
 
 def test_token_lengths_are_the_models(tiny, small):
@@ -62,16 +62,16 @@ def test_grid_flops_equal_the_floor_on_the_loaded_model(tiny, small):
     expected = sum(floor(L, 3 * c, lengths) + floor(L, c, [*neutral_lengths, *fmt]) for lengths, fmt in
                    zip(eval_lengths, format_lengths) for L in layers) + sum(floor(L, 2 * c, neutral_lengths)
                                                                            for L in layers)
-    got = pf.grid_flops(su.profiles.model_shape("tiny"), eval_lengths, neutral_lengths, layers, ks, ms, format_lengths)
+    got = pf.grid_flops(su.run.profiles.model_shape("tiny"), eval_lengths, neutral_lengths, layers, ks, ms, format_lengths)
     assert got == pytest.approx(expected, rel=1e-12) and got > 0
-    assert pf.grid_flops(su.profiles.model_shape("tiny"), eval_lengths, neutral_lengths, layers, ks, ms) < got
+    assert pf.grid_flops(su.run.profiles.model_shape("tiny"), eval_lengths, neutral_lengths, layers, ks, ms) < got
 
 
 def test_parts_follow_the_profile():
     for name in ("smoke", "quick", "paper"):
         prof = su.get_profile(name)
         parts, _ = pf.profile_parts(prof)
-        sweep = [p for p in parts if p.notebook == su.profiles.TABLE_MAKERS["sweep_"]]
+        sweep = [p for p in parts if p.notebook == su.run.profiles.TABLE_MAKERS["sweep_"]]
         grid = su.sweep_grid(prof.sweep_models, 12, prof.layers, prof.ks, prof.multipliers)
         assert [p.model for p in sweep] == list(grid["model"])
         assert [p.configurations for p in sweep] == list(grid["configurations"])
@@ -84,8 +84,8 @@ def test_parts_follow_the_profile():
 
 def test_estimate_is_floor_over_rate_times_the_measured_ratio():
     p = pf.plan("paper", device="cpu", rate=1e11)
-    assert p.seconds() == pytest.approx(sum(x.flops for x in p.parts) / 1e11 * su.flops.ENGINE_OVER_FLOOR)
-    only_sweep = pf.plan("paper", [su.profiles.TABLE_MAKERS["sweep_"]], device="cpu", rate=1e11)
+    assert p.seconds() == pytest.approx(sum(x.flops for x in p.parts) / 1e11 * su.run.flops.ENGINE_OVER_FLOOR)
+    only_sweep = pf.plan("paper", [su.run.profiles.TABLE_MAKERS["sweep_"]], device="cpu", rate=1e11)
     assert {x.model for x in only_sweep.parts} == {"gpt2-small", "gpt2-medium"}
     assert only_sweep.seconds() < p.seconds()
     text = "\n".join(p.lines())
@@ -119,17 +119,17 @@ def test_beyond_model_part_and_unknown_shape(monkeypatch):
     assert beyond.flops > 5 * small.flops  # twice the layers, a wider MLP, a 3x larger vocabulary
     quick, _ = pf.profile_parts(su.get_profile("quick"))
     assert next(p for p in quick if p.notebook == "07_beyond_gpt2").configurations == 12 * 4 * 3 * 3
-    monkeypatch.setattr(su.profiles, "hub_config", lambda hub_id: None)
+    monkeypatch.setattr(su.run.profiles, "hub_config", lambda hub_id: None)
     unknown = dataclasses.replace(su.get_profile("quick"), name="quick", beyond_model="org/never-downloaded")
-    monkeypatch.setitem(su.profiles.PROFILES, "quick", unknown)
+    monkeypatch.setitem(su.run.profiles.PROFILES, "quick", unknown)
     p = pf.plan("quick", device="cpu", rate=1e11)
     part = next(x for x in p.parts if x.notebook == "07_beyond_gpt2")
     assert part.flops is None and p.seconds() == pytest.approx(sum(x.flops for x in p.parts if x.flops) / 1e11
-                                                               * su.flops.ENGINE_OVER_FLOOR)
+                                                               * su.run.flops.ENGINE_OVER_FLOOR)
     text = "\n".join(p.lines())
     assert "07_beyond_gpt2: org/never-downloaded, shape unknown" in text and "total     about" in text
     assert "org/never-downloaded: to download, shape unknown" in text
-    monkeypatch.setitem(su.profiles.PROFILES, "quick", dataclasses.replace(unknown, beyond_model="no-such-model"))
+    monkeypatch.setitem(su.run.profiles.PROFILES, "quick", dataclasses.replace(unknown, beyond_model="no-such-model"))
     with pytest.raises(su.SNAError, match="Unknown model 'no-such-model'"):
         pf.plan("quick", device="cpu", rate=1e11)
 
@@ -157,13 +157,13 @@ def test_the_benchmark_times_and_counts_every_arm_the_sweep_runs(tiny, small, mo
     sets = [p for p, _ in calls]
     assert sets.count(eval_prompts) == 3 and sets.count(tuple(neutral.heldout)) == 3 and sets.count(tuple(formats)) == 1
     ranking = su.rank_neurons(su.neuron_scores(tiny, [i.prompt for i in task.discovery], neutral.discovery, 1))
-    arms = [tuple(ranking[:2].tolist())] + [su.sweep.control_configs(tiny, 1, [2], [2.0], 0, arm)[0].neurons
+    arms = [tuple(ranking[:2].tolist())] + [su.run.sweep.control_configs(tiny, 1, [2], [2.0], 0, arm)[0].neurons
                                             for arm in ("control", "control_b")]  # run_sweep's draws (seed 0)
     assert [n for p, n in calls if p == eval_prompts] == arms and len(set(arms)) == 3
     assert [n for p, n in calls if p == tuple(formats)] == arms[:1]
     lengths = {"eval": [4, 6], "neutral": [5], "formats": [3, 7]}
     flops, seconds = bench.floor_seconds(tiny, [0, 2], 6, lengths, rate=1e9)
-    shape = su.profiles.model_shape("tiny")
+    shape = su.run.profiles.model_shape("tiny")
     assert flops == pytest.approx(pf.grid_flops(shape, [lengths["eval"]], lengths["neutral"], [0, 2], 3, 2,
                                                 [lengths["formats"]]), rel=1e-12)
     assert seconds == pytest.approx(flops / 1e9)

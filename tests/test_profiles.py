@@ -29,7 +29,7 @@ def test_beyond_model_table_and_depth_matched_layers():
     assert su.get_profile("smoke").beyond_model == "tiny-qwen2"
     assert su.get_profile("quick").beyond_model == su.get_profile("paper").beyond_model == "Qwen/Qwen2.5-0.5B"
     assert su.beyond_table_name("Qwen/Qwen2.5-0.5B") == "beyond_Qwen2.5-0.5B.parquet"
-    assert su.profiles.TABLE_MAKERS["beyond_"] == "07_beyond_gpt2"
+    assert su.run.profiles.TABLE_MAKERS["beyond_"] == "07_beyond_gpt2"
     quick = su.get_profile("quick")
     assert su.depth_matched_layers(quick, "Qwen/Qwen2.5-0.5B") == [4, 10, 17, 21]  # of 24, from 2, 5, 8, 10 of 12
     assert su.depth_matched_layers(quick, "gpt2-small") == list(quick.layers)
@@ -43,19 +43,19 @@ def test_model_shape_of_a_hub_id(monkeypatch, tmp_path):
     """A Hub id's shape comes from its config.json (cached or downloaded); offline and uncached: 'shape unknown'."""
     config = dict(model_type="llama", hidden_size=2048, num_hidden_layers=16, intermediate_size=8192,
                   vocab_size=128256, num_attention_heads=32, num_key_value_heads=8)
-    monkeypatch.setattr(su.profiles, "hub_config", lambda hub_id: config if hub_id == "org/cached-model" else None)
-    assert su.profiles.model_shape("org/cached-model") == su.profiles.ModelShape(
+    monkeypatch.setattr(su.run.profiles, "hub_config", lambda hub_id: config if hub_id == "org/cached-model" else None)
+    assert su.run.profiles.model_shape("org/cached-model") == su.run.profiles.ModelShape(
         16, 2048, 8192, 128256, n_heads=32, n_key_value_heads=8, gated_mlp=True)
     with pytest.raises(su.SNAError, match="'org/never-seen': shape unknown"):
-        su.profiles.model_shape("org/never-seen")
+        su.run.profiles.model_shape("org/never-seen")
     gemma3 = dict(model_type="gemma3", text_config=dict(hidden_size=640, num_hidden_layers=18, intermediate_size=2048,
                                                         vocab_size=262144))
-    assert su.profiles.shape_from_config(gemma3) == su.profiles.ModelShape(18, 640, 2048, 262144)
-    assert su.profiles.is_hub_id("Qwen/Qwen2.5-0.5B") and not su.profiles.is_hub_id("tiny")
-    assert not su.profiles.is_hub_id(str(tmp_path))  # an existing folder is a folder
+    assert su.run.profiles.shape_from_config(gemma3) == su.run.profiles.ModelShape(18, 640, 2048, 262144)
+    assert su.run.profiles.is_hub_id("Qwen/Qwen2.5-0.5B") and not su.run.profiles.is_hub_id("tiny")
+    assert not su.run.profiles.is_hub_id(str(tmp_path))  # an existing folder is a folder
 
 
 def test_hub_config_offline_is_none(monkeypatch):
     """Offline (HF_HUB_OFFLINE=1) and never downloaded: no config, no network call, no crash."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    assert su.profiles.hub_config("org/never-downloaded-model") is None
+    assert su.run.profiles.hub_config("org/never-downloaded-model") is None

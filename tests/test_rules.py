@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from sna_utils.rules import (CONTRADICTED, NOT_DISTINGUISHABLE, NOT_MEASURED, SUPPORTED, gain_verdict, rho_verdict,
+from sna_utils.judge.rules import (CONTRADICTED, NOT_DISTINGUISHABLE, NOT_MEASURED, SUPPORTED, gain_verdict, rho_verdict,
                              share_verdict)
 
 nan = math.nan

@@ -1,4 +1,4 @@
-"""The saturation artefact (sna_utils.saturation): rhos of three metrics held out, the per-prompt analysis within
+"""The saturation artefact (sna_utils.judge.saturation): rhos of three metrics held out, the per-prompt analysis within
 tasks beside the constant-log-odds-shift null, "Zone 3 rarely above 7 %" as a share, and the verdict rows."""
 import numpy as np
 import pandas as pd
@@ -6,8 +6,8 @@ import pytest
 
 import sna_utils as su
 from helpers import perturb_test_prompts, sweep_from_prompts, synthetic_prompts, synthetic_tables
-from sna_utils import saturation as sat
-from sna_utils.stats import permutation_p_value, spearman_rho, task_change
+from sna_utils.judge import saturation as sat
+from sna_utils.judge.stats import permutation_p_value, spearman_rho, task_change
 
 SMALL = dict(n_tasks=8, layers=(0, 1), ks=(1,), multipliers=(2.0, 5.0))
 
@@ -131,8 +131,8 @@ def test_bootstraps_are_deterministic_in_their_seed(null_tables):
 def test_the_verdict_rows(planted_tables):
     sweep, prompts = planted_tables
     planted = sat.saturation_claims(prompts, sweep, "synthetic", n_resamples=1000)
-    assert list(planted.columns) == su.rules.VERDICT_COLUMNS
-    assert set(planted.verdict) <= set(su.rules.VERDICTS) and (planted.model == "synthetic").all()
+    assert list(planted.columns) == su.judge.rules.VERDICT_COLUMNS
+    assert set(planted.verdict) <= set(su.judge.rules.VERDICTS) and (planted.model == "synthetic").all()
     assert (planted.profile == "synthetic").all()
     assert list(planted.verdict[:2]) == ["supported"] * 2  # the log-odds rho over tasks and per prompt
     layers = planted[planted.claim.str.startswith("layer")]
@@ -164,7 +164,7 @@ def test_resampled_within_task_rho_agrees_with_the_plain_loop(null_tables):
     changes = [g for _, g in sat.prompt_changes(sat.chosen_prompts(prompts, sweep)).groupby("task")]
     xs, ys = [g.p_base.to_numpy() for g in changes], [g.change.to_numpy() for g in changes]
     ys[0] = np.r_[np.zeros(len(ys[0]) - 2), 1.0, 2.0]  # some resamples of this task have no ranking
-    idx = [su.stats.resample_indices(len(x), 1000, np.random.default_rng(i)) for i, x in enumerate(xs)]
+    idx = [su.judge.stats.resample_indices(len(x), 1000, np.random.default_rng(i)) for i, x in enumerate(xs)]
     fast = sat._resampled_combined_rho(xs, ys, idx)
     for b in range(0, 1000, 50):
         plain = sat._combined_rho([x[i[b]] for x, i in zip(xs, idx)], [y[i[b]] for y, i in zip(ys, idx)])

@@ -56,7 +56,7 @@ def test_missing_file_and_bad_split(tmp_path):
 def test_hub_unreachable_fails_fast(monkeypatch):
     monkeypatch.delenv("SNA_SST2_DIR", raising=False)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(su.hub, "hub_cached", lambda *a, **k: False)
+    monkeypatch.setattr(su.run.hub, "hub_cached", lambda *a, **k: False)
     with pytest.raises(su.ModelUnavailableError, match="SNA_SST2_DIR"):
         su.load_sst2("validation")
 
@@ -228,13 +228,13 @@ def test_grid_checks_everything_before_reading_data(tiny, monkeypatch):
 
 
 def test_profiles_take_k_and_m_from_the_paper_grid():
-    for prof in su.profiles.PROFILES.values():
+    for prof in su.run.profiles.PROFILES.values():
         assert prof.sst2_layers and prof.sst2_ks and prof.sst2_multipliers
         assert set(prof.sst2_ks) <= set(su.PAPER_KS) and set(prof.sst2_multipliers) <= set(su.PAPER_MULTIPLIERS)
         assert prof.sst2_layer in prof.sst2_layers
-    assert su.profiles.PROFILES["paper"].sst2_layers == (19, 20, 21, 22, 23)
+    assert su.run.profiles.PROFILES["paper"].sst2_layers == (19, 20, 21, 22, 23)
     method = (Path(su.KIT_ROOT) / "docs" / "method.md").read_text(encoding="utf-8")
-    for name, prof in su.profiles.PROFILES.items():  # the method note's profiles table states each grid
+    for name, prof in su.run.profiles.PROFILES.items():  # the method note's profiles table states each grid
         row = next(line for line in method.splitlines() if line.startswith(f"| `{name}` |"))
         sets = [", ".join(f"{v:g}" for v in vals) for vals in (prof.sst2_layers, prof.sst2_ks, prof.sst2_multipliers)]
         assert "held out: layers {%s} x k in {%s} x m in {%s}" % tuple(sets) in row, name
@@ -246,10 +246,10 @@ def test_zone_report_per_label_exposes_a_uniform_shift():
     n = 200
     label = rng.integers(0, 2, n)
     p_neg, p_pos = rng.uniform(0.001, 0.2, n), rng.uniform(0.001, 0.2, n)
-    after_neg, after_pos = su.sst2_heldout.bias_shift(p_neg, p_pos, 2.0)
+    after_neg, after_pos = su.judge.sst2_heldout.bias_shift(p_neg, p_pos, 2.0)
     ex = pd.DataFrame({"label": label})
     for arm, (a, b) in (("base", (p_neg, p_pos)), ("sna", (after_neg, after_pos)), ("control", (p_neg, p_pos))):
-        out = su.sst2_heldout.label_outcomes(a, b, label)
+        out = su.judge.sst2_heldout.label_outcomes(a, b, label)
         for col in out.columns:
             ex[f"{col}_{arm}"] = out[col].to_numpy()
     ex["zone"] = [su.zone_of(p) for p in ex["p_correct_base"]]
@@ -271,7 +271,7 @@ def test_random_stand_in_is_not_called_better_than_the_bias_control(tiny):
     for seed in range(12):
         grid = su.run_sst2_grid(tiny, [2], [5], [2.0, 5.0], n_train=24, seed=seed, limit=120)
         study = su.sst2_study(grid, "accuracy_change_pp")
-        row = su.sst2_heldout.mcnemar_table(study.examples, pairs=[("sna", "bias")]).iloc[0]
+        row = su.judge.sst2_heldout.mcnemar_table(study.examples, pairs=[("sna", "bias")]).iloc[0]
         wins += row.first_only > row.second_only and row.p_value < 0.05
         supported += (su.sst2_claims(grid, "smoke", n_resamples=1000)["verdict"] == "supported").any()
     assert wins <= 2 and supported <= 2, (wins, supported)

@@ -1,11 +1,11 @@
-"""SST-2 held out (sna_utils.sst2_heldout): metrics against hand computations, the choice never reads the test
+"""SST-2 held out (sna_utils.judge.sst2_heldout): metrics against hand computations, the choice never reads the test
 part, the bias-only control against a plain logit shift, reports, claim rows and clear errors."""
 import numpy as np
 import pandas as pd
 import pytest
 
 import sna_utils as su
-from sna_utils import sst2_heldout as sh
+from sna_utils.judge import sst2_heldout as sh
 
 
 def synthetic_grid(seed: int = 0, n: int = 40) -> pd.DataFrame:
@@ -111,7 +111,7 @@ def test_accuracy_report_and_mcnemar_table():
         assert rep.loc[(arm, "accuracy_positive"), "n"] == (test["label"] == 1).sum()
         assert rep.loc[(arm, "balanced_accuracy"), "value"] == pytest.approx(np.mean(per_label))
     mc = sh.mcnemar_table(ex).set_index(["first", "second"])
-    t = su.stats.mcnemar(test["correct_sna"].to_numpy(bool), test["correct_bias"].to_numpy(bool))
+    t = su.judge.stats.mcnemar(test["correct_sna"].to_numpy(bool), test["correct_bias"].to_numpy(bool))
     assert (mc.loc[("sna", "bias"), "first_only"], mc.loc[("sna", "bias"), "p_value"]) == (t.a_only, t.p_value)
 
 
@@ -120,7 +120,7 @@ def test_claim_rows_follow_the_verdict_schema():
     claims = sh.sst2_claims(grid, "smoke", n_resamples=1000)
     assert list(claims.columns) == ["claim", "paper", "in_sample", "held_out", "ci_low", "ci_high", "control",
                                     "control_b", "null_p", "verdict", "model", "profile"]
-    assert len(claims) == len(sh.READINGS) and set(claims["verdict"]) <= set(su.rules.VERDICTS)
+    assert len(claims) == len(sh.READINGS) and set(claims["verdict"]) <= set(su.judge.rules.VERDICTS)
     assert (claims["paper"] == su.PAPER_NUMBERS["sst2_uncertain_change_pp"]).all()
     assert claims["claim"].str.contains("not comparable").all()
     study = sh.sst2_study(grid, "zone1_accuracy_change_pp")

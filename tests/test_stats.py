@@ -11,7 +11,7 @@ import pytest
 from scipy.stats import spearmanr
 
 import sna_utils as su
-from sna_utils import stats
+from sna_utils.judge import stats
 
 
 # --- metrics ---------------------------------------------------------------------
@@ -286,7 +286,7 @@ def test_mcnemar_bad_input():
 
 def test_percentile_bounds_and_grouped_relative():
     """The shared percentile range skips NaNs (all NaN: NaN); the grouped relative gain is relative_of_means."""
-    from sna_utils.stats import grouped_relative_pct, percentile_bounds, relative_of_means
+    from sna_utils.judge.stats import grouped_relative_pct, percentile_bounds, relative_of_means
 
     assert percentile_bounds(np.arange(101.0), 0.9) == pytest.approx((5.0, 95.0))
     assert percentile_bounds([np.nan, *np.arange(101.0)], 0.9) == pytest.approx((5.0, 95.0))

@@ -44,7 +44,7 @@ def test_dataset_holds_one_file_per_unit_and_reads_anywhere(tiny, tasks, neutral
     small, neu = trim(tasks, neutral, n_tasks=2)
     out = su.results_dir("smoke", tmp_path) / su.sweep_table_name("tiny")  # where notebook 03 writes it
     df = su.run_sweep(tiny, small, [0, 2], out=out, neutral=neu, progress=False, **GRID)
-    files = su.store.unit_files(out)
+    files = su.run.store.unit_files(out)
     assert out.is_dir() and len(files) == 2 * 2
     assert all(len(su.read_table(f)) == 2 * 2 for f in files)  # one (task, layer) each, all its k x m
     assert_same_rows(su.read_table(out), df)
@@ -63,16 +63,16 @@ def test_single_file_table_reads_and_becomes_a_dataset(tiny, tasks, neutral, tmp
     su.write_table_atomic(full[full["layer"] == 0], old)  # what kit 0.1.0 wrote after layer 0
     assert len(su.read_table(old)) == 2 * 4
     calls = {"n": 0}
-    real = su.sweep._sweep_rows
+    real = su.run.sweep._sweep_rows
 
     def counting(*args, **kwargs):
         calls["n"] += 1
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(su.sweep, "_sweep_rows", counting)
+    monkeypatch.setattr(su.run.sweep, "_sweep_rows", counting)
     resumed = su.run_sweep(tiny, small, out=old, **grid)
     assert calls["n"] == 2, "only layer 1's two units are computed"
-    assert old.is_dir() and len(su.store.unit_files(old)) == 4 and not list(tmp_path.glob(".old*"))
+    assert old.is_dir() and len(su.run.store.unit_files(old)) == 4 and not list(tmp_path.glob(".old*"))
     assert_same_rows(resumed, full)
     assert_same_rows(su.read_table(old), full)
 
@@ -86,7 +86,7 @@ def test_damaged_tables_are_named_and_left_untouched(tiny, tasks, neutral, tmp_p
     assert bad.read_bytes() == b"not a parquet file"
     out = tmp_path / "d.parquet"
     su.run_sweep(tiny, small, [1], [2], [2.0], out=out, neutral=neu, progress=False)
-    unit = su.store.unit_files(out)[0]
+    unit = su.run.store.unit_files(out)[0]
     unit.write_bytes(b"PAR1 cut")
     with pytest.raises(su.SNAError, match=unit.name.replace(".", r"\.")):
         su.read_table(out)
@@ -104,7 +104,7 @@ def test_concurrent_sweeps_into_one_dataset_lose_nothing(tiny, tasks, neutral, t
     small, neu = trim(tasks, neutral, n_tasks=6)
     reference = su.run_sweep(tiny, small, [0, 1, 2], neutral=neu, progress=False, **GRID)
     assert_same_rows(su.read_table(out), reference)  # every row of both, none twice
-    assert len(su.store.unit_files(out)) == 6 * 3
+    assert len(su.run.store.unit_files(out)) == 6 * 3
 
 
 @pytest.mark.slow
@@ -112,12 +112,12 @@ def test_sigkilled_sweep_reruns_to_exactly_the_full_rows(tiny, tasks, neutral, t
     out = tmp_path / "killed.parquet"
     proc = sweep_process(out, [0, 1, 2], 4)
     deadline = time.time() + 300
-    while not (out.is_dir() and len(su.store.unit_files(out)) >= 2) and proc.poll() is None:
+    while not (out.is_dir() and len(su.run.store.unit_files(out)) >= 2) and proc.poll() is None:
         assert time.time() < deadline, "the sweep wrote nothing"
         time.sleep(0.02)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    kept = len(su.store.unit_files(out))
+    kept = len(su.run.store.unit_files(out))
     assert proc.returncode == -signal.SIGKILL and 2 <= kept < 12, "killed mid-run"
     half = su.read_table(out)  # every file there is complete
     assert len(half) == kept * 4

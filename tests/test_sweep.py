@@ -12,7 +12,7 @@ from helpers import trim
 def test_table_records_settings_and_zone(tiny, tasks, neutral, tmp_path):
     small, neu = trim(tasks, neutral, n_tasks=2)
     df = su.run_sweep(tiny, small, [1], [2], [2.0], out=tmp_path / "s.csv", neutral=neu, progress=False)
-    for col in su.store.KEY_COLUMNS + ["zone", "category", "settings_id", "score_method", "seed", "kit_version",
+    for col in su.run.store.KEY_COLUMNS + ["zone", "category", "settings_id", "score_method", "seed", "kit_version",
                                  "gain_over_control_pct"]:
         assert col in df
     assert (df["model"] == "tiny").all()
@@ -28,7 +28,7 @@ def test_interrupted_sweep_resumes_without_recomputing(tiny, tasks, neutral, tmp
     full = su.run_sweep(tiny, small, out=tmp_path / "ref.parquet", neutral=neu, progress=False, **grid)
 
     calls = {"n": 0}
-    real = su.sweep._sweep_rows
+    real = su.run.sweep._sweep_rows
 
     def dies_after_three(*args, **kwargs):
         if calls["n"] == 3:
@@ -36,7 +36,7 @@ def test_interrupted_sweep_resumes_without_recomputing(tiny, tasks, neutral, tmp
         calls["n"] += 1
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(su.sweep, "_sweep_rows", dies_after_three)
+    monkeypatch.setattr(su.run.sweep, "_sweep_rows", dies_after_three)
     with pytest.raises(KeyboardInterrupt):
         su.run_sweep(tiny, small, out=out, neutral=neu, progress=False, **grid)
     assert len(su.read_table(out)) == 3 * 2 * 2  # three (task, layer) chunks survived
@@ -46,7 +46,7 @@ def test_interrupted_sweep_resumes_without_recomputing(tiny, tasks, neutral, tmp
     assert calls["n"] == -100 + 3, "the rerun computes only the 3 missing (task, layer) chunks"
     pd.testing.assert_frame_equal(resumed.drop(columns="settings_id"), full.drop(columns="settings_id"),
                                   check_exact=False, rtol=1e-6)
-    key = su.store.PROMPT_KEY[2:]  # the per-prompt rows resume too: each unit's file is there, once
+    key = su.run.store.PROMPT_KEY[2:]  # the per-prompt rows resume too: each unit's file is there, once
     got, want = (su.read_prompt_table(p).sort_values(key, ignore_index=True) for p in (out, tmp_path / "ref.parquet"))
     pd.testing.assert_frame_equal(got[key], want[key])
     calls["n"] = -100
@@ -170,11 +170,11 @@ def test_unknown_option_is_refused_before_work(tiny, tasks, neutral, tmp_path):
 def test_units_computed_one_by_one_equal_the_sweep(tiny, small, sweep):
     """run_unit (what a Ray task runs) in a fresh process cache gives the sweep's rows, unit by unit."""
     t, neu = small
-    fmt = {x.name: f for x in t for n, f in su.sweep.format_sets(None, 0).items() if n == x.name}
-    settings = su.store.SweepSettings("tiny", "all", "mean_diff", 0, su.store.data_fingerprint(t, neu, fmt))
-    plan = su.sweep.SweepPlan({x.name: x for x in t}, (0, 1, 2), (1, 5), (2.0, 5.0), "all", neu, "mean_diff", 0,
+    fmt = {x.name: f for x in t for n, f in su.run.sweep.format_sets(None, 0).items() if n == x.name}
+    settings = su.run.store.SweepSettings("tiny", "all", "mean_diff", 0, su.run.store.data_fingerprint(t, neu, fmt))
+    plan = su.run.sweep.SweepPlan({x.name: x for x in t}, (0, 1, 2), (1, 5), (2.0, 5.0), "all", neu, "mean_diff", 0,
                               settings, None, frozenset(), dict(max_tokens=16384), fmt)
-    units = [su.sweep.run_unit(tiny, plan, x.name, L, {}) for L in (2, 0) for x in t[::-1]]
+    units = [su.run.sweep.run_unit(tiny, plan, x.name, L, {}) for L in (2, 0) for x in t[::-1]]
     got = pd.concat(units).sort_values(["task", "layer", "k", "multiplier"], ignore_index=True)
     expected = sweep[sweep["layer"].isin([0, 2])].reset_index(drop=True)
     pd.testing.assert_frame_equal(got, expected, check_exact=False, rtol=1e-5)
@@ -282,9 +282,9 @@ def test_format_reference_changes_discovery_and_is_checked(tiny, small):
 
 def test_every_unit_saves_its_per_prompt_rows_once(saved):
     t, _, df, prompts = saved
-    assert not prompts.duplicated(su.store.PROMPT_KEY).any()
+    assert not prompts.duplicated(su.run.store.PROMPT_KEY).any()
     assert len(prompts) == sum(3 * len(x.evaluation) for x in t) * 2 * 4
-    assert list(prompts.columns) == su.store.PROMPT_COLUMNS
+    assert list(prompts.columns) == su.run.store.PROMPT_COLUMNS
     with pytest.raises(su.SNAError, match="No per-prompt table"):
         su.read_prompt_table(saved[0][0].name + "-missing.parquet")
 
@@ -303,16 +303,16 @@ def test_the_flop_count_is_what_the_engine_runs(tiny, small, tmp_path, monkeypat
         assert len(lost) == 2  # its unit file and its per-prompt file
         for f in lost:
             f.unlink()
-    ran, real = [], su.sweep.engine_metrics
+    ran, real = [], su.run.sweep.engine_metrics
 
     def counted(model, state, layer, configs, **kw):
-        if list(configs) != [su.engine.IDENTITY]:  # baselines are not configurations
+        if list(configs) != [su.run.engine.IDENTITY]:  # baselines are not configurations
             lengths = [g.resid_after.shape[1] for g in state.groups for _ in range(len(g.index))]
-            ran.append(su.flops.prompts_flop_floor(model, layer, len(configs), lengths))
+            ran.append(su.run.flops.prompts_flop_floor(model, layer, len(configs), lengths))
         return real(model, state, layer, configs, **kw)
 
-    monkeypatch.setattr(su.sweep, "engine_metrics", counted)
-    monkeypatch.setattr(su.sweep, "matmul_rate", lambda *a, **kw: 1e6)  # slow enough for a 0.1-min resolution
+    monkeypatch.setattr(su.run.sweep, "engine_metrics", counted)
+    monkeypatch.setattr(su.run.sweep, "matmul_rate", lambda *a, **kw: 1e6)  # slow enough for a 0.1-min resolution
     su.run_sweep(tiny, t, layers, ks, ms, neutral=neu, formats=fmt, out=out, progress=False)
     minutes = float(capsys.readouterr().out.split("estimated ")[-1].split(" min")[0])
-    assert minutes > 10 and minutes == pytest.approx(sum(ran) / 1e6 * su.flops.ENGINE_OVER_FLOOR / 60, abs=0.051)
+    assert minutes > 10 and minutes == pytest.approx(sum(ran) / 1e6 * su.run.flops.ENGINE_OVER_FLOOR / 60, abs=0.051)

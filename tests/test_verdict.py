@@ -7,9 +7,9 @@ import torch
 
 import sna_utils as su
 from helpers import trim
-from sna_utils.stats import Interval
-from sna_utils.rules import CONTRADICTED, NOT_DISTINGUISHABLE, NOT_MEASURED, SUPPORTED, gain_verdict, rho_verdict
-from sna_utils.verdict import VERDICT_COLUMNS, _relative_ci, beats_null, verdict
+from sna_utils.judge.stats import Interval
+from sna_utils.judge.rules import CONTRADICTED, NOT_DISTINGUISHABLE, NOT_MEASURED, SUPPORTED, gain_verdict, rho_verdict
+from sna_utils.judge.verdict import VERDICT_COLUMNS, _relative_ci, beats_null, verdict
 
 GRID = dict(layers=[1, 2], ks=[1, 5], multipliers=[2.0, 5.0])
 
@@ -141,7 +141,7 @@ def test_random_weights_rarely_pass_the_verdict_while_in_sample_bests_are_large(
 def _plant(model, tasks, layer, k):
     """Make each task's top-k discovery neurons at ``layer`` write the mean unembedding of its targets: then
     amplifying exactly those neurons raises the targets (discovery at ``layer`` is unchanged by W_out)."""
-    eng = su.engine.engine_weights(model)
+    eng = su.run.engine.engine_weights(model)
     neu = su.split_neutral(su.load_neutral())
     planted = {}
     for t in tasks:
@@ -174,5 +174,5 @@ def test_verdict_finds_planted_task_neurons(tasks, neutral, tmp_path):
 def test_fast_relative_interval_equals_change_ci():
     rng = np.random.default_rng(1)
     base, after = rng.uniform(0.01, 0.3, 25), rng.uniform(0.01, 0.3, 25)
-    want = su.stats.change_ci(base, after, "relative_pct", 1000, 0.95, seed=5)
+    want = su.judge.stats.change_ci(base, after, "relative_pct", 1000, 0.95, seed=5)
     assert _relative_ci(pd.Series(base), pd.Series(after), 1000, 0.05, 5) == want

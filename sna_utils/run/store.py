@@ -21,8 +21,8 @@ from typing import Sequence
 
 import pandas as pd
 
-from .core import KIT_VERSION, NeutralSet, Task
-from .errors import SNAError
+from ..core import KIT_VERSION, NeutralSet, Task
+from ..errors import SNAError
 
 
 KEY_COLUMNS = ["model", "task", "layer", "k", "multiplier", "positions"]

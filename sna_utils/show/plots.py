@@ -12,10 +12,10 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from .analysis import golden_zone, layer_profile
-from .core import ZONE_NAMES
-from .errors import SNAError
-from .heldout import column_on
+from ..judge.analysis import golden_zone, layer_profile
+from ..core import ZONE_NAMES
+from ..errors import SNAError
+from ..judge.heldout import column_on
 from .style import (ACCENT_COLOR, BAND_COLORS, CONTROL_COLOR, GOLDEN_COLOR, IMPROVEMENT_CMAP, MODEL_HATCHES,
                     MODEL_MARKERS, ZONE_COLORS, color_ticklabels, improvement_axis, one_model, p_floor, place_labels,
                     shade_zones, subplots, symlog_norm, zone_handles)

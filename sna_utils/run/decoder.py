@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .errors import SNAError
+from ..errors import SNAError
 
 
 def unwrapped(module: torch.nn.Module) -> torch.nn.Module:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import socket
 
-from .errors import ModelUnavailableError
+from ..errors import ModelUnavailableError
 
 OFFLINE_HINT = ("Offline quick-start (README): SNA_GPT2_TOKENIZER=<folder with vocab.json and merges.txt> "
                 "SNA_SST2_DIR=<folder with dev.tsv and train.tsv> make run PROFILE=smoke.")

@@ -26,9 +26,9 @@ import torch
 import torch.nn.functional as F
 
 from . import decoder
-from .core import (Batch, Positions, chunk_slices, hook_name, model_device, run_and_capture)
+from ..core import (Batch, Positions, chunk_slices, hook_name, model_device, run_and_capture)
 from .decoder import Decoder, down_weight
-from .errors import SNAError
+from ..errors import SNAError
 
 @dataclass
 class BlockWeights:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-from .errors import SNAError
+from ..errors import SNAError
 
 _WORKER: dict = {}  # in a Ray worker process: the current sweep's shared objects and per-process cache
 

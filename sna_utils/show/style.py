@@ -15,9 +15,9 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from .core import KIT_ROOT, ZONE_HIGH, ZONE_LOW, ZONE_NAMES
-from .errors import SNAError
-from .standins import RANDOM_FLAG
+from ..core import KIT_ROOT, ZONE_HIGH, ZONE_LOW, ZONE_NAMES
+from ..errors import SNAError
+from ..run.standins import RANDOM_FLAG
 
 
 FIGURES_DIR = KIT_ROOT / "figures"

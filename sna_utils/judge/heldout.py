@@ -13,7 +13,7 @@ from typing import Literal, Sequence
 
 import pandas as pd
 
-from .errors import SNAError
+from ..errors import SNAError
 
 PARTS = ("selection", "test")
 Arm = Literal["sna", "control", "control_b"]

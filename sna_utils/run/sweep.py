@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 
 from .cluster import RayExecutor, as_executor
-from .core import (Baseline, NeutralSet, Positions, Task, check_k, check_layer, check_multiplier, check_positions,
+from ..core import (Baseline, NeutralSet, Positions, Task, check_k, check_layer, check_multiplier, check_positions,
                    check_prompts, check_score_method, d_mlp, encode_prompts, last_token_activations, load_neutral,
                    load_tasks, model_device, model_name, outcome_from,
                    random_neurons, rank_neurons, scores_from_activations, split_neutral, split_selection_test,
@@ -30,9 +30,9 @@ from .core import (Baseline, NeutralSet, Positions, Task, check_k, check_layer, 
                    top_neurons, zone_of)
 from .engine import (IDENTITY, Config, LayerState, Metrics, Reference, check_precision, engine_metrics,
                      layer_state, reference)
-from .errors import SNAError
-from .explore import load_neutral_formats, neuron_overlap
-from .heldout import ARMS, PARTS, arm_column, part_column
+from ..errors import SNAError
+from ..show.explore import load_neutral_formats, neuron_overlap
+from ..judge.heldout import ARMS, PARTS, arm_column, part_column
 from .flops import ENGINE_OVER_FLOOR, matmul_rate, sweep_unit_flops
 from .store import SweepSettings, data_fingerprint, existing_rows, write_unit
 

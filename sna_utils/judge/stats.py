@@ -27,8 +27,8 @@ import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
 
-from .core import improvement_pct
-from .errors import SNAError
+from ..core import improvement_pct
+from ..errors import SNAError
 
 Metric = Literal["delta_log_odds", "delta_p", "relative_pct"]
 METRICS: tuple[str, ...] = ("delta_log_odds", "delta_p", "relative_pct")

@@ -12,7 +12,7 @@ import os
 import re
 from pathlib import Path
 
-from .errors import SNAError
+from ..errors import SNAError
 from .hub import require_hub
 
 # Tested offline on random stand-ins (tests/test_families.py); the bridge wraps many more.

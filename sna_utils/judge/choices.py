@@ -15,9 +15,9 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from . import store
+from ..run import store
 from .analysis import PAPER_BEST_LAYERS, golden_zone, layer_specialisation
-from .errors import SNAError
+from ..errors import SNAError
 from .heldout import ARMS, CONFIG_KEYS, PARTS, Arm, arm_column, choose_on_selection, part_column
 from .stats import resample_indices, resampled_improvement
 

@@ -20,8 +20,8 @@ import pandas as pd
 
 from .analysis import PAPER_NUMBERS, confidence_gain_correlation, task_summary
 from .choices import check_prompt_table
-from .core import zone_of
-from .errors import SNAError
+from ..core import zone_of
+from ..errors import SNAError
 from .heldout import ARMS, choose_on_selection
 from .rules import (CONTRADICTED, NOT_DISTINGUISHABLE, NOT_MEASURED, SUPPORTED, VERDICT_COLUMNS, VERDICTS,
                     gain_verdict, rho_verdict, share_verdict)

@@ -22,8 +22,8 @@ import pandas as pd
 
 from .analysis import best_per_task
 from .choices import check_columns, check_prompt_table, layer_specialisation_heldout, prompt_matrix
-from .core import zone_of
-from .errors import SNAError
+from ..core import zone_of
+from ..errors import SNAError
 from .heldout import CONFIG_KEYS, arm_column, choose_on_selection, part_column
 from .rules import NOT_DISTINGUISHABLE, NOT_MEASURED, CONTRADICTED, SUPPORTED, VERDICT_COLUMNS, rho_verdict
 from .stats import (METRICS, Interval, _rank_rho, constant_shift_null, per_prompt_changes, percentile_bounds,

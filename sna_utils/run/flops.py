@@ -14,7 +14,7 @@ from typing import Sequence
 
 import torch
 
-from .core import d_mlp, n_layers
+from ..core import d_mlp, n_layers
 from .engine import compute_dtype, precision_mode
 
 # Engine time / FLOP floor, measured by `make bench` on the 2-core build CPU, float32: 1.10 on the GPT-2 Small

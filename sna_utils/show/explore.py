@@ -15,10 +15,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .core import (DATA_DIR, read_json, NeutralSet, Task, baseline_of, check_layer, check_neurons, check_prompts,
+from ..core import (DATA_DIR, read_json, NeutralSet, Task, baseline_of, check_layer, check_neurons, check_prompts,
                    last_token_activations, load_neutral, model_name, n_layers, next_token_logits, rank_neurons,
                    scores_from_activations, split_neutral, target_token_ids, zone_of)
-from .errors import SNAError
+from ..errors import SNAError
 
 
 def task_table(tasks: Sequence[Task]) -> pd.DataFrame:

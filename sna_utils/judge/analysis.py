@@ -11,8 +11,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from .core import ZONE_NAMES
-from .errors import SNAError
+from ..core import ZONE_NAMES
+from ..errors import SNAError
 from .heldout import column_on
 
 

@@ -10,7 +10,7 @@ from typing import Sequence
 
 import torch
 
-from .errors import SNAError
+from ..errors import SNAError
 
 def _pythia(d: int, layers: int, heads: int, n_ctx: int) -> dict:
     """GPT-NeoX config overrides with Pythia's fixed choices (parallel residual, 25 % rotary, padded vocab)."""

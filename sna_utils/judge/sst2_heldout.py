@@ -23,8 +23,8 @@ import numpy as np
 import pandas as pd
 
 from .analysis import PAPER_NUMBERS
-from .core import zone_of
-from .errors import SNAError
+from ..core import zone_of
+from ..errors import SNAError
 from .heldout import choose_on_selection
 from .rules import gain_verdict
 from .stats import bootstrap_ci, mcnemar

@@ -21,14 +21,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .core import (NeutralSet, Task, check_k, check_layer, check_multiplier, check_score_method, d_mlp,
+from ..core import (NeutralSet, Task, check_k, check_layer, check_multiplier, check_score_method, d_mlp,
                    encode_prompts, last_token_activations, load_neutral, model_name, random_neurons,
                    scores_from_activations, split_neutral, target_token_ids, top_neurons)
-from .engine import Config, engine_metrics, engine_weights, layer_state
-from .errors import SNAError
-from .explore import neuron_overlap
+from ..run.engine import Config, engine_metrics, engine_weights, layer_state
+from ..errors import SNAError
+from ..show.explore import neuron_overlap
 from .stats import grouped_relative_pct
-from .sweep import engine_baseline, format_sets, selection_test_ids
+from ..run.sweep import engine_baseline, format_sets, selection_test_ids
 
 NULL_COLUMNS = ["model", "task", "layer", "k", "multiplier", "draw", "prompt_id", "part", "p_base", "p"]
 

@@ -18,12 +18,12 @@ from typing import Sequence
 import pandas as pd
 import torch
 
-from .core import KIT_ROOT, MODEL_NAMES, kit_model_name
-from .errors import SNAError
+from ..core import KIT_ROOT, MODEL_NAMES, kit_model_name
+from ..errors import SNAError
 from .hub import hub_reachable
 from .standins import STANDINS
 from .store import read_table
-from .style import set_plot_style
+from ..show.style import set_plot_style
 
 
 PAPER_KS = (1, 5, 10, 20, 50, 100, 200)

@@ -18,9 +18,9 @@ from typing import Sequence
 
 import torch
 
-from .core import HUB_MODELS, default_device, load_neutral, load_tasks, split_neutral
+from ..core import HUB_MODELS, default_device, load_neutral, load_tasks, split_neutral
 from .flops import ENGINE_OVER_FLOOR, matmul_rate, sweep_unit_flops
-from .errors import SNAError
+from ..errors import SNAError
 from .profiles import (TABLE_MAKERS, ModelShape, Profile, depth_matched_layers, get_profile, is_hub_id,
                        model_shape)
 from .sweep import format_sets
@@ -31,7 +31,7 @@ ARITHMETIC_TASKS = ("addition", "multiplication", "number_sequences")  # the Pyt
 
 def token_lengths(prompts: Sequence[str]) -> tuple[list[int], bool]:
     """Token count of each prompt, BOS included, and whether it was counted (False: ~4 characters a token)."""
-    from .core import gpt2_tokenizer
+    from ..core import gpt2_tokenizer
 
     try:
         tok = gpt2_tokenizer()
