@@ -15,12 +15,12 @@
 
 A *neuron* is one unit of ``blocks.{L}.mlp.hook_post``, the input of the MLP's output projection
 ``[batch, position, d_mlp]``: the activation after the nonlinearity for plain MLPs, ``act(gate) * up``
-for gated ones (Llama, Qwen2, Gemma-2, Mistral, Phi-3, OLMo). Probabilities are plain floats in [0, 1]; improvements are in percent
-of the baseline probability; KL divergences are in nats. Everything here is the plain, hooked
-computation; the fast sweep engine (``engine``) is tested against it.
+for gated ones (Llama, Qwen2, Gemma-2, Mistral, Phi-3, OLMo). Probabilities are floats in [0, 1], improvements
+in percent of the baseline probability, KL divergences in nats. Everything here is the plain, hooked
+computation; the fast sweep engine (``run.engine``) is tested against it.
 
-Imports only the small helpers below it (``errors``, ``hub``, ``standins``, ``families``); every other module
-builds on this one.
+Imports only ``errors`` and the small helpers ``run.hub``, ``run.standins``, ``run.families``; every other
+module builds on this one.
 """
 
 from __future__ import annotations
@@ -414,8 +414,7 @@ def encode_prompts(model, prompts: Sequence[str]) -> Batch:
 
 
 def chunk_slices(n: int, size: int) -> Iterator[slice]:
-    for start in range(0, n, size):
-        yield slice(start, min(n, start + size))
+    return (slice(start, min(n, start + size)) for start in range(0, n, size))
 
 
 # ---------------------------------------------------------------------------
@@ -562,11 +561,8 @@ def _scaling_hook(intervention: Intervention, n_mlp: int, last: torch.Tensor | N
 
 @contextlib.contextmanager
 def amplify(model, intervention: Intervention, last: torch.Tensor | None = None):
-    """Context manager: run ``model`` with the intervention; the hook is always removed.
-
-    With ``positions="last"``, ``last`` ``[batch]`` gives each row's last real position
-    (default: the final position of every row).
-    """
+    """Context manager: run ``model`` with the intervention; the hook is always removed. With
+    ``positions="last"``, ``last`` ``[batch]`` gives each row's last real position (default: the final one)."""
     intervention.check(model)
     with model.hooks(fwd_hooks=[(hook_name(intervention.layer), _scaling_hook(intervention, d_mlp(model), last))]):
         yield model
@@ -614,9 +610,13 @@ def kl_divergence(base_logits: torch.Tensor, new_logits: torch.Tensor) -> torch.
     return (lp.exp() * (lp - lq)).sum(-1).clamp_min(0.0)
 
 
-def improvement_pct(p_base: float, p_sna: float) -> float:
-    """Relative change of a probability, in percent of the baseline."""
-    return 100.0 * (p_sna - p_base) / p_base if p_base > 0 else float("nan")
+def improvement_pct(p_base, p_sna):
+    """Relative change of a probability, in % of the baseline (NaN where it is 0): floats, arrays or Series."""
+    if np.ndim(p_base) == 0 and np.ndim(p_sna) == 0:
+        return 100.0 * (p_sna - p_base) / p_base if p_base > 0 else float("nan")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        change = 100.0 * (p_sna - p_base) / p_base
+    return change.where(p_base > 0) if isinstance(change, pd.Series) else np.where(np.asarray(p_base) > 0, change, np.nan)
 
 
 @dataclass

@@ -119,13 +119,13 @@ def test_shared_config_is_chosen_on_selection_beside_the_in_sample_reading(table
 def test_bad_input_is_refused_before_work(tables):
     sweep, prompts = tables
     with pytest.raises(su.SNAError, match="p_base"):
-        choices.check_prompt_table(prompts.drop(columns="p_base"))
+        su.run.store.check_prompt_table(prompts.drop(columns="p_base"))
     with pytest.raises(su.SNAError, match="repeats"):
-        choices.check_prompt_table(pd.concat([prompts, prompts.head(1)]))
+        su.run.store.check_prompt_table(pd.concat([prompts, prompts.head(1)]))
     with pytest.raises(su.SNAError, match="probabilities"):
-        choices.check_prompt_table(prompts.assign(p=prompts.p + 1))
+        su.run.store.check_prompt_table(prompts.assign(p=prompts.p + 1))
     with pytest.raises(su.SNAError, match="arm"):
-        choices.check_prompt_table(prompts.assign(arm="random"))
+        su.run.store.check_prompt_table(prompts.assign(arm="random"))
     with pytest.raises(su.SNAError, match="1,000"):
         su.judge.stats.resample_indices(10, 100, 0)
     with pytest.raises(su.SNAError, match="lack"):

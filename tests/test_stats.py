@@ -297,3 +297,25 @@ def test_percentile_bounds_and_grouped_relative():
     got = grouped_relative_pct(table, ["task"])
     for t, g in table.groupby("task"):
         assert got[t] == pytest.approx(relative_of_means(g["p_base"].to_numpy(), g["p"].to_numpy()))
+
+
+def test_improvement_pct_on_arrays_is_the_scalar_formula():
+    """One improvement_pct for floats, arrays and Series: the same digits, NaN where the baseline is 0."""
+    base, after = np.array([0.2, 0.0, 0.5]), np.array([[0.3, 0.1, 0.25], [0.2, 0.0, 0.5]])
+    got = su.improvement_pct(base, after)
+    want = [[su.improvement_pct(b, a) for b, a in zip(base, row)] for row in after]
+    np.testing.assert_array_equal(got, np.array(want))  # bit for bit, NaN included
+    series = su.improvement_pct(pd.Series(base, index=list("abc")), pd.Series(after[0], index=list("abc")))
+    assert list(series.index) == list("abc")
+    np.testing.assert_array_equal(series.to_numpy(), got[0])
+    assert su.improvement_pct(0.2, 0.3) == want[0][0] and np.isnan(su.improvement_pct(0.0, 0.3))
+
+
+def test_within_task_draw_is_task_after_task_from_one_generator():
+    """The one within-task draw: task i's indices are the i-th draw of a Generator seeded once."""
+    from sna_utils.judge.stats import resample_indices, within_task_indices
+    rng = np.random.default_rng(7)
+    want = [resample_indices(n, 1000, rng) for n in (3, 5, 2)]
+    got = within_task_indices([3, 5, 2], 1000, 7)
+    assert all((g == w).all() for g, w in zip(got, want))
+    assert [g.shape for g in got] == [(1000, 3), (1000, 5), (1000, 2)]

@@ -10,54 +10,14 @@ per-prompt table of the issue-15 contract). Imports ``errors``, ``heldout``,
 
 from __future__ import annotations
 
-from typing import Sequence
-
 import numpy as np
 import pandas as pd
 
-from ..run import store
+from ..run.store import check_columns, check_prompt_table
 from .analysis import PAPER_BEST_LAYERS, golden_zone, layer_specialisation
 from ..errors import SNAError
-from .heldout import ARMS, CONFIG_KEYS, PARTS, Arm, arm_column, choose_on_selection, part_column
-from .stats import resample_indices, resampled_improvement
-
-# The saved per-prompt table's columns (store.PROMPT_COLUMNS) that the held-out analyses read, and its key
-PROMPT_COLUMNS = tuple(c for c in store.PROMPT_COLUMNS if c not in ("settings_id", "top1"))
-PROMPT_KEY = tuple(c for c in store.PROMPT_KEY if c != "settings_id")
-
-
-# ---------------------------------------------------------------------------
-# The per-prompt table: checks, matrices, resampling
-# ---------------------------------------------------------------------------
-
-def check_columns(table: pd.DataFrame, columns: Sequence[str], what: str) -> None:
-    """SNAError naming the columns ``table`` lacks (``what`` names the table), before any work."""
-    if not isinstance(table, pd.DataFrame):
-        raise SNAError(f"The {what} must be a pandas DataFrame, got {type(table).__name__}.")
-    missing = [c for c in columns if c not in table.columns]
-    if missing:
-        raise SNAError(f"The {what} has no column(s) {missing}: rerun the sweep with this kit version "
-                       f"(it records metrics per part and per prompt).")
-    if table.empty:
-        raise SNAError(f"The {what} is empty.")
-
-
-def check_prompt_table(prompts: pd.DataFrame) -> pd.DataFrame:
-    """The per-prompt table after checks: contract columns, known arms and parts, probabilities in [0, 1],
-    each (model, task, configuration, arm, prompt) once (several settings mixed in one table would repeat it)."""
-    check_columns(prompts, PROMPT_COLUMNS, "per-prompt table")
-    bad_arm = set(prompts["arm"]) - set(ARMS)
-    bad_part = set(prompts["part"]) - set(PARTS)
-    if bad_arm or bad_part:
-        raise SNAError(f"Unknown arm(s) {sorted(bad_arm)} or part(s) {sorted(bad_part)} in the per-prompt table.")
-    probs = prompts[["p_base", "p"]].to_numpy(dtype=float)
-    if not np.isfinite(probs).all() or (probs < 0).any() or (probs > 1).any():
-        raise SNAError("The per-prompt table's p_base and p must be finite probabilities in [0, 1].")
-    if prompts.duplicated(list(PROMPT_KEY)).any():
-        raise SNAError("The per-prompt table repeats a (model, task, configuration, arm, prompt): "
-                       "mixed settings? Keep one settings_id per model.")
-    return prompts
-
+from .heldout import ARMS, CONFIG_KEYS, Arm, arm_column, choose_on_selection, part_column
+from .stats import resampled_improvement, within_task_indices
 
 def prompt_matrix(prompts: pd.DataFrame, model: str, task: str, arm: Arm = "sna",
                   part: str = "selection") -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
@@ -141,10 +101,11 @@ def layer_bootstrap(prompts: pd.DataFrame, sweep: pd.DataFrame, n_resamples: int
     labelled = prompts[prompts["arm"] == arm].merge(task_categories(sweep), on=["model", "task"])
     rows = []
     for (model, category), g in labelled.groupby(["model", "category"], sort=True):
-        rng, per_layer, layers = np.random.default_rng(seed), [], None
-        for task in sorted(g["task"].unique()):
-            configs, base, p = prompt_matrix(g, model, task, arm, "selection")
-            gains = resampled_improvement(base, p, resample_indices(base.size, n_resamples, rng))
+        per_layer, layers = [], None
+        matrices = [prompt_matrix(g, model, task, arm, "selection") for task in sorted(g["task"].unique())]
+        draws = within_task_indices([base.size for _, base, _ in matrices], n_resamples, seed)
+        for (configs, base, p), idx in zip(matrices, draws):
+            gains = resampled_improvement(base, p, idx)
             by_layer = pd.DataFrame(gains).groupby(configs["layer"].to_numpy()).max()
             if layers is not None and list(by_layer.index) != layers:
                 raise SNAError(f"Tasks of {category!r} were swept at different layers.")

@@ -21,14 +21,15 @@ import numpy as np
 import pandas as pd
 
 from .analysis import best_per_task
-from .choices import check_columns, check_prompt_table, layer_specialisation_heldout, prompt_matrix
-from ..core import zone_of
+from .choices import layer_specialisation_heldout, prompt_matrix
+from ..run.store import check_columns, check_prompt_table
+from ..core import improvement_pct, zone_of
 from ..errors import SNAError
 from .heldout import CONFIG_KEYS, arm_column, choose_on_selection, part_column
 from .rules import NOT_DISTINGUISHABLE, NOT_MEASURED, CONTRADICTED, SUPPORTED, VERDICT_COLUMNS, rho_verdict
 from .stats import (METRICS, Interval, _rank_rho, constant_shift_null, per_prompt_changes, percentile_bounds,
-                    relative_of_means, resample_indices, resampled_improvement, shift_log_odds, spearman_rho,
-                    task_spearman)
+                    relative_of_means, resampled_improvement, shift_log_odds, spearman_rho, task_spearman,
+                    within_task_indices)
 
 SERIES: tuple[str, ...] = ("sna", "control", "control_b", "sna_minus_control")
 PAIRS = {"sna": ("sna", None), "control": ("control", None), "control_b": ("control_b", None),
@@ -264,8 +265,7 @@ def _resampled_combined_rho(xs: list[np.ndarray], ys: list[np.ndarray], idx: lis
 def _combined_ci(xs: list[np.ndarray], ys: list[np.ndarray], n_resamples: int, seed: int,
                  level: float = 0.95) -> Interval:
     """Percentile bootstrap of :func:`_combined_rho`, resampling prompts within each task."""
-    rng = np.random.default_rng(seed)
-    stats = _resampled_combined_rho(xs, ys, [resample_indices(len(x), n_resamples, rng) for x in xs])
+    stats = _resampled_combined_rho(xs, ys, within_task_indices([len(x) for x in xs], n_resamples, seed))
     return Interval(_combined_rho(xs, ys), *percentile_bounds(stats, level), level, n_resamples)
 
 
@@ -304,12 +304,12 @@ def zone_share_ci(prompts: pd.DataFrame, sweep: pd.DataFrame, zone: int = 3, arm
     tasks = tasks[tasks["p_base_selection"].map(zone_of) == zone]
     if tasks.empty:
         raise SNAError(f"No task lies in zone {zone} (by P_base on selection prompts).")
-    rng, above, point, total = np.random.default_rng(seed), 0, 0, 0
-    for model, task in tasks[["model", "task"]].itertuples(index=False):
-        _, base, p = prompt_matrix(prompts, model, task, arm, "test")
-        above = above + (resampled_improvement(base, p, resample_indices(base.size, n_resamples, rng))
-                         > threshold_pct).sum(axis=0)
-        point += int((100 * (p.mean(axis=1) - base.mean()) / base.mean() > threshold_pct).sum())
+    matrices = [prompt_matrix(prompts, model, task, arm, "test")[1:]
+                for model, task in tasks[["model", "task"]].itertuples(index=False)]
+    above, point, total = 0, 0, 0
+    for (base, p), idx in zip(matrices, within_task_indices([b.size for b, _ in matrices], n_resamples, seed)):
+        above = above + (resampled_improvement(base, p, idx) > threshold_pct).sum(axis=0)
+        point += int((improvement_pct(base.mean(), p.mean(axis=1)) > threshold_pct).sum())
         total += p.shape[0]
     return Interval(100 * point / total, *percentile_bounds(100 * above / total, level), level, n_resamples)
 

@@ -116,7 +116,7 @@ def relative_of_means(p_base: np.ndarray, p_after: np.ndarray) -> float:
 def grouped_relative_pct(table: pd.DataFrame, by: Sequence[str]) -> pd.Series:
     """``relative_of_means`` of a per-prompt table (columns ``p_base``, ``p``) within each group of ``by``."""
     g = table.groupby(list(by))
-    return 100 * (g["p"].mean() - g["p_base"].mean()) / g["p_base"].mean()
+    return improvement_pct(g["p_base"].mean(), g["p"].mean())
 
 
 # ---------------------------------------------------------------------------
@@ -147,14 +147,21 @@ def resample_indices(n: int, n_resamples: int, seed: int | np.random.Generator) 
     return np.random.default_rng(seed).integers(0, n, size=(n_resamples, n))
 
 
+def within_task_indices(sizes: Sequence[int], n_resamples: int, seed: int) -> list[np.ndarray]:
+    """Prompts resampled within each task: bootstrap indices ``[n_resamples, n_t]`` for each task's ``n_t`` of
+    ``sizes``, drawn task after task from one Generator seeded ``seed``. The one within-task draw: of
+    ``stratified_ci``, the layer bootstrap, and saturation's per-prompt rho and Zone-3 share."""
+    rng = np.random.default_rng(seed)
+    return [resample_indices(n, n_resamples, rng) for n in sizes]
+
+
 def resampled_improvement(p_base: np.ndarray, p: np.ndarray, idx: np.ndarray) -> np.ndarray:
     """The relative improvement (%) of every configuration ``p [c, n]`` on each resample ``idx [B, n]``:
     ``[c, B]``, equal to ``relative_of_means`` of the resampled prompts (all resamples in one product)."""
     n = p_base.size
     counts = np.zeros((idx.shape[0], n))
     np.add.at(counts, (np.arange(idx.shape[0])[:, None], idx), 1.0)
-    base = counts @ p_base / n
-    return 100.0 * (p @ counts.T / n - base) / base
+    return improvement_pct(counts @ p_base / n, p @ counts.T / n)
 
 
 def percentile_bounds(stats: ArrayLike, level: float = 0.95) -> tuple[float, float]:
@@ -192,8 +199,7 @@ def stratified_ci(groups: Sequence[Sequence[ArrayLike]], statistic: Callable[[li
     groups = [[np.asarray(a) for a in g] for g in groups]
     if not groups:
         raise SNAError("A stratified bootstrap needs at least one task.")
-    rng = np.random.default_rng(seed)
-    draws = [resample_indices(_same_length(g, "Each task's arrays"), n_resamples, rng) for g in groups]
+    draws = within_task_indices([_same_length(g, "Each task's arrays") for g in groups], n_resamples, seed)
     stats = [statistic([[a[i[b]] for a in g] for g, i in zip(groups, draws)]) for b in range(n_resamples)]
     return _percentile_interval(statistic(groups), np.asarray(stats, dtype=float), level, n_resamples)
 

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from .analysis import PAPER_NUMBERS, confidence_gain_correlation, task_summary
-from .choices import check_prompt_table
+from ..run.store import check_prompt_table
 from ..core import zone_of
 from ..errors import SNAError
 from .heldout import ARMS, choose_on_selection

@@ -5,7 +5,8 @@ Parquet or CSV file per unit of work (model, task, layer). Each unit file is wri
 temporary name and renamed, so concurrent writers never touch each other's files and a reader sees only
 complete units. Every row carries the ``settings_id`` of :class:`SweepSettings`; rows made with other
 settings are refused rather than mixed. Single-file tables of earlier kit versions still read, and a sweep
-into one turns it into a dataset first. Imports only ``core``.
+into one turns it into a dataset first. The per-prompt table (``_prompts/``) has one column list
+(:data:`PROMPT_COLUMNS`) and one check (:func:`check_prompt_table`), which every analysis calls.
 """
 
 from __future__ import annotations
@@ -19,10 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import pandas as pd
 
 from ..core import KIT_VERSION, NeutralSet, Task
 from ..errors import SNAError
+from ..judge.heldout import ARMS, PARTS
 
 
 KEY_COLUMNS = ["model", "task", "layer", "k", "multiplier", "positions"]
@@ -134,6 +137,37 @@ PROMPTS_FOLDER = "_prompts"
 PROMPT_COLUMNS = ["model", "settings_id", "task", "layer", "k", "multiplier", "arm", "prompt_id", "part", "p_base",
                   "p", "top1"]
 PROMPT_KEY = ["model", "settings_id", "task", "layer", "k", "multiplier", "arm", "prompt_id"]
+RECORD_ONLY = ("settings_id", "top1")  # written with every row; the analyses do not need them
+
+
+def check_columns(table: pd.DataFrame, columns: Sequence[str], what: str) -> None:
+    """SNAError naming the columns ``table`` lacks (``what`` names the table), before any work."""
+    if not isinstance(table, pd.DataFrame):
+        raise SNAError(f"The {what} must be a pandas DataFrame, got {type(table).__name__}.")
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise SNAError(f"The {what} has no column(s) {missing}: rerun the sweep with this kit version "
+                       f"(it records metrics per part and per prompt).")
+    if table.empty:
+        raise SNAError(f"The {what} is empty.")
+
+
+def check_prompt_table(prompts: pd.DataFrame) -> pd.DataFrame:
+    """The per-prompt table after checks: ``PROMPT_COLUMNS`` (those the analyses read), known arms and parts,
+    probabilities in [0, 1], each (model, task, configuration, arm, prompt) once (several settings mixed in one
+    table would repeat it)."""
+    check_columns(prompts, [c for c in PROMPT_COLUMNS if c not in RECORD_ONLY], "per-prompt table")
+    bad_arm = set(prompts["arm"]) - set(ARMS)
+    bad_part = set(prompts["part"]) - set(PARTS)
+    if bad_arm or bad_part:
+        raise SNAError(f"Unknown arm(s) {sorted(bad_arm)} or part(s) {sorted(bad_part)} in the per-prompt table.")
+    probs = prompts[["p_base", "p"]].to_numpy(dtype=float)
+    if not np.isfinite(probs).all() or (probs < 0).any() or (probs > 1).any():
+        raise SNAError("The per-prompt table's p_base and p must be finite probabilities in [0, 1].")
+    if prompts.duplicated([c for c in PROMPT_KEY if c not in RECORD_ONLY]).any():
+        raise SNAError("The per-prompt table repeats a (model, task, configuration, arm, prompt): "
+                       "mixed settings? Keep one settings_id per model.")
+    return prompts
 
 
 def read_prompt_table(path: str | os.PathLike) -> pd.DataFrame:
