@@ -43,6 +43,18 @@ def test_one_row_per_claim_in_the_shared_columns(run):
         assert r["ci_low"] <= r["held_out"] <= r["ci_high"]
 
 
+def test_every_verdict_row_has_one_claim(run):
+    """judge.claims names, for every row the verdict makes, the function that decides it and its rule."""
+    from sna_utils.judge.claims import claim_of
+
+    _, _, df, prompts = run
+    kinds = {claim_of(text).starts_with for text in verdict(df, prompts, "smoke")["claim"]}
+    assert {"SNA beats the random control on", "Spearman rho, P_base", "configurations in the grid",
+            "... per prompt"} <= kinds
+    with pytest.raises(ValueError, match="matches 0 claims"):
+        claim_of("SNA cures everything")
+
+
 def test_intervals_are_deterministic_for_a_seed(run):
     _, _, df, prompts = run
     a, b = verdict(df, prompts, "smoke", seed=3), verdict(df, prompts, "smoke", seed=3)

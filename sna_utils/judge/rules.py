@@ -1,9 +1,10 @@
 """The verdict table's columns and the rules that read a held-out interval as plain words.
 
 Every claim row of the kit (``verdict``, ``saturation``, ``sst2_heldout``) has the columns
-:data:`VERDICT_COLUMNS` and one of the four :data:`VERDICTS`, decided by one of three rules: a claimed
-gain (:func:`gain_verdict`), a claimed negative correlation (:func:`rho_verdict`) and a claimed "rarely"
-(:func:`share_verdict`). The caller supplies the evidence against the control or null (``beats``), so the
+:data:`VERDICT_COLUMNS` and one of the four :data:`VERDICTS`, decided by one of the rules below: a claimed
+gain (:func:`gain_verdict`), a gain per task by a paired test (:func:`paired_verdict`), a claimed negative
+correlation (:func:`rho_verdict`), a claimed "rarely" (:func:`share_verdict`), a claimed best layer
+(:func:`range_verdict`) and the grid's size (:func:`count_verdict`). ``claims`` says which claim uses which. The caller supplies the evidence against the control or null (``beats``), so the
 rules stay the same whichever control a claim is read against. Imports nothing of the kit.
 """
 
@@ -54,3 +55,29 @@ def share_verdict(estimate: float, low: float, high: float, limit: float) -> str
     if not _finite(estimate, low, high):
         return NOT_MEASURED
     return SUPPORTED if high <= limit else CONTRADICTED if low > limit else NOT_DISTINGUISHABLE
+
+
+def paired_verdict(difference: float, null_p: float, p_holm: float, alpha: float = 0.05) -> str:
+    """A task's gain over the control on paired test prompts: 'supported' when SNA's mean ``difference`` is
+    positive and the matched null's ``null_p`` < ``alpha``; 'contradicted' when it is negative and the paired
+    test's Holm-corrected ``p_holm`` < ``alpha``; else 'not distinguishable from the control'."""
+    if null_p < alpha and difference > 0:
+        return SUPPORTED
+    return CONTRADICTED if p_holm < alpha and difference < 0 else NOT_DISTINGUISHABLE
+
+
+def range_verdict(paper: float, low: float, high: float, control: float, measured: bool = True) -> str:
+    """A claimed value (the paper's best layer) against a bootstrap range [low, high]: 'not measured' unless
+    ``measured``; 'contradicted' outside the range; 'not distinguishable from the control' when the control's
+    value lies inside it too; else 'supported'."""
+    if not measured:
+        return NOT_MEASURED
+    if not low <= paper <= high:
+        return CONTRADICTED
+    return NOT_DISTINGUISHABLE if low <= control <= high else SUPPORTED
+
+
+def count_verdict(count: int, paper: int) -> str:
+    """The grid's size: 'supported' when this run has the paper's ``count`` of configurations, else 'not
+    measured' (a smaller profile)."""
+    return SUPPORTED if count == paper else NOT_MEASURED

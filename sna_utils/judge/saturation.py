@@ -26,7 +26,7 @@ from ..run.store import check_columns, check_prompt_table
 from ..core import improvement_pct, zone_of
 from ..errors import SNAError
 from .heldout import CONFIG_KEYS, arm_column, choose_on_selection, part_column
-from .rules import NOT_DISTINGUISHABLE, NOT_MEASURED, CONTRADICTED, SUPPORTED, VERDICT_COLUMNS, rho_verdict
+from .rules import VERDICT_COLUMNS, range_verdict, rho_verdict
 from .stats import (METRICS, Interval, _rank_rho, constant_shift_null, per_prompt_changes, percentile_bounds,
                     relative_of_means, resampled_improvement, shift_log_odds, spearman_rho, task_spearman,
                     within_task_indices)
@@ -340,14 +340,7 @@ def layer_claims(sweep: pd.DataFrame, prompts: pd.DataFrame, n_resamples: int = 
             continue
         paper = int(r["paper_best_layer"])
         control = r.get("control_best_layer", np.nan)
-        if paper not in swept:
-            verdict = NOT_MEASURED
-        elif not r["layer_low"] <= paper <= r["layer_high"]:
-            verdict = CONTRADICTED
-        elif r["layer_low"] <= control <= r["layer_high"]:
-            verdict = NOT_DISTINGUISHABLE
-        else:
-            verdict = SUPPORTED
+        verdict = range_verdict(paper, r["layer_low"], r["layer_high"], control, measured=paper in swept)
         rows.append(dict(claim=f"layer specialisation: best layer for {r['category']} (held out; bootstrap range)",
                          paper=paper, in_sample=r["in_sample_best_layer"], held_out=r["best_layer"],
                          ci_low=r["layer_low"], ci_high=r["layer_high"], control=control,

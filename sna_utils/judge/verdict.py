@@ -23,8 +23,8 @@ from ..run.store import check_prompt_table
 from ..core import zone_of
 from ..errors import SNAError
 from .heldout import ARMS, choose_on_selection
-from .rules import (CONTRADICTED, NOT_DISTINGUISHABLE, NOT_MEASURED, SUPPORTED, VERDICT_COLUMNS, VERDICTS,
-                    gain_verdict, rho_verdict, share_verdict)
+from .rules import (NOT_MEASURED, VERDICT_COLUMNS, VERDICTS,
+                    count_verdict, gain_verdict, paired_verdict, rho_verdict, share_verdict)
 from .saturation import saturation_claims, zone_share_ci
 from .stats import (Interval, bootstrap_ci, check_probs, grouped_relative_pct, relative_of_means, sna_vs_control,
                     stratified_ci, task_change, task_spearman)
@@ -155,8 +155,7 @@ def _per_task_rows(summary, paired, chosen, gains, model, profile, alpha, n_resa
     for task, g in paired.groupby("task", sort=True):
         t = tests.loc[task]
         ci = _relative_ci(g["p_base"], g["p_sna"], n_resamples, alpha, seed)
-        v = (SUPPORTED if t["null_p"] < alpha and t["difference"] > 0 else
-             CONTRADICTED if t["p_holm"] < alpha and t["difference"] < 0 else NOT_DISTINGUISHABLE)
+        v = paired_verdict(t["difference"], t["null_p"], t["p_holm"], alpha)
         rows.append(_row(f"SNA beats the random control on {task} ({len(g)} test prompts; MDE "
                          f"{t['mde']:.2g} nats of log-odds)", float("nan"),
                          summary.set_index("task").loc[task, "best_improvement_pct"], ci,
@@ -281,7 +280,7 @@ def verdict(sweep: pd.DataFrame, prompts: pd.DataFrame, profile: str, null: pd.D
     extra = list(extra)
     _check(sweep, prompts, extra)
     rows = [_row("configurations in the grid (all models)", PAPER_NUMBERS["configurations"], len(sweep), None,
-                 np.nan, np.nan, np.nan, SUPPORTED if len(sweep) == PAPER_NUMBERS["configurations"] else NOT_MEASURED,
+                 np.nan, np.nan, np.nan, count_verdict(len(sweep), PAPER_NUMBERS["configurations"]),
                  ", ".join(sorted(sweep["model"].unique())), profile)]
     for model, s in sweep.groupby("model", sort=True):
         pm = prompts[prompts["model"] == model]
