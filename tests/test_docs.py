@@ -130,3 +130,25 @@ def test_readme_and_every_notebook_link_the_note():
         opening = next(c for c in nb.cells if c.cell_type == "markdown" and c.source.startswith(f"# {path.stem[:2]} "))
         assert "(../docs/method.md)" in opening.source, path.name
         assert "METHOD.md" not in "\n".join(c.source for c in nb.cells), path.name
+
+
+def test_the_readme_is_a_front_door():
+    """At most 15 KB; the two commands and the verdict first; every reference page under docs/ linked and there."""
+    readme = (KIT_ROOT / "README.md").read_text(encoding="utf-8")
+    assert len(readme.encode()) <= 15_000, f"README.md is {len(readme.encode())} bytes: move reference to docs/"
+    assert readme.index("make run") < readme.index("make test") < readme.index("## What you get at the end")
+    linked = set(re.findall(r"\]\((docs/[\w.-]+\.md)", readme))
+    pages = {f"docs/{p.name}" for p in (KIT_ROOT / "docs").glob("*.md")}
+    assert pages <= linked, f"not linked from the README: {sorted(pages - linked)}"
+    for page in pages:  # relative links inside the pages point at files that exist
+        text = (KIT_ROOT / page).read_text(encoding="utf-8")
+        for target in re.findall(r"\]\(([\w./-]+\.(?:md|py))(?:#[\w-]+)?\)", text):
+            assert (KIT_ROOT / "docs" / target).resolve().exists(), f"{page} links to missing {target}"
+
+
+def test_the_layout_page_lists_every_module():
+    layout = (KIT_ROOT / "docs" / "layout.md").read_text(encoding="utf-8")
+    for path in sorted((KIT_ROOT / "sna_utils").rglob("*.py")):
+        rel = path.relative_to(KIT_ROOT).as_posix()
+        if path.name != "__init__.py":
+            assert f"`{rel}`" in layout, f"docs/layout.md does not list {rel}"
