@@ -113,10 +113,9 @@ def test_imports_run_one_way(path):
     assert not upward, f"{_name(path)} imports {upward}, which are not below it"
 
 
-def test_the_import_check_sees_every_form(tmp_path, monkeypatch):
+def test_the_import_check_sees_every_form():
     """The layer check reads ``from .x``, ``from ..run.x`` and ``from ..run import x`` alike."""
-    path = PACKAGE / "judge" / "verdict.py"
-    found = _package_imports(path)
+    found = _package_imports(PACKAGE / "judge" / "verdict.py")
     assert {"core", "errors", "judge.stats", "judge.rules"} <= found
     assert "run.engine" in _package_imports(PACKAGE / "run" / "flops.py")
     assert "run.decoder" in _package_imports(PACKAGE / "run" / "engine.py")  # `from . import decoder`
