@@ -8,7 +8,19 @@ import sna_utils as su
 
 def test_names_grid_and_missing_table(tmp_path):
     assert su.safe_name("random:gpt2-small") == "random-gpt2-small"
-    assert su.safe_name("/models/my ckpt") == "my-ckpt"
+    assert su.safe_name("/models/my ckpt").startswith("models--my-ckpt-")
+
+
+def test_file_names_keep_the_whole_model_id_and_profile_names_are_checked(tmp_path):
+    """'a/m' and 'b/m' never share an interference or null file; a profile name cannot leave the results root."""
+    for name in (su.sweep_table_name, su.interference_table_name, su.null_table_name, su.beyond_table_name):
+        assert name("a/m") != name("b/m") and "a--m" in name("a/m")
+    assert su.safe_name("org/model") != su.safe_name("org--model") != su.safe_name("org/model/")
+    assert su.results_dir("smoke", tmp_path) == tmp_path / "smoke"
+    for bad in ("../elsewhere", "/etc", "a/b", "", ".hidden", "x" * 65):
+        with pytest.raises(su.SNAError, match="cannot name a folder"):
+            su.results_dir(bad, tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["smoke"]
     assert su.sweep_table_name("gpt2-medium") == "sweep_gpt2-medium.parquet"
     assert su.n_layers_of("tiny") == 3 and su.n_layers_of("gpt2-medium") == 24 and su.n_layers_of("tiny-pythia") == 3
     with pytest.raises(su.SNAError, match="Unknown model"):
@@ -28,7 +40,7 @@ def test_beyond_model_table_and_depth_matched_layers():
     """Notebook 07's model per profile, its table name, and the profile's layers at the same relative depth."""
     assert su.get_profile("smoke").beyond_model == "tiny-qwen2"
     assert su.get_profile("quick").beyond_model == su.get_profile("paper").beyond_model == "Qwen/Qwen2.5-0.5B"
-    assert su.beyond_table_name("Qwen/Qwen2.5-0.5B") == "beyond_Qwen2.5-0.5B.parquet"
+    assert su.beyond_table_name("Qwen/Qwen2.5-0.5B").startswith("beyond_Qwen--Qwen2.5-0.5B-")
     assert su.run.profiles.TABLE_MAKERS["beyond_"] == "07_beyond_gpt2"
     quick = su.get_profile("quick")
     assert su.depth_matched_layers(quick, "Qwen/Qwen2.5-0.5B") == [4, 10, 17, 21]  # of 24, from 2, 5, 8, 10 of 12

@@ -3,6 +3,7 @@ settings never mix; single-file tables of earlier versions still read."""
 
 import os
 import signal
+import threading
 import time
 
 import pandas as pd
@@ -70,8 +71,10 @@ def test_single_file_table_reads_and_becomes_a_dataset(tiny, tasks, neutral, tmp
         return real(*args, **kwargs)
 
     monkeypatch.setattr(su.run.sweep, "_sweep_rows", counting)
-    resumed = su.run_sweep(tiny, small, out=old, **grid)
-    assert calls["n"] == 2, "only layer 1's two units are computed"
+    with pytest.warns(UserWarning, match="per-prompt file .* is missing; moved aside") as caught:
+        resumed = su.run_sweep(tiny, small, out=old, **grid)
+    # kit 0.1.0 kept no per-prompt table, which the verdict reads: its layer-0 units are not done and are redone
+    assert calls["n"] == 4 and len([w for w in caught if "moved aside" in str(w.message)]) == 2
     assert old.is_dir() and len(su.run.store.unit_files(old)) == 4 and not list(tmp_path.glob(".old*"))
     assert_same_rows(resumed, full)
     assert_same_rows(su.read_table(old), full)
@@ -91,6 +94,86 @@ def test_damaged_tables_are_named_and_left_untouched(tiny, tasks, neutral, tmp_p
     with pytest.raises(su.SNAError, match=unit.name.replace(".", r"\.")):
         su.read_table(out)
     assert unit.read_bytes() == b"PAR1 cut"
+
+
+def _half(path):
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+DAMAGES = {  # how a unit can be left not done, and what the warning says of it
+    "prompt file deleted": (lambda u, p: p.unlink(), "its per-prompt file .* is missing"),
+    "prompt file cut in half": (lambda u, p: _half(p), "its per-prompt file .* is not readable"),
+    "unit file cut in half": (lambda u, p: _half(u), "its file is not readable"),
+    "unit file at zero bytes": (lambda u, p: u.write_bytes(b""), "its file is not readable"),
+}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGES))
+def test_a_unit_not_done_is_moved_aside_and_recomputed(tiny, tasks, neutral, tmp_path, monkeypatch, damage):
+    """A unit is done only when its main and per-prompt files both read with every row; a resume recomputes
+    exactly the one that is not, keeps the damaged files aside, and warns once naming it."""
+    small, neu = trim(tasks, neutral, n_tasks=2)
+    grid = dict(layers=[0, 1, 2], neutral=neu, progress=False, **GRID)
+    out = tmp_path / "s.parquet"
+    full = su.run_sweep(tiny, small, out=out, **grid)
+    n_prompts = len(su.read_prompt_table(out))
+    unit = su.run.store.unit_files(out)[1]
+    hurt, says = DAMAGES[damage]
+    hurt(unit, out / "_prompts" / unit.name)
+    calls = {"n": 0}
+    real = su.run.sweep._sweep_rows
+
+    def counting(*args, **kwargs):
+        calls["n"] += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(su.run.sweep, "_sweep_rows", counting)
+    with pytest.warns(UserWarning, match=f"{unit.name}: {says}; moved aside") as caught:
+        resumed = su.run_sweep(tiny, small, out=out, **grid)
+    assert len([w for w in caught if "moved aside" in str(w.message)]) == 1
+    assert calls["n"] == 1, "only the damaged unit is recomputed"
+    assert_same_rows(resumed, full)
+    assert_same_rows(su.read_table(out), full)
+    assert len(su.read_prompt_table(out)) == n_prompts
+    assert len(list(out.glob(f".{unit.name}.set-aside-*"))) == 1  # kept for inspection
+
+
+def test_a_hole_in_the_per_prompt_table_names_the_missing_units(tiny, tasks, neutral, tmp_path):
+    small, neu = trim(tasks, neutral, n_tasks=1)
+    out = tmp_path / "s.parquet"
+    su.run_sweep(tiny, small, [0, 1], [2], [2.0], out=out, neutral=neu, progress=False)
+    unit = su.run.store.unit_files(out)[0]
+    (out / "_prompts" / unit.name).unlink()
+    with pytest.raises(su.SNAError, match=f"lacks 1 unit\\(s\\): {unit.name.replace('.', '[.]')}"):
+        su.read_prompt_table(out)
+
+
+def test_writes_use_unique_temporaries_and_fsync_file_and_folder(tmp_path, monkeypatch):
+    """Threads of one process writing one path never share a temporary; the file and the folder are synced."""
+    df = pd.DataFrame({"a": range(1000)})
+    path = tmp_path / "t.parquet"
+    errors = []
+
+    def write():
+        try:
+            for _ in range(20):
+                su.write_table_atomic(df, path)
+        except Exception as e:  # noqa: BLE001 - the test reports any
+            errors.append(e)
+
+    threads = [threading.Thread(target=write) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[0]
+    pd.testing.assert_frame_equal(su.read_table(path), df)
+    assert [f.name for f in tmp_path.iterdir()] == ["t.parquet"]  # no temporary left
+    synced = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(os.path.isdir(f"/proc/self/fd/{fd}")), real(fd)))
+    su.write_table_atomic(df, tmp_path / "u.csv")
+    assert synced.count(False) >= 1 and synced.count(True) >= 2  # the file; the folder before and after
 
 
 @pytest.mark.slow
@@ -133,9 +216,8 @@ def test_cut_off_write_leaves_table_intact(tmp_path, monkeypatch):
     good = pd.DataFrame({"a": [1, 2, 3]})
     su.write_table_atomic(good, out)
 
-    def broken(self, path, **kw):
-        with open(path, "wb") as f:
-            f.write(b"PAR1 half a file")
+    def broken(self, f, **kw):
+        f.write(b"PAR1 half a file")
         raise OSError("disk full")
 
     monkeypatch.setattr(pd.DataFrame, "to_parquet", broken)
@@ -143,3 +225,4 @@ def test_cut_off_write_leaves_table_intact(tmp_path, monkeypatch):
         su.write_table_atomic(pd.DataFrame({"a": [9]}), out)
     monkeypatch.undo()
     pd.testing.assert_frame_equal(su.read_table(out), good)
+    assert [f.name for f in tmp_path.iterdir()] == ["t.parquet"]  # the temporary is gone

@@ -9,6 +9,7 @@ loading a model (a Hub id's from its ``config.json``), and the settings every no
 from __future__ import annotations
 
 import json
+import hashlib
 import os
 import re
 from dataclasses import dataclass
@@ -89,6 +90,10 @@ def get_profile(name: str) -> Profile:
 
 def results_dir(profile: str, root: str | os.PathLike | None = None) -> Path:
     """Where a profile's tables go: ``$SNA_RESULTS_DIR`` or ``results/<profile>`` (git-ignored)."""
+    if not isinstance(profile, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", profile) \
+            or ".." in profile:
+        raise SNAError(f"Profile name {profile!r} cannot name a folder: use letters, digits, '_', '-' or '.' "
+                       f"(not '..'), starting with a letter or digit, e.g. one of {sorted(PROFILES)}.")
     root = Path(root or os.environ.get("SNA_RESULTS_DIR") or KIT_ROOT / "results")
     path = root / profile
     path.mkdir(parents=True, exist_ok=True)
@@ -110,9 +115,15 @@ TABLE_MAKERS = {  # results table (file name or prefix) -> the notebook that wri
 
 
 def safe_name(name: str) -> str:
-    """A model name as part of a file name: 'random:gpt2-small' -> 'random-gpt2-small'; a folder -> its name."""
-    name = Path(str(name)).name if ("/" in str(name) or os.sep in str(name)) else str(name)
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "model"
+    """A model name as part of a file name. The kit's names stay readable ('random:gpt2-small' ->
+    'random-gpt2-small'); a Hub id or a folder keeps all of itself plus a short hash of the exact text, so two
+    ids never share a file ('Qwen/Qwen2.5-0.5B' -> 'Qwen--Qwen2.5-0.5B-1a2b3c')."""
+    text = str(name)
+    if "/" not in text and os.sep not in text:
+        return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "model"
+    parts = [re.sub(r"[^A-Za-z0-9._-]+", "-", p).strip("-.") for p in re.split(r"[/\\]+", text)]
+    readable = "--".join(p for p in parts if p)[-80:] or "model"
+    return f"{readable}-{hashlib.sha256(text.encode()).hexdigest()[:6]}"
 
 
 def sweep_table_name(model: str) -> str:
@@ -122,7 +133,7 @@ def sweep_table_name(model: str) -> str:
 
 
 def beyond_table_name(model: str) -> str:
-    """Name of the sweep table of notebook 07's model ('Qwen/Qwen2.5-0.5B' -> 'beyond_Qwen2.5-0.5B.parquet')."""
+    """Name of the sweep table of notebook 07's model ('Qwen/Qwen2.5-0.5B' -> 'beyond_Qwen--Qwen2.5-0.5B-<hash>.parquet')."""
     return f"beyond_{safe_name(model)}.parquet"
 
 

@@ -16,6 +16,9 @@ import hashlib
 import json
 import os
 import re
+import tempfile
+import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -93,18 +96,85 @@ def unit_files(folder: Path) -> list[Path]:
 
 
 def write_table_atomic(df: pd.DataFrame, path: str | os.PathLike) -> None:
-    """Write Parquet/CSV to a temporary file, then rename: a cut-off write never corrupts ``path``."""
+    """Write Parquet/CSV to a unique temporary file in the same folder, fsync it, rename it over ``path`` and
+    fsync the folder: a cut-off write, a power cut or two writers at once never leave a damaged ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = Path(name)
     try:
-        if path.suffix == ".parquet":
-            df.to_parquet(tmp, index=False)
-        else:
-            df.to_csv(tmp, index=False)
+        with os.fdopen(fd, "wb") as f:
+            if path.suffix == ".parquet":
+                df.to_parquet(f, index=False)
+            else:
+                f.write(df.to_csv(index=False).encode())
+            f.flush()
+            os.fsync(f.fileno())
+        _fsync_folder(path.parent)
         os.replace(tmp, path)
+        _fsync_folder(path.parent)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (a no-op where folders cannot be opened, as on Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def unit_problem(path: Path) -> str | None:
+    """Why the unit file ``path`` is not done (None if it is): its main file and its per-prompt file must both
+    read, and the per-prompt file must hold, for every configuration of the main file, each arm's prompts."""
+    try:
+        rows = _read_file(path)
+    except SNAError:
+        return "its file is not readable"
+    if rows.empty or not {"k", "multiplier"} <= set(rows.columns):
+        return "its file holds no rows"
+    prompts_path = path.parent / PROMPTS_FOLDER / path.name
+    if not prompts_path.is_file():
+        return f"its per-prompt file {PROMPTS_FOLDER}/{path.name} is missing"
+    try:
+        prompts = _read_file(prompts_path)
+    except SNAError:
+        return f"its per-prompt file {PROMPTS_FOLDER}/{path.name} is not readable"
+    if prompts.empty or not {"k", "multiplier", "arm", "prompt_id"} <= set(prompts.columns):
+        return f"its per-prompt file {PROMPTS_FOLDER}/{path.name} holds no rows"
+    configs = set(zip(rows["k"].astype(int), rows["multiplier"].astype(float)))
+    counts = prompts.groupby([prompts["k"].astype(int), prompts["multiplier"].astype(float), "arm"]).size()
+    covered = {(k, m) for k, m, _ in counts.index}
+    if covered != configs or counts.nunique() != 1 or len(counts) != len(configs) * prompts["arm"].nunique():
+        return f"its per-prompt file {PROMPTS_FOLDER}/{path.name} lacks rows ({len(prompts)} read)"
+    return None
+
+
+def set_aside_incomplete_units(folder: Path) -> list[Path]:
+    """Move every unit of the dataset ``folder`` that is not done (:func:`unit_problem`) aside, its per-prompt
+    file too, under hidden ``.name.set-aside-<time>`` names kept for inspection; one warning line each.
+
+    Returns the units moved, which the sweep then recomputes."""
+    moved = []
+    for path in unit_files(folder):
+        problem = unit_problem(path)
+        if problem is None:
+            continue
+        stamp = time.strftime("%Y%m%dT%H%M%S")
+        for f in (path, path.parent / PROMPTS_FOLDER / path.name):
+            if f.is_file():
+                os.replace(f, f.with_name(f".{f.name}.set-aside-{stamp}"))
+        warnings.warn(f"{path}: {problem}; moved aside (kept as .{path.name}.set-aside-{stamp}) and "
+                      f"recomputed.", stacklevel=2)
+        moved.append(path)
+    return moved
 
 
 def unit_file_name(task: str, layer: int, settings_id: str, rows: pd.DataFrame, suffix: str) -> str:
@@ -114,7 +184,7 @@ def unit_file_name(task: str, layer: int, settings_id: str, rows: pd.DataFrame, 
     return f"{re.sub(r'[^A-Za-z0-9.-]+', '-', task)}__layer{int(layer):03d}__{settings_id}__{grid}{suffix}"
 
 
-def write_unit(rows: pd.DataFrame, folder: Path, settings_id: str, prompts: pd.DataFrame | None = None) -> Path:
+def write_unit(rows: pd.DataFrame, folder: Path, settings_id: str, prompts: pd.DataFrame) -> Path:
     """Add one (task, layer) unit's rows to the dataset ``folder`` (atomic; refuses other settings' folders).
 
     ``prompts``, the unit's per-prompt table, is written first (under ``folder/_prompts/``, same file name),
@@ -127,8 +197,7 @@ def write_unit(rows: pd.DataFrame, folder: Path, settings_id: str, prompts: pd.D
         raise SNAError(f"{folder} now holds units made with other settings ({other[0]}, ...), written by "
                        f"another run; rows of different settings are never mixed. Choose another `out` path.")
     path = folder / unit_file_name(task, layer, settings_id, rows, folder.suffix)
-    if prompts is not None:
-        write_table_atomic(prompts[PROMPT_COLUMNS], folder / PROMPTS_FOLDER / path.name)
+    write_table_atomic(prompts[PROMPT_COLUMNS], folder / PROMPTS_FOLDER / path.name)
     write_table_atomic(rows, path)
     return path
 
@@ -181,6 +250,10 @@ def read_prompt_table(path: str | os.PathLike) -> pd.DataFrame:
                        f"{PROMPTS_FOLDER}/ when given an `out` path; rerun the sweep into a new folder.")
     suffix = path.suffix if path.name != PROMPTS_FOLDER else path.parent.suffix
     files = sorted(f for f in folder.iterdir() if f.is_file() and f.suffix == suffix and not f.name.startswith("."))
+    missing = sorted({f.name for f in unit_files(folder.parent)} - {f.name for f in files})
+    if missing:
+        raise SNAError(f"The per-prompt table of {folder.parent} lacks {len(missing)} unit(s): {', '.join(missing)}. "
+                       f"Run the sweep into the same `out` again: it recomputes exactly those units.")
     if not files:
         return pd.DataFrame(columns=PROMPT_COLUMNS)
     df = pd.concat([_read_file(f) for f in files], ignore_index=True).drop_duplicates(PROMPT_KEY, ignore_index=True)
@@ -233,6 +306,7 @@ def existing_rows(out: Path | None, settings: SweepSettings) -> pd.DataFrame | N
     as_dataset(out)
     if not out.is_dir():
         return None
+    set_aside_incomplete_units(out)
     old = read_table(out)
     if old.empty:
         return None
