@@ -188,3 +188,25 @@ def test_fast_relative_interval_equals_change_ci():
     base, after = rng.uniform(0.01, 0.3, 25), rng.uniform(0.01, 0.3, 25)
     want = su.judge.stats.change_ci(base, after, "relative_pct", 1000, 0.95, seed=5)
     assert _relative_ci(pd.Series(base), pd.Series(after), 1000, 0.05, 5) == want
+
+
+def _null_at(chosen, n_draws=100, n_test=5):
+    """A matched-null table (nulls.NULL_COLUMNS) at the configurations ``chosen``: flat draws, for the checks."""
+    rows = [dict(model=c["model"], task=c["task"], layer=int(c["layer"]), k=int(c["k"]),
+                 multiplier=float(c["multiplier"]), draw=d, prompt_id=i, part="test", p_base=0.2, p=0.2)
+            for _, c in chosen.iterrows() for d in range(n_draws) for i in range(n_test)]
+    return pd.DataFrame(rows, columns=su.judge.nulls.NULL_COLUMNS)
+
+
+def test_a_null_made_for_other_configurations_is_refused_naming_them(run):
+    _, _, sweep, prompts = run
+    chosen = su.choose_on_selection(sweep)
+    verdict(sweep, prompts, "smoke", null=_null_at(chosen))  # its own null: accepted
+    other = chosen.copy()
+    task = other["task"].iloc[0]
+    other.loc[other.index[0], "multiplier"] = float(sorted(set(sweep["multiplier"]) - {other["multiplier"].iloc[0]})[0])
+    with pytest.raises(su.SNAError, match=f"{task}: null at layer .*multiplier .*; the sweep chose layer"):
+        verdict(sweep, prompts, "smoke", null=_null_at(other))
+    stray = chosen.iloc[:1].assign(task="not-a-task")
+    with pytest.raises(su.SNAError, match="not-a-task: in the null, not in the sweep"):
+        verdict(sweep, prompts, "smoke", null=_null_at(pd.concat([chosen, stray])))

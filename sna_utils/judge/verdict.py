@@ -95,6 +95,30 @@ def beats_null(ci: Interval, control: float, null_p: float, alpha: float = 0.05,
 # The matched null's p-values (nulls.matched_null's table)
 # ---------------------------------------------------------------------------
 
+def check_null_configurations(null: pd.DataFrame | None, chosen: pd.DataFrame, model: str) -> None:
+    """SNAError naming each task whose matched null was made at another configuration than the one the sweep
+    chose on selection prompts (a null of another sweep), or for a task the sweep does not have."""
+    if null is None or not len(null) or model not in set(null["model"]):
+        return
+    keys = ["task", "layer", "k", "multiplier"]
+    made = null.loc[null["model"] == model, keys].drop_duplicates()
+    want = chosen[chosen["arm"] == "sna"].set_index("task")
+    wrong = []
+    for _, r in made.iterrows():
+        if r["task"] not in want.index:
+            wrong.append(f"{r['task']}: in the null, not in the sweep")
+            continue
+        c = want.loc[r["task"]]
+        if (int(r["layer"]), int(r["k"]), float(r["multiplier"])) != (int(c["layer"]), int(c["k"]),
+                                                                       float(c["multiplier"])):
+            wrong.append(f"{r['task']}: null at layer {int(r['layer'])}, k {int(r['k'])}, multiplier "
+                         f"{float(r['multiplier']):g}; the sweep chose layer {int(c['layer'])}, k {int(c['k'])}, "
+                         f"multiplier {float(c['multiplier']):g}")
+    if wrong:
+        raise SNAError(f"The matched null of {model} was made for another sweep or other configurations "
+                       f"({'; '.join(wrong)}). Rerun nulls.matched_null with this sweep's choose_on_selection.")
+
+
 def null_gains(null: pd.DataFrame | None, model: str) -> pd.DataFrame | None:
     """Held-out relative improvement (%) of every matched-null draw: rows draws, columns tasks (None: no null)."""
     if null is None or not len(null) or model not in set(null["model"]):
@@ -285,6 +309,7 @@ def verdict(sweep: pd.DataFrame, prompts: pd.DataFrame, profile: str, null: pd.D
     for model, s in sweep.groupby("model", sort=True):
         pm = prompts[prompts["model"] == model]
         chosen = chosen_configs(s)
+        check_null_configurations(null, chosen, model)
         paired = paired_arms(held_out_prompts(pm, chosen))
         selection = (pm[(pm["part"] == "selection") & (pm["arm"] == "sna")]
                      .drop_duplicates(["task", "prompt_id"]).sort_values(["task", "prompt_id"]))
