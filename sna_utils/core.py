@@ -136,7 +136,8 @@ def load_model(name_or_path: str, device: str | None = None, *, seed: int = 0,
     else:
         source = checkpoint_source(name, f"{MODEL_NAMES}, the Hub's names {sorted(HUB_ALIASES)}")
     check_decoder_only(AutoConfig.from_pretrained(source), name)
-    hf = AutoModelForCausalLM.from_pretrained(source, attn_implementation="eager", dtype=dtype)
+    hf = AutoModelForCausalLM.from_pretrained(source, attn_implementation="eager", dtype=dtype,  # Hub: no pickles
+                                              use_safetensors=True if not os.path.isdir(source) else None)
     tokenizer = AutoTokenizer.from_pretrained(source)
     return wrap_hf_model(hf, tokenizer, name, device, dtype)
 

@@ -145,3 +145,24 @@ def test_flop_floor_counts_each_familys_matrices(name):
     shape = su.run.profiles.model_shape(name)  # what the pre-flight counts, without loading weights
     for layer in (0, 2):
         assert su.grid_flop_floor(shape, layer, 3, 2, seq) == su.grid_flop_floor(model, layer, 3, 2, seq)
+
+
+def test_hub_weights_load_from_safetensors_only(monkeypatch, tmp_path):
+    """A Hub id loads with use_safetensors=True (no pickled weights run); a local folder keeps its own files."""
+    import transformers
+
+    seen = []
+
+    def record(source, **kwargs):
+        seen.append((source, kwargs.get("use_safetensors")))
+        raise RuntimeError("stop before any download")
+
+    monkeypatch.setattr(su.core, "checkpoint_source", lambda name, known: name)
+    monkeypatch.setattr(transformers.AutoConfig, "from_pretrained", lambda source: transformers.GPT2Config())
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", record)
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    for name in ("org/model", str(folder)):
+        with pytest.raises(RuntimeError, match="stop before any download"):
+            su.load_model(name, device="cpu")
+    assert seen == [("org/model", True), (str(folder), None)]
