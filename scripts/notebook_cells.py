@@ -13,7 +13,9 @@ import re
 from pathlib import Path
 
 REPO_URL = "https://github.com/sna-kit/sna-reproduction-kit"  # the kit's public repository (one place)
-BRANCH = "main"
+KIT_VERSION = re.search(r'^KIT_VERSION = "([^"]+)"', (Path(__file__).resolve().parents[1] / "sna_utils" / "core.py")
+                        .read_text(), re.M)[1]
+BRANCH = f"v{KIT_VERSION}"  # the release tag of this kit version: hosted installs never follow a moving branch
 BADGE_TAG, INSTALL_TAG = "kit-badge", "kit-install"
 
 BADGE = """[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({colab_url})

@@ -14,6 +14,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
+import sna_utils as su
+
 KIT_ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK_DIR = KIT_ROOT / "notebooks"
 
@@ -41,7 +43,8 @@ def _fake_command(folder: Path, name: str, body: str) -> None:
 def test_every_notebook_starts_with_the_current_kit_cells(path):
     assert cells.kit_cell_problems(path) == [], "run `python scripts/run_notebooks.py --kit-cells`"
     nb = nbformat.read(path, as_version=4)
-    assert f"/blob/main/notebooks/{path.stem}.ipynb)" in nb.cells[0].source  # the badge opens this notebook
+    assert f"/blob/{cells.BRANCH}/notebooks/{path.stem}.ipynb)" in nb.cells[0].source  # the badge opens this one
+    assert cells.BRANCH == f"v{su.KIT_VERSION}" and f'"--branch", "v{su.KIT_VERSION}"' in nb.cells[1].source
     assert nb.cells[1].cell_type == "code" and f'KIT_REPO = "{cells.REPO_URL}"' in nb.cells[1].source
     assert nb.cells[2].cell_type == "markdown" and nb.cells[2].source.startswith(f"# {path.stem[:2]} ")
 
