@@ -8,6 +8,10 @@ Environment variables (all optional):
                     supported decoder-only model or a checkpoint folder; default $SNA_MODEL, else gpt2-small)
   SNA_DEMO_RESULTS  folder searched for sweep tables ``*/sweep*.parquet`` and notebook 07's ``*/beyond_*.parquet``
                     (default: results/)
+  SNA_DEMO_ALLOW_ANY_MODEL  "1": the model box also takes any Hub id or local folder (default: the kit's names
+                    only, so a shared server never downloads what a visitor types)
+  SNA_DEMO_MAX_PARAMS  with any model allowed, the largest model (parameters, read from its config before any
+                    weights download) the page loads (default 2e9)
 """
 
 from __future__ import annotations
@@ -30,6 +34,16 @@ if str(KIT_ROOT) not in sys.path:
 import sna_utils as su  # noqa: E402
 
 OTHER = "Another model: Hub id or local folder…"
+ALLOW_ANY_MODEL = "SNA_DEMO_ALLOW_ANY_MODEL"
+MAX_PROMPT_CHARS = 2000  # a prompt longer than this is refused: one forward pass per setting stays quick
+
+
+def any_model_allowed() -> bool:
+    return os.environ.get(ALLOW_ANY_MODEL, "") == "1"
+
+
+def max_params() -> float:
+    return float(os.environ.get("SNA_DEMO_MAX_PARAMS", "2e9"))
 TASK_MODE, OWN_MODE = "A task", "My own prompt"
 DEFAULT_MODEL = "gpt2-small"
 TOP_N = 5  # top predictions shown
@@ -125,10 +139,14 @@ def choose_model() -> str:
     """Sidebar: a kit name, an offline stand-in, or any other model typed in: a Hub id or a local folder."""
     if "model_choice" not in st.session_state:
         wanted = os.environ.get("SNA_DEMO_MODEL") or os.environ.get("SNA_MODEL") or DEFAULT_MODEL
+        if wanted not in su.MODEL_NAMES and not any_model_allowed():
+            stop_with_error(f"Model {wanted!r} is not one of the kit's names ({', '.join(su.MODEL_NAMES)}). "
+                            f"To load any Hub id or folder, start the demo with {ALLOW_ANY_MODEL}=1.")
         st.session_state.model_choice = wanted if wanted in su.MODEL_NAMES else OTHER
         st.session_state.model_path = "" if wanted in su.MODEL_NAMES else wanted
     st.sidebar.header("Model")
-    choice = st.sidebar.selectbox("Model", [*su.MODEL_NAMES, OTHER], key="model_choice",
+    options = [*su.MODEL_NAMES, OTHER] if any_model_allowed() else list(su.MODEL_NAMES)
+    choice = st.sidebar.selectbox("Model", options, key="model_choice",
                                   format_func=model_label, label_visibility="collapsed")
     if choice != OTHER:
         return choice
@@ -151,6 +169,8 @@ def model_label(name: str) -> str:
 def load_model(model_key: str):
     """The model, or an error in the page (Hub unreachable, bad folder, ...) and a stop."""
     try:
+        if model_key not in su.MODEL_NAMES:
+            check_size(model_key)
         with st.spinner(f"Loading {model_key} (once per server; later changes reuse it)…", show_time=True):
             model = get_model(model_key)
     except (su.SNAError, su.ModelUnavailableError) as e:
@@ -231,10 +251,25 @@ def choose_settings(model, note: str) -> dict:
 # The run
 # ---------------------------------------------------------------------------
 
+def check_size(model_key: str) -> None:
+    """SNAError if the model ``model_key`` (a Hub id or folder) has more parameters than the page allows,
+    counted from its config alone, before any weights download."""
+    from transformers import AutoConfig
+
+    source = su.run.families.checkpoint_source(model_key, ", ".join(su.MODEL_NAMES))
+    n = su.run.families.parameter_count(AutoConfig.from_pretrained(source))
+    if n > max_params():
+        raise su.SNAError(f"{model_key!r} has {n / 1e9:.2f} B parameters, more than this page allows "
+                          f"({max_params() / 1e9:.2f} B, SNA_DEMO_MAX_PARAMS); nothing was downloaded.")
+
+
 def check_input(model, inp: dict) -> None:
     """Raise SNAError with a clear message for bad input, before any work."""
     if not inp["prompts"][0].strip():
         raise su.SNAError("The prompt is empty: type the text whose next token the model should predict.")
+    if len(inp["prompts"][0]) > MAX_PROMPT_CHARS:
+        raise su.SNAError(f"The prompt has {len(inp['prompts'][0])} characters; this page takes at most "
+                          f"{MAX_PROMPT_CHARS}.")
     if not inp["targets"][0]:
         raise su.SNAError("The target is empty: type the one token the model should predict next "
                           "(GPT-2 targets usually start with a space, e.g. ' cold').")

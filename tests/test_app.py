@@ -39,7 +39,35 @@ def app(monkeypatch, tmp_path):
     """A fresh AppTest of the demo with `tiny` preselected and no saved sweep tables."""
     monkeypatch.setenv("SNA_DEMO_MODEL", "tiny")
     monkeypatch.setenv("SNA_DEMO_RESULTS", str(tmp_path / "no-results"))
+    monkeypatch.setenv("SNA_DEMO_ALLOW_ANY_MODEL", "1")  # the tests of other models; the default is tested below
     return lambda: AppTest.from_file(str(APP), default_timeout=RUN_TIMEOUT)
+
+
+def test_by_default_only_the_kits_names_load(app, monkeypatch):
+    monkeypatch.delenv("SNA_DEMO_ALLOW_ANY_MODEL")
+    at = app().run()
+    assert OTHER not in at.selectbox(key="model_choice").options and not errors(at)
+    monkeypatch.setenv("SNA_DEMO_MODEL", "some-org/some-model")
+    errs = errors(app().run())
+    assert len(errs) == 1 and "'some-org/some-model' is not one of the kit's names" in errs[0], errs
+    assert "SNA_DEMO_ALLOW_ANY_MODEL=1" in errs[0]
+
+
+def test_a_model_above_the_parameter_limit_is_refused_before_loading(app, monkeypatch, tmp_path):
+    folder = tmp_path / "big"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(dict(model_type="gpt2", architectures=["GPT2LMHeadModel"],
+                                                        n_layer=2, n_embd=64, n_head=4, vocab_size=1000)))
+    monkeypatch.setenv("SNA_DEMO_MAX_PARAMS", "1e5")
+    at = other_model(app().run(), str(folder))
+    errs = errors(at)
+    assert len(errs) == 1 and "more than this page allows" in errs[0] and "nothing was downloaded" in errs[0], errs
+
+
+def test_a_prompt_over_the_length_limit_is_refused(app):
+    at = own_prompt(app().run(), "word " * 500, " cold")
+    errs = errors(at)
+    assert len(errs) == 1 and "this page takes at most 2000" in errs[0], errs
 
 
 def metrics(at: AppTest) -> dict[str, tuple[str, str]]:

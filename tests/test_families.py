@@ -166,3 +166,9 @@ def test_hub_weights_load_from_safetensors_only(monkeypatch, tmp_path):
         with pytest.raises(RuntimeError, match="stop before any download"):
             su.load_model(name, device="cpu")
     assert seen == [("org/model", True), (str(folder), None)]
+
+
+@pytest.mark.parametrize("name", ["tiny", "tiny-llama"])
+def test_parameter_count_from_the_config_alone_equals_the_built_model(name):
+    hf = su.build_random_hf_model(name)
+    assert su.run.families.parameter_count(hf.config) == sum(p.numel() for p in hf.parameters())

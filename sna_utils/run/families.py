@@ -64,3 +64,14 @@ def checkpoint_source(name: str, known: str) -> str:
         raise SNAError(f"Model folder not found: {name} (no such folder, and not one of {known}).")
     raise SNAError(f"Unknown model {name!r}: use one of {known}, the Hub id of any decoder-only model "
                    f"('org/name') or a local checkpoint folder.")
+
+
+def parameter_count(config) -> int:
+    """Parameters of the causal LM a Hugging Face ``config`` describes, counted on the meta device (no weights
+    are downloaded or allocated); tied embeddings are counted once."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    return sum(p.numel() for p in model.parameters())  # parameters() yields a tied tensor once
