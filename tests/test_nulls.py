@@ -48,7 +48,12 @@ def null(tiny, small):
     import pandas as pd
 
     chosen = pd.DataFrame(dict(task=[t[0].name, t[1].name], layer=[2, 1], k=[5, 1], multiplier=[5.0, 2.0]))
-    return t, neu, chosen, matched_null(tiny, t, chosen, n_draws=100, seed=0, neutral=neu)
+    return t, neu, chosen, matched_null(tiny, t, chosen, n_draws=100, seed=0, neutral=neu, settings_id="abc123")
+
+
+def test_every_null_table_names_the_sweep_it_was_made_for(null):
+    res = null[3]
+    assert all((table["settings_id"] == "abc123").all() for table in (res.table, res.other_tasks, res.push))
 
 
 def test_matched_null_equals_the_plain_hooked_loop(tiny, null):

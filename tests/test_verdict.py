@@ -192,8 +192,8 @@ def test_fast_relative_interval_equals_change_ci():
 
 def _null_at(chosen, n_draws=100, n_test=5):
     """A matched-null table (nulls.NULL_COLUMNS) at the configurations ``chosen``: flat draws, for the checks."""
-    rows = [dict(model=c["model"], task=c["task"], layer=int(c["layer"]), k=int(c["k"]),
-                 multiplier=float(c["multiplier"]), draw=d, prompt_id=i, part="test", p_base=0.2, p=0.2)
+    rows = [dict(model=c["model"], settings_id="not recorded", task=c["task"], layer=int(c["layer"]),
+                 k=int(c["k"]), multiplier=float(c["multiplier"]), draw=d, prompt_id=i, part="test", p_base=0.2, p=0.2)
             for _, c in chosen.iterrows() for d in range(n_draws) for i in range(n_test)]
     return pd.DataFrame(rows, columns=su.judge.nulls.NULL_COLUMNS)
 
@@ -207,6 +207,10 @@ def test_a_null_made_for_other_configurations_is_refused_naming_them(run):
     other.loc[other.index[0], "multiplier"] = float(sorted(set(sweep["multiplier"]) - {other["multiplier"].iloc[0]})[0])
     with pytest.raises(su.SNAError, match=f"{task}: null at layer .*multiplier .*; the sweep chose layer"):
         verdict(sweep, prompts, "smoke", null=_null_at(other))
+    with pytest.raises(su.SNAError, match="made for the sweep with settings_id 0123456789ab; this sweep's is "
+                                          f"{sweep['settings_id'].iloc[0]}"):
+        verdict(sweep, prompts, "smoke", null=_null_at(chosen).assign(settings_id="0123456789ab"))
+    verdict(sweep, prompts, "smoke", null=_null_at(chosen).assign(settings_id=sweep["settings_id"].iloc[0]))
     stray = chosen.iloc[:1].assign(task="not-a-task")
     with pytest.raises(su.SNAError, match="not-a-task: in the null, not in the sweep"):
         verdict(sweep, prompts, "smoke", null=_null_at(pd.concat([chosen, stray])))

@@ -30,7 +30,7 @@ from ..show.explore import neuron_overlap
 from .stats import grouped_relative_pct
 from ..run.sweep import engine_baseline, format_sets, selection_test_ids
 
-NULL_COLUMNS = ["model", "task", "layer", "k", "multiplier", "draw", "prompt_id", "part", "p_base", "p"]
+NULL_COLUMNS = ["model", "settings_id", "task", "layer", "k", "multiplier", "draw", "prompt_id", "part", "p_base", "p"]
 
 
 def neuron_profile(model, prompts: Sequence[str], layer: int) -> tuple[np.ndarray, np.ndarray]:
@@ -123,10 +123,11 @@ def _per_prompt(model: str, task: Task, cfg: dict, prompt_ids: np.ndarray, base:
 def matched_null(model, tasks: Sequence[Task], chosen: pd.DataFrame, n_draws: int = 100, n_bins: int = 5,
                  seed: int = 0, neutral: NeutralSet | None = None, score_method: str = "mean_diff",
                  positions: str = "all", reference: str = "neutral", formats: dict | None = None,
-                 precision: str | None = None) -> MatchedNull:
+                 precision: str | None = None, settings_id: str | None = None) -> MatchedNull:
     """The matched null of every task at its chosen configuration (``chosen``: task, layer, k, multiplier, as
     ``choose_on_selection`` returns them), with the sweep's discovery (``neutral``, ``score_method``,
-    ``reference``, ``seed``: pass the sweep's own) and ``n_draws`` matched sets per task."""
+    ``reference``, ``seed``: pass the sweep's own) and ``n_draws`` matched sets per task. ``settings_id``, the
+    sweep's (its table's column), is written into every table, so ``verdict()`` refuses a null of another sweep."""
     check_score_method(score_method)
     by_name = {t.name: t for t in tasks}
     missing = sorted(set(chosen["task"]) - set(by_name))
@@ -170,8 +171,9 @@ def matched_null(model, tasks: Sequence[Task], chosen: pd.DataFrame, n_draws: in
                    mean_act_control=float(mean_act[control].mean()))
         pushes.append(row | dict(push_ratio_matched=row["push_sna"] / row["push_matched"],
                                  push_ratio_control=row["push_sna"] / row["push_control"]))
-    return MatchedNull(pd.concat(tables, ignore_index=True)[NULL_COLUMNS], pd.concat(others, ignore_index=True),
-                       pd.DataFrame(pushes))
+    made_for = dict(settings_id=settings_id or "not recorded")
+    return MatchedNull(pd.concat(tables, ignore_index=True).assign(**made_for)[NULL_COLUMNS],
+                       pd.concat(others, ignore_index=True).assign(**made_for), pd.DataFrame(pushes).assign(**made_for))
 
 
 def null_summary(result: MatchedNull, chosen: pd.DataFrame) -> pd.DataFrame:

@@ -101,6 +101,13 @@ def check_null_configurations(null: pd.DataFrame | None, chosen: pd.DataFrame, m
     if null is None or not len(null) or model not in set(null["model"]):
         return
     keys = ["task", "layer", "k", "multiplier"]
+    if "settings_id" in null and "settings_id" in chosen:
+        made_for = sorted(set(null.loc[null["model"] == model, "settings_id"].astype(str)) - {"not recorded"})
+        sweep_ids = sorted(set(chosen["settings_id"].astype(str)))
+        if made_for and made_for != sweep_ids:
+            raise SNAError(f"The matched null of {model} was made for the sweep with settings_id "
+                           f"{', '.join(made_for)}; this sweep's is {', '.join(sweep_ids)}. Rerun "
+                           f"nulls.matched_null on this sweep (settings_id=its table's settings_id).")
     made = null.loc[null["model"] == model, keys].drop_duplicates()
     want = chosen[chosen["arm"] == "sna"].set_index("task")
     wrong = []
@@ -309,7 +316,8 @@ def verdict(sweep: pd.DataFrame, prompts: pd.DataFrame, profile: str, null: pd.D
     for model, s in sweep.groupby("model", sort=True):
         pm = prompts[prompts["model"] == model]
         chosen = chosen_configs(s)
-        check_null_configurations(null, chosen, model)
+        check_null_configurations(null, chosen.assign(settings_id=s["settings_id"].iloc[0]) if "settings_id" in s
+                                  else chosen, model)
         paired = paired_arms(held_out_prompts(pm, chosen))
         selection = (pm[(pm["part"] == "selection") & (pm["arm"] == "sna")]
                      .drop_duplicates(["task", "prompt_id"]).sort_values(["task", "prompt_id"]))
