@@ -13,6 +13,19 @@ import sna_utils as su
 from helpers import GRID, assert_same_rows, sweep_process, trim
 
 
+def count_units(monkeypatch) -> dict:
+    """{"n": how many units the sweep computes from now on} (``_sweep_rows`` counted, still run)."""
+    calls = {"n": 0}
+    real = su.run.sweep._sweep_rows
+
+    def counting(*args, **kwargs):
+        calls["n"] += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(su.run.sweep, "_sweep_rows", counting)
+    return calls
+
+
 def test_other_settings_never_mix(tiny, tasks, neutral, tmp_path):
     small, neu = trim(tasks, neutral, n_tasks=2)
     out = tmp_path / "s.parquet"
@@ -63,14 +76,7 @@ def test_single_file_table_reads_and_becomes_a_dataset(tiny, tasks, neutral, tmp
     old = tmp_path / "old.parquet"
     su.write_table_atomic(full[full["layer"] == 0], old)  # what kit 0.1.0 wrote after layer 0
     assert len(su.read_table(old)) == 2 * 4
-    calls = {"n": 0}
-    real = su.run.sweep._sweep_rows
-
-    def counting(*args, **kwargs):
-        calls["n"] += 1
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(su.run.sweep, "_sweep_rows", counting)
+    calls = count_units(monkeypatch)
     with pytest.warns(UserWarning, match="per-prompt file .* is missing; moved aside") as caught:
         resumed = su.run_sweep(tiny, small, out=old, **grid)
     # kit 0.1.0 kept no per-prompt table, which the verdict reads: its layer-0 units are not done and are redone
@@ -120,14 +126,7 @@ def test_a_unit_not_done_is_moved_aside_and_recomputed(tiny, tasks, neutral, tmp
     unit = su.run.store.unit_files(out)[1]
     hurt, says = DAMAGES[damage]
     hurt(unit, out / "_prompts" / unit.name)
-    calls = {"n": 0}
-    real = su.run.sweep._sweep_rows
-
-    def counting(*args, **kwargs):
-        calls["n"] += 1
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(su.run.sweep, "_sweep_rows", counting)
+    calls = count_units(monkeypatch)
     with pytest.warns(UserWarning, match=f"{unit.name}: {says}; moved aside") as caught:
         resumed = su.run_sweep(tiny, small, out=out, **grid)
     assert len([w for w in caught if "moved aside" in str(w.message)]) == 1
