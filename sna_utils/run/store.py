@@ -1,9 +1,10 @@
 """The sweep's results table: its key, the settings that must not mix, and writes that never lose rows.
 
 A sweep's table is a dataset: a folder (named like a file, ``sweep_gpt2-medium.parquet``) holding one
-Parquet or CSV file per unit of work (model, task, layer). Each unit file is written under a hidden
-temporary name and renamed, so concurrent writers never touch each other's files and a reader sees only
-complete units. Every row carries the ``settings_id`` of :class:`SweepSettings`; rows made with other
+Parquet or CSV file per unit of work (model, task, layer). Each unit file is written under a unique hidden
+temporary name, fsynced and renamed (the folder fsynced too), so concurrent writers never touch each other's
+files and a reader sees only complete units. A unit is done only when its file and its per-prompt file both
+read with every row (:func:`unit_problem`); a resume moves any other aside and recomputes it. Every row carries the ``settings_id`` of :class:`SweepSettings`; rows made with other
 settings are refused rather than mixed. Single-file tables of earlier kit versions still read, and a sweep
 into one turns it into a dataset first. The per-prompt table (``_prompts/``) has one column list
 (:data:`PROMPT_COLUMNS`) and one check (:func:`check_prompt_table`), which every analysis calls.
