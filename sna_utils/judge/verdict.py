@@ -95,20 +95,22 @@ def beats_null(ci: Interval, control: float, null_p: float, alpha: float = 0.05,
 # The matched null's p-values (nulls.matched_null's table)
 # ---------------------------------------------------------------------------
 
-def check_null_configurations(null: pd.DataFrame | None, chosen: pd.DataFrame, model: str) -> None:
-    """SNAError naming each task whose matched null was made at another configuration than the one the sweep
-    chose on selection prompts (a null of another sweep), or for a task the sweep does not have."""
+def check_null_configurations(null: pd.DataFrame | None, sweep: pd.DataFrame, chosen: pd.DataFrame,
+                              model: str) -> None:
+    """SNAError naming what differs when ``model``'s matched null was made for another sweep (its settings_id is
+    not the ``sweep`` rows'), at another configuration than the one ``chosen`` on selection prompts, or for a
+    task the sweep does not have."""
     if null is None or not len(null) or model not in set(null["model"]):
         return
-    keys = ["task", "layer", "k", "multiplier"]
-    if "settings_id" in null and "settings_id" in chosen:
-        made_for = sorted(set(null.loc[null["model"] == model, "settings_id"].astype(str)) - {"not recorded"})
-        sweep_ids = sorted(set(chosen["settings_id"].astype(str)))
+    mine = null[null["model"] == model]
+    if "settings_id" in mine and "settings_id" in sweep:
+        made_for = sorted(set(mine["settings_id"].astype(str)) - {"not recorded"})
+        sweep_ids = sorted(set(sweep["settings_id"].astype(str)))
         if made_for and made_for != sweep_ids:
             raise SNAError(f"The matched null of {model} was made for the sweep with settings_id "
                            f"{', '.join(made_for)}; this sweep's is {', '.join(sweep_ids)}. Rerun "
                            f"nulls.matched_null on this sweep (settings_id=its table's settings_id).")
-    made = null.loc[null["model"] == model, keys].drop_duplicates()
+    made = mine[["task", "layer", "k", "multiplier"]].drop_duplicates()
     want = chosen[chosen["arm"] == "sna"].set_index("task")
     wrong = []
     for _, r in made.iterrows():
@@ -316,8 +318,7 @@ def verdict(sweep: pd.DataFrame, prompts: pd.DataFrame, profile: str, null: pd.D
     for model, s in sweep.groupby("model", sort=True):
         pm = prompts[prompts["model"] == model]
         chosen = chosen_configs(s)
-        check_null_configurations(null, chosen.assign(settings_id=s["settings_id"].iloc[0]) if "settings_id" in s
-                                  else chosen, model)
+        check_null_configurations(null, s, chosen, model)
         paired = paired_arms(held_out_prompts(pm, chosen))
         selection = (pm[(pm["part"] == "selection") & (pm["arm"] == "sna")]
                      .drop_duplicates(["task", "prompt_id"]).sort_values(["task", "prompt_id"]))

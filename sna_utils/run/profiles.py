@@ -133,7 +133,8 @@ def sweep_table_name(model: str) -> str:
 
 
 def beyond_table_name(model: str) -> str:
-    """Name of the sweep table of notebook 07's model ('Qwen/Qwen2.5-0.5B' -> 'beyond_Qwen--Qwen2.5-0.5B-<hash>.parquet')."""
+    """Name of the sweep table of notebook 07's model
+    ('Qwen/Qwen2.5-0.5B' -> 'beyond_Qwen--Qwen2.5-0.5B-<hash>.parquet')."""
     return f"beyond_{safe_name(model)}.parquet"
 
 

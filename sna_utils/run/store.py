@@ -4,8 +4,9 @@ A sweep's table is a dataset: a folder (named like a file, ``sweep_gpt2-medium.p
 Parquet or CSV file per unit of work (model, task, layer). Each unit file is written under a unique hidden
 temporary name, fsynced and renamed (the folder fsynced too), so concurrent writers never touch each other's
 files and a reader sees only complete units. A unit is done only when its file and its per-prompt file both
-read with every row (:func:`unit_problem`); a resume moves any other aside and recomputes it. Every row carries the ``settings_id`` of :class:`SweepSettings`; rows made with other
-settings are refused rather than mixed. Single-file tables of earlier kit versions still read, and a sweep
+read with every row (:func:`unit_problem`); a resume moves any other aside and recomputes it. Every row
+carries the ``settings_id`` of :class:`SweepSettings`; rows made with other settings are refused rather than
+mixed. Single-file tables of earlier kit versions still read, and a sweep
 into one turns it into a dataset first. The per-prompt table (``_prompts/``) has one column list
 (:data:`PROMPT_COLUMNS`) and one check (:func:`check_prompt_table`), which every analysis calls.
 """
@@ -90,10 +91,12 @@ def _read_file(path: Path) -> pd.DataFrame:
                        f"or choose another `out` path.") from e
 
 
-def unit_files(folder: Path) -> list[Path]:
-    """The complete unit files of a dataset folder (hidden temporaries and ``_``-files excluded), by name."""
+def unit_files(folder: Path, suffix: str | None = None) -> list[Path]:
+    """The complete unit files of a dataset folder (hidden temporaries and ``_``-files excluded), by name;
+    ``suffix``: the files' extension (default: the folder's own, ``.parquet`` for ``sweep_x.parquet``)."""
+    suffix = Path(folder).suffix if suffix is None else suffix
     return sorted(f for f in Path(folder).iterdir()
-                  if f.is_file() and f.suffix == Path(folder).suffix and not f.name.startswith((".", "_")))
+                  if f.is_file() and f.suffix == suffix and not f.name.startswith((".", "_")))
 
 
 def write_table_atomic(df: pd.DataFrame, path: str | os.PathLike) -> None:
@@ -250,11 +253,12 @@ def read_prompt_table(path: str | os.PathLike) -> pd.DataFrame:
         raise SNAError(f"No per-prompt table in {path}: sweeps of this kit version save one per unit under "
                        f"{PROMPTS_FOLDER}/ when given an `out` path; rerun the sweep into a new folder.")
     suffix = path.suffix if path.name != PROMPTS_FOLDER else path.parent.suffix
-    files = sorted(f for f in folder.iterdir() if f.is_file() and f.suffix == suffix and not f.name.startswith("."))
+    files = unit_files(folder, suffix)
     missing = sorted({f.name for f in unit_files(folder.parent)} - {f.name for f in files})
     if missing:
-        raise SNAError(f"The per-prompt table of {folder.parent} lacks {len(missing)} unit(s): {', '.join(missing)}. "
-                       f"Run the sweep into the same `out` again: it recomputes exactly those units.")
+        raise SNAError(f"The per-prompt table of {folder.parent} lacks {len(missing)} unit(s): "
+                       f"{', '.join(missing)}. Run the sweep into the same `out` again: it recomputes exactly those "
+                       f"units.")
     if not files:
         return pd.DataFrame(columns=PROMPT_COLUMNS)
     df = pd.concat([_read_file(f) for f in files], ignore_index=True).drop_duplicates(PROMPT_KEY, ignore_index=True)
