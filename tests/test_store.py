@@ -225,3 +225,23 @@ def test_cut_off_write_leaves_table_intact(tmp_path, monkeypatch):
     monkeypatch.undo()
     pd.testing.assert_frame_equal(su.read_table(out), good)
     assert [f.name for f in tmp_path.iterdir()] == ["t.parquet"]  # the temporary is gone
+
+
+def test_a_hole_in_the_grid_is_named_on_reading_and_refused_by_the_verdict(tiny, tasks, neutral, tmp_path):
+    """A unit file lost (deleted by hand, or a sweep killed before it) leaves a hole: reading warns naming the
+    (task, layer) units missing, and the verdict refuses to choose configurations from an uneven grid."""
+    small, neu = trim(tasks, neutral, n_tasks=2)
+    out = tmp_path / "s.parquet"
+    su.run_sweep(tiny, small, [0, 1], [2], [2.0, 3.0], out=out, neutral=neu, progress=False)
+    whole = su.read_table(out)
+    assert su.run.store.grid_holes(whole) == []
+    lost = su.run.store.unit_files(out)[1]
+    task, layer = su.read_table(lost)[["task", "layer"]].iloc[0]
+    lost.unlink()
+    with pytest.warns(UserWarning, match=f"units missing: {task} at layer {layer}"):
+        holed = su.read_table(out)
+    prompts = su.read_prompt_table(out)
+    with pytest.raises(su.SNAError, match=f"holes .*{task} at layer {layer}"):
+        su.verdict(holed, prompts[prompts["layer"] != layer], "smoke")
+    short = whole.drop(index=whole.index[(whole["task"] == task) & (whole["multiplier"] == 3.0)][:1])
+    assert any("units short" in h and "1 of 2" in h for h in su.run.store.grid_holes(short))

@@ -39,7 +39,8 @@ def test_interrupted_sweep_resumes_without_recomputing(tiny, tasks, neutral, tmp
     monkeypatch.setattr(su.run.sweep, "_sweep_rows", dies_after_three)
     with pytest.raises(KeyboardInterrupt):
         su.run_sweep(tiny, small, out=out, neutral=neu, progress=False, **grid)
-    assert len(su.read_table(out)) == 3 * 2 * 2  # three (task, layer) chunks survived
+    with pytest.warns(UserWarning, match="holes in its grid: .*units missing"):  # reading it says so
+        assert len(su.read_table(out)) == 3 * 2 * 2  # three (task, layer) chunks survived
 
     calls["n"] = -100  # count the chunks the rerun computes
     resumed = su.run_sweep(tiny, small, out=out, neutral=neu, progress=False, **grid)
@@ -96,7 +97,14 @@ def test_interference_equals_plain_measure(tiny, small, positions):
 
 def test_interference_diagonal_matches_sweep(tiny, small, sweep):
     t, neu = small
-    inter = su.cross_task_interference(tiny, t, 2, 5, 2.0, neutral=neu)
+    sid = sweep["settings_id"].iloc[0]
+    inter = su.cross_task_interference(tiny, t, 2, 5, 2.0, neutral=neu, settings_id=sid)
+    assert (inter["settings_id"] == sid).all()
+    check = su.run.store.check_made_for
+    check(inter, sweep, "interference table", "")  # made for this sweep
+    with pytest.raises(su.SNAError, match=f"interference table was made for the sweep with settings_id "
+                                          f"0123456789ab; this sweep's is {sid}"):
+        check(inter.assign(settings_id="0123456789ab"), sweep, "interference table", "")
     diag = inter[inter["same_task"]].set_index("target_task")
     rows = sweep[(sweep["layer"] == 2) & (sweep["k"] == 5) & (sweep["multiplier"] == 2.0)].set_index("task")
     for name in diag.index:

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from .analysis import PAPER_NUMBERS, confidence_gain_correlation, task_summary
-from ..run.store import check_prompt_table
+from ..run.store import check_made_for, check_prompt_table, grid_holes
 from ..core import zone_of
 from ..errors import SNAError
 from .heldout import ARMS, choose_on_selection
@@ -103,13 +103,8 @@ def check_null_configurations(null: pd.DataFrame | None, sweep: pd.DataFrame, ch
     if null is None or not len(null) or model not in set(null["model"]):
         return
     mine = null[null["model"] == model]
-    if "settings_id" in mine and "settings_id" in sweep:
-        made_for = sorted(set(mine["settings_id"].astype(str)) - {"not recorded"})
-        sweep_ids = sorted(set(sweep["settings_id"].astype(str)))
-        if made_for and made_for != sweep_ids:
-            raise SNAError(f"The matched null of {model} was made for the sweep with settings_id "
-                           f"{', '.join(made_for)}; this sweep's is {', '.join(sweep_ids)}. Rerun "
-                           f"nulls.matched_null on this sweep (settings_id=its table's settings_id).")
+    check_made_for(mine, sweep, f"matched null of {model}",
+                   "Rerun nulls.matched_null on this sweep (settings_id=its table's settings_id).")
     made = mine[["task", "layer", "k", "multiplier"]].drop_duplicates()
     want = chosen[chosen["arm"] == "sna"].set_index("task")
     wrong = []
@@ -290,6 +285,10 @@ def _check(sweep: pd.DataFrame, prompts: pd.DataFrame, extra: Sequence[pd.DataFr
         raise SNAError("verdict needs the sweep table (su.results_table(su.sweep_table_name(model), profile)).")
     if "improvement_pct_selection" not in sweep:
         raise SNAError("The sweep table has no selection/test columns: rerun the sweep with this kit version.")
+    holes = grid_holes(sweep)
+    if holes:
+        raise SNAError(f"The sweep table has holes ({'; '.join(holes)}): every task's best configuration must be "
+                       f"chosen from the same grid. Run the sweep into the same `out` again to fill them.")
     check_prompt_table(prompts)
     for i, e in enumerate(extra):
         bad = [c for c in VERDICT_COLUMNS if c not in e]

@@ -68,17 +68,46 @@ SETTING_LABELS = {"model": "model", "positions": "positions", "score_method": "s
                   "reference": "discovery reference"}
 
 
-def read_table(path: str | os.PathLike) -> pd.DataFrame:
-    """Read a results table: a Parquet/CSV file (by extension) or a dataset folder of unit files."""
+def read_table(path: str | os.PathLike, warn_holes: bool = True) -> pd.DataFrame:
+    """Read a results table: a Parquet/CSV file (by extension) or a dataset folder of unit files (with a
+    warning naming the units missing from its grid, :func:`grid_holes`, unless ``warn_holes`` is False)."""
     path = Path(path)
     if path.is_dir():
         frames = [_read_file(f) for f in unit_files(path)]
         df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
         key = KEY_COLUMNS + ["settings_id"]
-        return df.drop_duplicates(key, ignore_index=True) if set(key) <= set(df.columns) else df
+        df = df.drop_duplicates(key, ignore_index=True) if set(key) <= set(df.columns) else df
+        holes = grid_holes(df) if warn_holes else []
+        if holes:
+            warnings.warn(f"{path} has holes in its grid: {'; '.join(holes)}. A sweep into the same `out` "
+                          f"computes exactly what is missing.", stacklevel=2)
+        return df
     if not path.is_file():
         raise SNAError(f"Results table not found: {path}")
     return _read_file(path)
+
+
+def grid_holes(table: pd.DataFrame, limit: int = 5) -> list[str]:
+    """What a sweep table lacks to be a whole grid, per model and settings: the (task, layer) units absent
+    although the task and the layer are both there, and units without every (k, multiplier) the others have
+    (up to ``limit`` named per kind); empty when whole."""
+    if table.empty or not {"task", "layer", "k", "multiplier"} <= set(table.columns):
+        return []
+    keys = [c for c in ("model", "settings_id") if c in table.columns]
+    found = []
+    for who, t in table.groupby(keys, sort=True) if keys else [((), table)]:
+        units = {u: set(zip(g["k"], g["multiplier"])) for u, g in t.groupby(["task", "layer"], sort=True)}
+        absent = [f"{task} at layer {layer}" for task in sorted(set(t["task"])) for layer in sorted(set(t["layer"]))
+                  if (task, layer) not in units]
+        grid = set().union(*units.values())
+        short = [f"{task} at layer {layer} ({len(grid - c)} of {len(grid)} (k, multiplier) missing)"
+                 for (task, layer), c in units.items() if c != grid]
+        where = f"{' '.join(map(str, who if isinstance(who, tuple) else (who,)))}: " if keys else ""
+        for kind, items in (("units missing", absent), ("units short", short)):
+            if items:
+                more = f" and {len(items) - limit} more" if len(items) > limit else ""
+                found.append(f"{where}{kind}: {', '.join(items[:limit])}{more}")
+    return found
 
 
 def _read_file(path: Path) -> pd.DataFrame:
@@ -304,6 +333,18 @@ def settings_differences(old: pd.DataFrame, settings: SweepSettings) -> list[str
     return found
 
 
+def check_made_for(table: pd.DataFrame, sweep: pd.DataFrame, what: str, fix: str) -> None:
+    """SNAError when ``table`` (a null, an interference table: ``what``) records a ``settings_id`` other than the
+    ``sweep`` rows' (tables that record none, "not recorded", pass); ``fix`` says how to remake it."""
+    if "settings_id" not in table or "settings_id" not in sweep:
+        return
+    made_for = sorted(set(table["settings_id"].astype(str)) - {"not recorded"})
+    sweep_ids = sorted(set(sweep["settings_id"].astype(str)))
+    if made_for and made_for != sweep_ids:
+        raise SNAError(f"The {what} was made for the sweep with settings_id {', '.join(made_for)}; this sweep's is "
+                       f"{', '.join(sweep_ids)}. {fix}")
+
+
 def existing_rows(out: Path | None, settings: SweepSettings) -> pd.DataFrame | None:
     """The rows already in the dataset ``out`` (None if there are none); raises if made with other settings."""
     if out is None:
@@ -312,7 +353,7 @@ def existing_rows(out: Path | None, settings: SweepSettings) -> pd.DataFrame | N
     if not out.is_dir():
         return None
     set_aside_incomplete_units(out)
-    old = read_table(out)
+    old = read_table(out, warn_holes=False)  # the resume fills the holes
     if old.empty:
         return None
     ids = set(old["settings_id"]) if "settings_id" in old else {"?"}

@@ -376,11 +376,12 @@ def _print_start(model, tasks, layers, ks, ms, neutral, cache, todo, out, n_cfg,
 def cross_task_interference(model, tasks: Sequence[Task], layer: int, k: int, multiplier: float,
                             positions: Positions = "all", neutral: NeutralSet | None = None,
                             score_method: str = "mean_diff", seed: int = 0, max_tokens: int | None = None,
-                            precision: str | None = None) -> pd.DataFrame:
+                            precision: str | None = None, settings_id: str | None = None) -> pd.DataFrame:
     """Every (source, target) task pair: the source's top-k neurons (its discovery half against neutral
     prose) amplified by ``multiplier`` at ``layer``, measured on the target's evaluation half: on all of it and
     on its selection and test parts (``*_selection``, ``*_test``; ``core.split_selection_test`` with ``seed``),
-    so that a configuration chosen on selection prompts is reported on test prompts."""
+    so that a configuration chosen on selection prompts is reported on test prompts. ``settings_id``: the sweep
+    whose table chose the configuration (its ``settings_id`` column), written into every row."""
     tasks = list(tasks)
     if not tasks:
         raise SNAError("No tasks given.")
@@ -419,6 +420,7 @@ def cross_task_interference(model, tasks: Sequence[Task], layer: int, k: int, mu
                              target_zone=zone_of(base.p_mean), p_sna=o.p_sna, improvement_pct=o.improvement_pct,
                              success_rate=o.success_rate, top1_base=float(base.top1.float().mean()),
                              top1_sna=o.top1_sna, side_effect_kl=kl[i], score_method=score_method, seed=seed,
+                             settings_id=settings_id or "not recorded",
                              neurons=",".join(map(str, configs[i].neurons))))
             rows[-1] |= {part_column("p_base", part): float(base.p[idx].mean()) for part, idx in parts.items()}
             rows[-1] |= _arm_columns("sna", base, got.p[i], got.top1[i], parts)
