@@ -32,6 +32,20 @@ def test_offline_lookup_says_it_needs_the_hub_and_records_the_pinned_commit(monk
         assert record_revision("some-org/unpinned") == "main"
 
 
+def test_a_model_cached_at_its_pinned_commit_counts_as_cached(tmp_path, monkeypatch):
+    """A download at a commit writes snapshots/<commit>/ and no refs/main: offline, that is still in the cache."""
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    pinned = su.PINNED_REVISIONS["openai-community/gpt2"]
+    assert not su.run.hub.hub_cached("openai-community/gpt2", "config.json")
+    snapshot = tmp_path / "models--openai-community--gpt2" / "snapshots" / pinned
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text("{}")
+    assert su.run.hub.hub_cached("openai-community/gpt2", "config.json")
+    assert not su.run.hub.hub_cached("openai-community/gpt2", "config.json", revision="main")
+
+
 def test_a_hub_model_loads_at_its_pinned_revision_or_the_one_given(monkeypatch):
     """Every Hub call of a load (config, weights, tokenizer) gets the pinned commit, or the revision given; the
     model records it. The Hub is faked with a tiny random GPT-2 (no download)."""

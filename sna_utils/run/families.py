@@ -90,7 +90,7 @@ def load_checkpoint(name: str, source: str, dtype, revision: str | None = None, 
         hub, recorded = {}, f"local folder {Path(source).resolve()}"
     else:
         require_hub(source, "config.json", f"model {name!r}", fix or "Connect to the internet once (the weights "
-                    "are then cached), or pass a local checkpoint folder.")
+                    "are then cached), or pass a local checkpoint folder.", revision=revision)
         hub = dict(revision=revision_to_load(source, revision))
         recorded = record_revision(source, revision)
     check_decoder_only(AutoConfig.from_pretrained(source, **hub), name)

@@ -39,28 +39,34 @@ def hub_reachable(timeout_s: float = 3.0) -> bool:
         return False
 
 
-def hub_cached(hub_id: str, filename: str, repo_type: str = "model") -> bool:
+def hub_cached(hub_id: str, filename: str, repo_type: str = "model", revision: str | None = None) -> bool:
+    """True when ``filename`` of ``hub_id`` at ``revision`` (a model's default: the revision it loads at,
+    :func:`revision_to_load`) is in the local cache."""
     from huggingface_hub import try_to_load_from_cache
 
-    return isinstance(try_to_load_from_cache(hub_id, filename, repo_type=repo_type), str)
+    if repo_type == "model":
+        revision = revision_to_load(hub_id, revision)
+    return isinstance(try_to_load_from_cache(hub_id, filename, revision=revision, repo_type=repo_type), str)
 
 
-def require_hub(hub_id: str, filename: str, what: str, fix: str, repo_type: str = "model") -> None:
-    """Raise one clear error, at once, when ``hub_id`` is neither cached nor reachable."""
-    if not hub_cached(hub_id, filename, repo_type) and not hub_reachable():
+def require_hub(hub_id: str, filename: str, what: str, fix: str, repo_type: str = "model",
+                revision: str | None = None) -> None:
+    """Raise one clear error, at once, when ``hub_id`` (at ``revision``) is neither cached nor reachable."""
+    if not hub_cached(hub_id, filename, repo_type, revision) and not hub_reachable():
         raise _hub_unavailable(what, hub_id, fix)
 
 
 # Hub id -> the commit the kit loads it at (``revision=``): every Hub model the kit names (HUB_MODELS, notebook 07's
 # default and the two alternatives its text names) and the GPT-2 tokenizer (openai-community/gpt2's). The Hub was not
 # reachable where the kit was built, so each commit was taken from a public record of it; none was guessed. Sources
-# (also in docs/models.md):
+# (also in docs/models.md, "Pinned revisions"):
 #   gpt2, gpt2-medium, pythia-160m, OLMo-1B-hf: the Open LLM Leaderboard's request files, which record the commit
 #     each model was evaluated at (huggingface.co/datasets/open-llm-leaderboard/requests, files
-#     <id>_eval_request_False_<precision>_Original.json, June 2024); gpt2's is also the commit public code and the
-#     tokenizers library's documentation example pin; gpt2-medium's the one huggingface_hub's documentation shows
-#     resolve_revision("openai-community/gpt2-medium") returning.
-#   Qwen2.5-0.5B, Llama-3.2-1B: public code on GitHub that pins revision= for them (three and two independent files).
+#     <id>_eval_request_False_<precision>_Original.json, June 2024). gpt2's is also pinned by public code on GitHub
+#     and a tokenizers documentation example; gpt2-medium's is the commit huggingface_hub's documentation shows
+#     resolve_revision("openai-community/gpt2-medium") returning for "main".
+#   Qwen2.5-0.5B: public code on GitHub pinning revision= (one project's set-up notes, another's model table).
+#   Llama-3.2-1B (gated): public code on GitHub pinning revision= (one data-preparation script, in two copies).
 PINNED_REVISIONS = {
     "openai-community/gpt2": "607a30d783dfa663caf39e06633721c8d4cfcd7e",
     "openai-community/gpt2-medium": "6dcaa7a952f72f9298047fd5137cd6e4f05f41da",

@@ -55,11 +55,12 @@ def report_dir(profile: str) -> Path:
 
 
 def cell(value) -> str:
-    """One table cell as text: floats to 4 significant digits, NaN and None as empty."""
+    """One table cell as text: whole numbers as they are (24192), other floats to 4 significant digits, NaN and
+    None as empty."""
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return ""
     if isinstance(value, float):
-        return f"{value:.4g}"
+        return str(int(value)) if value.is_integer() and abs(value) < 1e15 else f"{value:.4g}"
     return str(value)
 
 
