@@ -74,6 +74,15 @@ def test_a_hub_model_loads_at_its_pinned_revision_or_the_one_given(monkeypatch):
         model = su.load_model("gpt2-small", device="cpu", revision="main")
     assert su.model_revision(model) == "main" and asked == [("openai-community/gpt2", "main")] * 3
 
+    def from_snapshot():  # transformers records the commit of the snapshot it read: that is the one recorded
+        hf = su.build_random_hf_model("tiny")
+        hf.config._commit_hash = "b" * 40
+        return hf
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", fake(from_snapshot))
+    with pytest.warns(UserWarning, match="unresolved"):
+        assert su.model_revision(su.load_model("gpt2-small", device="cpu", revision="main")) == "b" * 40
+
 
 def test_the_gpt2_tokenizer_from_the_hub_loads_at_the_pinned_revision(monkeypatch):
     from transformers import GPT2TokenizerFast

@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 
 from ..errors import SNAError
-from .hub import record_revision, require_hub, revision_to_load
+from .hub import COMMIT, record_revision, require_hub, revision_to_load
 
 # Tested offline on random stand-ins (tests/test_families.py); the bridge wraps many more.
 TESTED_FAMILIES = ("GPT-2", "GPT-NeoX (Pythia)", "Llama", "Qwen2", "Gemma-2", "Mistral", "Phi-3", "OLMo")
@@ -81,7 +81,8 @@ def parameter_count(config) -> int:
 def load_checkpoint(name: str, source: str, dtype, revision: str | None = None, fix: str | None = None):
     """(Hugging Face model, tokenizer, recorded revision) of checkpoint ``source`` (a Hub id or local folder) for
     model ``name``: config checked first, then weights (safetensors only from the Hub) and tokenizer, all at
-    ``revision`` (default: the pinned commit, else 'main'); ``fix`` is the advice when the Hub is unreachable."""
+    ``revision`` (default: the pinned commit, else 'main'); ``fix`` is the advice when the Hub is unreachable.
+    The revision recorded is the commit of the snapshot the weights came from (else :func:`hub.record_revision`'s)."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     if os.path.isdir(source):
@@ -96,4 +97,6 @@ def load_checkpoint(name: str, source: str, dtype, revision: str | None = None, 
     check_decoder_only(AutoConfig.from_pretrained(source, **hub), name)
     hf = AutoModelForCausalLM.from_pretrained(source, attn_implementation="eager", dtype=dtype,  # Hub: no pickles
                                               use_safetensors=True if hub else None, **hub)
+    loaded = getattr(hf.config, "_commit_hash", None)  # the snapshot transformers read the weights from
+    recorded = loaded if hub and isinstance(loaded, str) and COMMIT.fullmatch(loaded) else recorded
     return hf, AutoTokenizer.from_pretrained(source, **hub), recorded
