@@ -1,6 +1,7 @@
 # Two commands (see README.md):
 #   make run [PROFILE=paper|quick|smoke]   set up .venv, say what the profile costs here, run every notebook with papermill
 #   make test                              set up .venv, run the test suite (offline)
+#   make report [PROFILE=...]              (re)build runs/<profile>/report.html and report.md from the saved results
 # and one to work in the notebooks:
 #   make lab                               set up .venv, register it as the Jupyter kernel "sna-kit", open JupyterLab
 # EXTRAS=ray (make setup/run EXTRAS=ray) also installs the optional Ray extra; make test always installs it for its tests.
@@ -13,7 +14,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml | sha256
 
 KERNEL_NAME := sna-kit
 
-.PHONY: setup run test lab bench bench-ray app clean-outputs check-clean
+.PHONY: setup run report test lab bench bench-ray app clean-outputs check-clean
 
 setup: $(STAMP)
 
@@ -29,8 +30,13 @@ $(STAMP): requirements.txt pyproject.toml
 	rm -f $(VENV)/.installed-*
 	touch $@
 
+# The run ends by building the report (runs/<profile>/report.html) and printing its path.
 run: $(STAMP)
 	$(PY) scripts/run_notebooks.py --profile $(PROFILE)
+
+# One self-contained HTML page (verdict, figures, provenance; opens from disk) and its Markdown twin.
+report: $(STAMP)
+	$(PY) scripts/run_notebooks.py --report --profile $(PROFILE)
 
 # The test suite (tests/) includes a papermill run of the whole notebook series in the smoke profile, into
 # $(NB_RUN); nbval then re-executes those executed copies and checks that the cells marked

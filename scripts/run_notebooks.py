@@ -3,6 +3,7 @@
 
     python scripts/run_notebooks.py --profile smoke        # all of notebooks/0*.ipynb, executed copies in runs/smoke/
     python scripts/run_notebooks.py --profile paper --only 03,06
+    python scripts/run_notebooks.py --report --profile smoke   # only (re)build runs/smoke/report.html and .md
     python scripts/run_notebooks.py --strip                # remove outputs and execution counts from notebooks/
     python scripts/run_notebooks.py --check-clean          # exit 1 if a committed notebook carries outputs
                                                            # or lacks the current Colab cells
@@ -14,7 +15,9 @@ $SNA_FIGURES_DIR/<profile>);
 
 Before anything runs, a pre-flight (sna_utils.run.preflight) prints the device, the models to download and the
 estimated time of the chosen notebooks on this machine; the `paper` profile on a CPU-only machine stops there
-unless $SNA_PAPER_ON_CPU=1. Runs are quiet (no kernel log lines, no dependency deprecation warnings);
+unless $SNA_PAPER_ON_CPU=1. The run writes its provenance (results/<profile>/provenance.json: versions, git commit,
+device, data hashes, revisions, start and end) and ends by building the report, runs/<profile>/report.html (one
+self-contained page: verdict, figures, provenance) and report.md, and printing their paths. Runs are quiet (no kernel log lines, no dependency deprecation warnings);
 $SNA_VERBOSE=1 shows them and streams the cells' output.
 """
 from __future__ import annotations
@@ -116,6 +119,7 @@ def run_series(profile: str, out_dir: Path | None = None, only: str | None = Non
     if check:
         preflight(profile, paths, log)
     log(f"Running {len(paths)} notebook(s) in profile {profile!r}; executed copies go to {out_dir}")
+    started = record_run(profile)
     times = []
     for i, path in enumerate(paths, 1):
         log(f"[{i}/{len(paths)}] {path.stem} ...")
@@ -126,7 +130,39 @@ def run_series(profile: str, out_dir: Path | None = None, only: str | None = Non
         f"Tables: {os.environ.get('SNA_RESULTS_DIR') or KIT_ROOT / 'results'}/{profile}/, "
         f"figures: {os.environ.get('SNA_FIGURES_DIR') or KIT_ROOT / 'figures'}/{profile}/")
     print_verdict(profile, log)
+    record_run(profile, started, log)
+    build_report(profile, out_dir, log)
     return times
+
+
+def record_run(profile: str, started: str | None = None, log=None) -> str:
+    """Write the run's provenance beside its tables (at the start, then again with the end time); its start."""
+    from sna_utils import results_dir
+    from sna_utils.run.provenance import collect_provenance, now_utc, write_provenance
+
+    started = started or now_utc()
+    end = now_utc() if log else None
+    path = write_provenance(collect_provenance(profile, started, end, results_dir(profile)), results_dir(profile))
+    if log:
+        log(f"Provenance: {path}")
+    return started
+
+
+def build_report(profile: str, out_dir: Path | None = None, log=_log) -> bool:
+    """Build the report of ``profile`` from its saved results into ``out_dir`` (default runs/<profile>) and print
+    where it is; False if there is nothing to report."""
+    from sna_utils import SNAError
+    from sna_utils.show.report import build_report as build
+
+    try:
+        report = build(profile, out_dir=out_dir)
+    except SNAError as e:
+        log(f"No report: {e}")
+        return False
+    if report.random_models:
+        log(f"(The report is flagged RANDOM WEIGHTS: {', '.join(report.random_models)}.)")
+    log(f"Report: {report.html} (opens from disk; Markdown: {report.markdown})")
+    return True
 
 
 def print_verdict(profile: str, log=_log) -> bool:
@@ -196,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", help="comma-separated notebook numbers or names, e.g. 01,03")
     ap.add_argument("--results-dir", help="sets SNA_RESULTS_DIR (tables go to <dir>/<profile>/)")
     ap.add_argument("--figures-dir", help="sets SNA_FIGURES_DIR (figures go to <dir>/<profile>/)")
+    ap.add_argument("--report", action="store_true", help="only build the report from the saved results, then exit")
     ap.add_argument("--strip", action="store_true", help="strip outputs from notebooks/*.ipynb in place, then exit")
     ap.add_argument("--check-clean", action="store_true",
                     help="exit 1 if a committed notebook carries outputs or lacks the current Colab cells")
@@ -230,6 +267,8 @@ def main(argv: list[str] | None = None) -> int:
     quiet_warnings()
     from sna_utils import SNAError
 
+    if args.report:
+        return 0 if build_report(args.profile, args.out) else 2
     try:
         run_series(args.profile, args.out, args.only)
     except NotebookFailed as e:

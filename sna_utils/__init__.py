@@ -77,6 +77,9 @@ from .judge.sst2_heldout import sst2_claims, sst2_study
 from .run.standins import STANDINS, build_random_hf_model, model_note
 from .run.cluster import RayExecutor
 from .run.store import read_prompt_table, read_table, write_table_atomic
+from .run.hub import PINNED_REVISIONS, model_revision
+from .run.provenance import collect_provenance, read_provenance, write_provenance
+from .show.report import build_report
 from .show.style import FIGURES_DIR, ZONE_COLORS, figures_dir, save_figure
 from .run.sweep import cross_task_interference, run_sweep
 from .judge.nulls import matched_null, null_summary, reference_overlap
@@ -102,6 +105,8 @@ __all__ = [
     "ZONE_LOW", "ZONE_HIGH", "ZONE_NAMES", "zone_of",
     # standins
     "STANDINS", "build_random_hf_model", "model_note",
+    # revisions, provenance and the report
+    "PINNED_REVISIONS", "model_revision", "collect_provenance", "write_provenance", "read_provenance", "build_report",
     # engine, store, sweep
     "grid_flop_floor", "matmul_rate", "read_table", "read_prompt_table", "write_table_atomic", "run_sweep", "cross_task_interference",
     "RayExecutor",

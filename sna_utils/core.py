@@ -41,8 +41,8 @@ import pandas as pd
 import torch
 
 from .errors import SNAError
-from .run.families import SUPPORTED, check_decoder_only, checkpoint_source
-from .run.hub import OFFLINE_HINT, require_hub
+from .run.families import SUPPORTED, check_decoder_only, checkpoint_source, load_checkpoint
+from .run.hub import OFFLINE_HINT, random_weights_revision, require_hub, revision_to_load
 from .run.standins import STANDINS, build_random_hf_model
 
 KIT_VERSION = "0.1.0"
@@ -90,14 +90,17 @@ def gpt2_tokenizer(path: str | os.PathLike | None = None):
         return GPT2TokenizerFast.from_pretrained(str(path), add_bos_token=True)
     require_hub(GPT2_TOKENIZER_HUB_ID, "vocab.json", "the GPT-2 tokenizer",
                  "Set SNA_GPT2_TOKENIZER to a folder with vocab.json and merges.txt.")
-    return GPT2TokenizerFast.from_pretrained(GPT2_TOKENIZER_HUB_ID, add_bos_token=True)
+    return GPT2TokenizerFast.from_pretrained(GPT2_TOKENIZER_HUB_ID, revision=revision_to_load(GPT2_TOKENIZER_HUB_ID),
+                                             add_bos_token=True)
 
 
 BRIDGE_NAMES = {"gpt_neox": "EleutherAI/pythia-160m"}  # model_type -> the name the bridge boots it under
 
 
-def wrap_hf_model(hf, tokenizer, name: str, device: str | None = None, dtype: torch.dtype = torch.float32):
-    """Wrap a Hugging Face decoder-only causal LM in a TransformerLens ``TransformerBridge`` for SNA."""
+def wrap_hf_model(hf, tokenizer, name: str, device: str | None = None, dtype: torch.dtype = torch.float32,
+                  revision: str = ""):
+    """Wrap a Hugging Face decoder-only causal LM in a TransformerLens ``TransformerBridge`` for SNA (``revision``:
+    what ``model.sna_revision`` records)."""
     from transformer_lens.model_bridge import TransformerBridge
 
     hf.config.architectures = hf.config.architectures or [type(hf).__name__]
@@ -110,36 +113,29 @@ def wrap_hf_model(hf, tokenizer, name: str, device: str | None = None, dtype: to
         raise SNAError(f"{name!r} ({hf.config.architectures[0]}) has no {hook_name(0)}: its MLP is not one "
                        f"projection SNA can scale (a mixture of experts?). The kit runs {SUPPORTED}.")
     model.eval()
-    model.sna_name = name
+    model.sna_name, model.sna_revision = name, revision
     return model
 
 
 def load_model(name_or_path: str, device: str | None = None, *, seed: int = 0,
-               initializer_range: float | None = None, dtype: torch.dtype = torch.float32):
+               initializer_range: float | None = None, dtype: torch.dtype = torch.float32, revision: str | None = None):
     """Load a model by kit name (METHOD table), the Hub's name or id of any decoder-only causal LM the
     bridge supports ('gpt2', 'Qwen/Qwen2.5-0.5B'), local checkpoint folder, or offline stand-in.
 
-    The architecture is checked from the config before any weights load. Stand-ins are built from ``seed`` at
-    ``initializer_range`` (default: the architecture's own, 0.2 for tiny test models); float64 is for tests."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
+    The architecture is checked from the config before any weights load. Hub models load at ``revision`` (default:
+    the commit ``run.hub.PINNED_REVISIONS`` pins, else 'main'); ``model.sna_revision`` records the commit used
+    ('random weights, seed N' for stand-ins, built from ``seed`` at ``initializer_range``, default: the
+    architecture's own, 0.2 for tiny test models); float64 is for tests."""
     name = kit_model_name(name_or_path)
     device = check_device(device)
     if name in STANDINS:
         hf = build_random_hf_model(name, seed=seed, initializer_range=initializer_range)
-        return wrap_hf_model(hf, gpt2_tokenizer(), name, device, dtype)
-    if name in HUB_MODELS:
-        source = HUB_MODELS[name]
-        require_hub(source, "config.json", f"model {name!r}",
-                     f"Connect to the internet once (the weights are then cached), pass a local checkpoint "
-                     f"folder, or use the offline stand-in 'random:{name}' (random weights, for testing).")
-    else:
-        source = checkpoint_source(name, f"{MODEL_NAMES}, the Hub's names {sorted(HUB_ALIASES)}")
-    check_decoder_only(AutoConfig.from_pretrained(source), name)
-    hf = AutoModelForCausalLM.from_pretrained(source, attn_implementation="eager", dtype=dtype,  # Hub: no pickles
-                                              use_safetensors=True if not os.path.isdir(source) else None)
-    tokenizer = AutoTokenizer.from_pretrained(source)
-    return wrap_hf_model(hf, tokenizer, name, device, dtype)
+        return wrap_hf_model(hf, gpt2_tokenizer(), name, device, dtype, random_weights_revision(seed))
+    fix = (f"Connect to the internet once (the weights are then cached), pass a local checkpoint folder, or use the "
+           f"offline stand-in 'random:{name}' (random weights, for testing)." if name in HUB_MODELS else None)
+    source = HUB_MODELS.get(name) or checkpoint_source(name, f"{MODEL_NAMES}, the Hub's names {sorted(HUB_ALIASES)}")
+    hf, tokenizer, recorded = load_checkpoint(name, source, dtype, revision, fix)
+    return wrap_hf_model(hf, tokenizer, name, device, dtype, recorded)
 
 
 def model_name(model) -> str:

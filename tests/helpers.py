@@ -1,5 +1,9 @@
-"""Helpers the test modules share: trimmed task sets and the plain per-configuration loop."""
+"""Helpers the test modules share: trimmed task sets, the plain per-configuration loop, headless Chromium."""
 import math
+import os
+import shutil
+import signal
+import subprocess
 
 import pandas as pd
 
@@ -174,3 +178,26 @@ def perturb_test_prompts(prompts, seed=1):
     new_base = dict(zip(out.loc[test, "prompt_id"].unique(), rng.uniform(0.001, 0.5, test.sum())))
     out.loc[test, "p_base"] = out.loc[test, "prompt_id"].map(new_base)
     return out
+
+
+# --- headless Chromium (the demo's browser test and the report's) -----------------------------------------------
+
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--no-first-run", "--disable-quic", "--disable-sync",
+                  "--window-size=1400,1800", "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0"]
+
+
+def find_chromium():
+    """The path of a Chromium (or Chrome) binary, or None."""
+    return next((shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
+
+
+def stop_process_group(proc: subprocess.Popen) -> None:
+    """Terminate a process group we started (then kill it if it lingers)."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)

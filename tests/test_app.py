@@ -11,7 +11,6 @@ import base64
 import json
 import os
 import shutil
-import signal
 import socket
 import struct
 import subprocess
@@ -27,6 +26,7 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 import sna_utils as su
+from helpers import CHROMIUM_FLAGS, find_chromium, stop_process_group as _stop
 
 KIT_ROOT = Path(__file__).resolve().parents[1]
 APP = KIT_ROOT / "app" / "sna_demo.py"
@@ -326,9 +326,6 @@ def test_model_loaded_once_and_discovery_cached(app, monkeypatch):
 # The real server in headless Chromium
 # ---------------------------------------------------------------------------
 
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--no-first-run", "--disable-quic", "--disable-sync",
-                  "--window-size=1400,1800", "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0"]
 PAGE_STATE = """JSON.stringify({text: document.body ? document.body.innerText : "",
   chart: !!document.querySelector(".vega-embed canvas, .vega-embed svg")})"""
 
@@ -337,17 +334,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    """Terminate a process group we started (then kill it if it lingers)."""
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
 
 
 def _wait_healthy(server: subprocess.Popen, port: int, log: Path, timeout: float = 90) -> None:
@@ -409,8 +395,7 @@ def _png_size(path: Path) -> tuple[int, int]:
 
 @pytest.mark.slow
 def test_real_server_renders_in_headless_chromium(tmp_path):
-    browser = next((shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)),
-                   None)
+    browser = find_chromium()
     if browser is None:
         pytest.skip("no Chromium found (Debian: apt-get install chromium); the browser check needs one")
     port, log = _free_port(), tmp_path / "streamlit.log"

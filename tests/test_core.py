@@ -374,8 +374,11 @@ def test_local_checkpoint_folder_loads(tmp_path):
     hf.save_pretrained(tmp_path)
     su.gpt2_tokenizer().save_pretrained(tmp_path)
     model = su.load_model(str(tmp_path), device="cpu")
-    assert su.n_layers(model) == 3
+    assert su.n_layers(model) == 3 and su.model_revision(model) == f"local folder {tmp_path.resolve()}"
+    with pytest.raises(su.SNAError, match="revision='main' applies to Hub ids, not to the local folder"):
+        su.load_model(str(tmp_path), device="cpu", revision="main")
     ref = su.load_model("tiny", device="cpu", seed=5)
+    assert su.model_revision(ref) == "random weights, seed 5"
     torch.testing.assert_close(su.target_probs(model, PROMPTS, TARGETS), su.target_probs(ref, PROMPTS, TARGETS),
                                rtol=1e-5, atol=0)
 

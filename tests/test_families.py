@@ -5,6 +5,8 @@ the bridge) with a forward pre-hook on the MLP's down projection that scales the
 definition of a neuron for plain and gated MLPs alike. The kit's hooked path (``target_probs``) and its
 sweep engine (``run_sweep``, positions "all" and "last") must both equal it within 1e-4 relative.
 """
+import warnings
+
 import pytest
 import torch
 
@@ -158,12 +160,14 @@ def test_hub_weights_load_from_safetensors_only(monkeypatch, tmp_path):
         raise RuntimeError("stop before any download")
 
     monkeypatch.setattr(su.core, "checkpoint_source", lambda name, known: name)
-    monkeypatch.setattr(transformers.AutoConfig, "from_pretrained", lambda source: transformers.GPT2Config())
+    monkeypatch.setattr(su.run.families, "require_hub", lambda *args, **kwargs: None)  # as if cached
+    monkeypatch.setattr(transformers.AutoConfig, "from_pretrained", lambda source, **kw: transformers.GPT2Config())
     monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", record)
     folder = tmp_path / "ckpt"
     folder.mkdir()
     for name in ("org/model", str(folder)):
-        with pytest.raises(RuntimeError, match="stop before any download"):
+        with pytest.raises(RuntimeError, match="stop before any download"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # offline: revision lookup needs the Hub (tests/test_provenance.py)
             su.load_model(name, device="cpu")
     assert seen == [("org/model", True), (str(folder), None)]
 

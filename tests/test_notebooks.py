@@ -288,3 +288,22 @@ def test_smoke_run_ends_with_the_verdict(smoke_run):
     assert list(verdict.columns) == su.VERDICT_COLUMNS and (verdict["profile"] == "smoke").all()
     assert verdict["claim"].str.startswith("SNA beats the random control on").sum() == 12
     assert proc.stdout.index("06_figures done") < proc.stdout.index("The verdict (")
+
+
+@pytest.mark.notebooks
+def test_smoke_run_ends_with_the_report(smoke_run, tmp_path):
+    """The run's last line is the report's path; the report of the real smoke run renders in headless Chromium
+    with every section, its figures and the RANDOM WEIGHTS banner, and makes no request; provenance is recorded."""
+    from test_report import check_report_in_browser
+
+    run_dir, proc = smoke_run
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().splitlines()[-1] == (f"Report: {run_dir / 'report.html'} (opens from disk; "
+                                                    f"Markdown: {run_dir / 'report.md'})")
+    record = su.read_provenance(run_dir / "results" / "smoke")
+    assert record["profile"] == "smoke" and record["started"] <= record["ended"]
+    assert {t["model"] for t in record["tables"]} == {"tiny", "tiny-pythia", "tiny-qwen2"}
+    assert {t["revision"] for t in record["tables"]} == {"random weights, seed 0"}
+    state = check_report_in_browser(run_dir / "report.html", tmp_path)
+    assert state["banner"] and len(state["images"]) >= 5
+    assert "SNA beats the random control on addition" in state["text"]

@@ -53,7 +53,8 @@ LAYERS = [
     {"run.engine", "run.store", "show.explore", "judge.analysis", "judge.stats", "show.style"},
     {"run.flops", "judge.sst2_heldout", "judge.choices"},
     {"run.sweep", "sst2", "show.plots", "run.profiles", "judge.saturation"},
-    {"run.preflight", "judge.nulls", "judge.verdict"},
+    {"run.preflight", "judge.nulls", "judge.verdict", "run.provenance"},
+    {"show.report"},
 ]
 SUBPACKAGES = ("run", "judge", "show")
 

@@ -1,7 +1,8 @@
 """How the method runs fast and at scale. Modules in reading order:
 
 ==============  ==========================================================================================
-``hub``         one fast check that the Hugging Face Hub is reachable (or a file already cached)
+``hub``         one fast check that the Hugging Face Hub is reachable (or a file already cached); the pinned
+                model revisions and the revision each load records
 ``families``    which architectures the kit runs, read from a model's config before any weights load
 ``standins``    random-weight models of the real architectures, for tests and offline runs
 ``decoder``     the engine's general path: any family's own Hugging Face decoder layers from layer L
@@ -12,6 +13,7 @@
 ``sweep``       the grid (``run_sweep``, one unit per task and layer) and cross-task interference
 ``profiles``    smoke / quick / paper, the results folder and table names, notebook defaults
 ``preflight``   what a profile will cost on this machine (device, downloads, estimated time), before it runs
+``provenance``  how a run was made (versions, git commit, device, data hashes, revisions), as one JSON file
 ==============  ==========================================================================================
 
 Every fast path here equals ``core``'s plain hooked computation (``tests/test_engine.py``,
@@ -19,4 +21,4 @@ Every fast path here equals ``core``'s plain hooked computation (``tests/test_en
 """
 
 MODULES = ("hub", "families", "standins", "decoder", "engine", "flops", "store", "cluster", "sweep", "profiles",
-           "preflight")
+           "preflight", "provenance")

@@ -2,8 +2,9 @@
 
 :func:`check_decoder_only` reads a Hugging Face config (no weights) and raises one :class:`SNAError`
 naming the architecture and what is supported, before any loading; ``core.load_model`` calls it on
-every checkpoint and stand-in, after :func:`checkpoint_source` has told a local folder from a Hub id.
-Imports only ``errors`` and ``hub``.
+every checkpoint and stand-in, after :func:`checkpoint_source` has told a local folder from a Hub id, and
+loads checkpoints with :func:`load_checkpoint` (at the pinned Hub revision, recorded). Imports only ``errors``
+and ``hub``.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import re
 from pathlib import Path
 
 from ..errors import SNAError
-from .hub import require_hub
+from .hub import COMMIT, record_revision, require_hub, revision_to_load
 
 # Tested offline on random stand-ins (tests/test_families.py); the bridge wraps many more.
 TESTED_FAMILIES = ("GPT-2", "GPT-NeoX (Pythia)", "Llama", "Qwen2", "Gemma-2", "Mistral", "Phi-3", "OLMo")
@@ -75,3 +76,27 @@ def parameter_count(config) -> int:
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config)
     return sum(p.numel() for p in model.parameters())  # parameters() yields a tied tensor once
+
+
+def load_checkpoint(name: str, source: str, dtype, revision: str | None = None, fix: str | None = None):
+    """(Hugging Face model, tokenizer, recorded revision) of checkpoint ``source`` (a Hub id or local folder) for
+    model ``name``: config checked first, then weights (safetensors only from the Hub) and tokenizer, all at
+    ``revision`` (default: the pinned commit, else 'main'); ``fix`` is the advice when the Hub is unreachable.
+    The revision recorded is the commit of the snapshot the weights came from (else :func:`hub.record_revision`'s)."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    if os.path.isdir(source):
+        if revision:
+            raise SNAError(f"revision={revision!r} applies to Hub ids, not to the local folder {source}.")
+        hub, recorded = {}, f"local folder {Path(source).resolve()}"
+    else:
+        require_hub(source, "config.json", f"model {name!r}", fix or "Connect to the internet once (the weights "
+                    "are then cached), or pass a local checkpoint folder.", revision=revision)
+        hub = dict(revision=revision_to_load(source, revision))
+        recorded = record_revision(source, revision)
+    check_decoder_only(AutoConfig.from_pretrained(source, **hub), name)
+    hf = AutoModelForCausalLM.from_pretrained(source, attn_implementation="eager", dtype=dtype,  # Hub: no pickles
+                                              use_safetensors=True if hub else None, **hub)
+    loaded = getattr(hf.config, "_commit_hash", None)  # the snapshot transformers read the weights from
+    recorded = loaded if hub and isinstance(loaded, str) and COMMIT.fullmatch(loaded) else recorded
+    return hf, AutoTokenizer.from_pretrained(source, **hub), recorded

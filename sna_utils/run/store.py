@@ -31,6 +31,7 @@ import pandas as pd
 from ..core import KIT_VERSION, NeutralSet, Task
 from ..errors import SNAError
 from ..judge.heldout import ARMS, PARTS
+from .hub import NOT_RECORDED
 
 
 KEY_COLUMNS = ["model", "task", "layer", "k", "multiplier", "positions"]
@@ -48,6 +49,7 @@ class SweepSettings:
     kit_version: str = KIT_VERSION
     precision: str = "float32"  # the engine's (engine.PRECISIONS): it changes the numbers, so it keys the table
     reference: str = "neutral"  # discovery's reference set (sweep.REFERENCES): it changes the neurons
+    revision: str = NOT_RECORDED  # the model's weights: Hub commit, 'random weights, seed N' (hub.model_revision)
 
     @property
     def settings_id(self) -> str:
@@ -65,7 +67,7 @@ def data_fingerprint(tasks: Sequence[Task], neutral: NeutralSet, formats: dict[s
 
 SETTING_LABELS = {"model": "model", "positions": "positions", "score_method": "score method", "seed": "seed",
                   "data_sha": "data", "kit_version": "kit version", "precision": "precision",
-                  "reference": "discovery reference"}
+                  "reference": "discovery reference", "revision": "model revision"}
 
 
 def read_table(path: str | os.PathLike, warn_holes: bool = True) -> pd.DataFrame:
@@ -132,15 +134,25 @@ def write_table_atomic(df: pd.DataFrame, path: str | os.PathLike) -> None:
     """Write Parquet/CSV to a unique temporary file in the same folder, fsync it, rename it over ``path`` and
     fsync the folder: a cut-off write, a power cut or two writers at once never leave a damaged ``path``."""
     path = Path(path)
+    if path.suffix == ".parquet":
+        _write_atomic(path, lambda f: df.to_parquet(f, index=False))
+    else:
+        _write_atomic(path, lambda f: f.write(df.to_csv(index=False).encode()))
+
+
+def write_text_atomic(text: str, path: str | os.PathLike) -> None:
+    """Write ``text`` (UTF-8) to ``path`` the way :func:`write_table_atomic` writes a table."""
+    _write_atomic(Path(path), lambda f: f.write(text.encode("utf-8")))
+
+
+def _write_atomic(path: Path, write) -> None:
+    """``write(binary file)`` into a unique temporary file beside ``path``, fsynced, renamed over ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     tmp = Path(name)
     try:
         with os.fdopen(fd, "wb") as f:
-            if path.suffix == ".parquet":
-                df.to_parquet(f, index=False)
-            else:
-                f.write(df.to_csv(index=False).encode())
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         _fsync_folder(path.parent)

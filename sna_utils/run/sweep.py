@@ -34,6 +34,7 @@ from ..errors import SNAError
 from ..show.explore import load_neutral_formats, neuron_overlap
 from ..judge.heldout import ARMS, PARTS, arm_column, part_column
 from .flops import ENGINE_OVER_FLOOR, matmul_rate, sweep_unit_flops
+from .hub import model_revision
 from .store import SweepSettings, data_fingerprint, existing_rows, write_unit
 
 
@@ -222,7 +223,7 @@ def run_unit(model, plan: SweepPlan, task_name: str, layer: int, cache: dict) ->
     s = plan.settings
     df = pd.DataFrame([r | dict(model=s.model, score_method=s.score_method, seed=s.seed, data_sha=s.data_sha,
                                 settings_id=s.settings_id, kit_version=s.kit_version, precision=s.precision,
-                                reference=s.reference)
+                                reference=s.reference, revision=s.revision)
                        for r in rows
                        if (r["task"], r["layer"], r["k"], r["multiplier"]) not in plan.done])
     keep = [(tk, L_, k, m) not in plan.done for tk, L_, k, m in
@@ -314,7 +315,7 @@ def run_sweep(model, tasks: Sequence[Task | str], layers: Sequence[int], ks: Seq
         check_prompts([i.prompt for i in t.discovery], f"{t.name} discovery prompts")
 
     settings = SweepSettings(model_name(model), positions, score_method, seed, data_fingerprint(tasks, neutral, fmt),
-                             precision=precision, reference=reference)
+                             precision=precision, reference=reference, revision=model_revision(model))
     old = existing_rows(out, settings)
     done = frozenset() if old is None else frozenset(zip(old["task"], old["layer"], old["k"], old["multiplier"]))
     todo = [(t.name, L) for L in layers for t in tasks if any((t.name, L, k, m) not in done for k in ks for m in ms)]
