@@ -6,9 +6,11 @@ block L and the neuron activations of layer L; (ii) adds each configuration's ch
 ``(m - 1) * act[S] @ W_out[S]``, to that residual (the only thing an MLP-neuron multiplier changes
 in block L); (iii) runs blocks L+1.. for many configurations stacked along the batch, the final
 block for the last real token only; with ``positions="last"`` only the last token at all, over the
-unmodified run's keys and values of the earlier positions; (iv) unembeds only that token and reduces
-the logits on the device to the target probability, top-1 and KL. It groups prompts by length, so no
-padding is computed. ``tests/test_engine.py`` checks it against the plain loop.
+unmodified run's keys and values of the earlier positions, every prompt of the set in one batch (keys
+padded to the longest prompt and masked); (iv) unembeds only that token and reduces the logits on the
+device to the target probability, top-1 and KL. It groups prompts by length, so no padding is computed
+with ``positions="all"``. The unmodified run from block L is computed once per prompt set, layer and
+dtype and serves the reference distribution, the baseline and the keys and values ``"last"`` reuses. ``tests/test_engine.py`` checks it against the plain loop.
 
 Holds the weights in the engine's layout (read once per model, cast once per precision), the
 kernels, the per-layer state and chunk sizes (the FLOP model is in ``flops``). Imports only ``core``.
@@ -239,15 +241,19 @@ def _gpt2_run_all(eng: EngineWeights, x: torch.Tensor, layer: int, keep: list | 
     return x if layer < n - 1 else x[:, -1]
 
 
-def _gpt2_run_last(eng: EngineWeights, x: torch.Tensor, layer: int, kv: list) -> torch.Tensor:
-    """Blocks ``layer+1..`` for the last position only, ``[n, C, d]`` (C configurations of n prompts of
-    length T); earlier positions are unchanged, so their keys/values ``kv`` come from the unmodified run."""
+def _gpt2_run_last(eng: EngineWeights, x: torch.Tensor, layer: int, kv: list,
+                   last: torch.Tensor | None = None) -> torch.Tensor:
+    """Blocks ``layer+1..`` for the last position only, ``[n, C, d]`` (C configurations of n prompts whose last
+    positions are ``last`` ``[n]``; None: all one longer than ``kv``'s keys); earlier positions are unchanged, so
+    their keys/values ``kv`` (padded to the longest prompt) come from the unmodified run."""
     n, C, d = x.shape
+    pad = None if last is None or not kv else _padding(last, kv[0][0].shape[2], x.dtype)  # [n, 1, 1, K]
     for (k0, v0), L in zip(kv, range(layer + 1, len(eng.blocks))):
         w = eng.blocks[L]
         q, k, v = _qkv(eng, w, _layer_norm(x, w.ln1, eng.eps))  # [n, nh, C, dh]: C queries per prompt
         scale = q.shape[-1] ** -0.5
-        scores = torch.cat([q @ k0.transpose(-1, -2), (q * k).sum(-1, keepdim=True)], -1) * scale
+        earlier = q @ k0.transpose(-1, -2) if pad is None else q @ k0.transpose(-1, -2) + pad
+        scores = torch.cat([earlier, (q * k).sum(-1, keepdim=True)], -1) * scale
         a = scores.softmax(-1, dtype=torch.promote_types(x.dtype, torch.float32)).to(x.dtype)  # [n, nh, C, T]
         z = a[..., :-1] @ v0 + a[..., -1:] * v
         x = _residual(eng, w, x, z.transpose(1, 2).reshape(n, C, d))
@@ -261,9 +267,18 @@ def _run_all(eng: Weights, x: torch.Tensor, layer: int, keep=None) -> torch.Tens
     return _gpt2_run_all(eng, x, layer, keep)
 
 
+def _padding(last: torch.Tensor, K: int, dtype: torch.dtype) -> torch.Tensor:
+    """Additive mask ``[n, 1, 1, K]`` of padded keys: key j of prompt i is real when j < ``last[i]``."""
+    real = torch.arange(K, device=last.device) < last[:, None]
+    zero = torch.zeros((), dtype=dtype, device=last.device)
+    return torch.where(real, zero, torch.finfo(dtype).min)[:, None, None]
+
+
 def _run_last(eng: Weights, x: torch.Tensor, layer: int, kv) -> torch.Tensor:
-    """Blocks ``layer+1..`` for the last position of C configurations ``[n, C, d]``, over the unmodified ``kv``."""
-    return (decoder.run_last if isinstance(eng, Decoder) else _gpt2_run_last)(eng, x, layer, kv)
+    """Blocks ``layer+1..`` for the last position of C configurations ``[n, C, d]``, over the unmodified ``kv``
+    (a ``PrefixKV`` of prompts of any lengths, or one length group's keys and values)."""
+    kv, last = (kv.kv, kv.last) if isinstance(kv, PrefixKV) else (kv, None)
+    return (decoder.run_last if isinstance(eng, Decoder) else _gpt2_run_last)(eng, x, layer, kv, last)
 
 
 # ---------------------------------------------------------------------------
@@ -278,6 +293,15 @@ class LengthGroup:
     resid_after: torch.Tensor  # residual stream after block L          [n_g, T_g, d_model]
     act: torch.Tensor  # hook_post of layer L                           [n_g, T_g, d_mlp]
     kv: dict = field(default_factory=dict)  # dtype -> keys/values of positions < T-1 in blocks L+1..
+    out: dict = field(default_factory=dict)  # dtype -> the unmodified run's residual before ln_f [n_g, d]
+
+
+@dataclass
+class PrefixKV:
+    """Keys and values of positions < T-1 of prompts of several lengths, padded to the longest (zeros, masked)."""
+
+    kv: list | dict  # per block L+1..: (keys, values) [n, heads, K, d_head]
+    last: torch.Tensor  # each prompt's last position T-1 (its real keys are 0..T-2)  [n]
 
 
 @dataclass
@@ -286,6 +310,7 @@ class LayerState:
 
     n_prompts: int
     groups: list[LengthGroup]
+    last: dict = field(default_factory=dict)  # dtype -> every prompt's last position as one group (``_last_group``)
 
 
 @torch.no_grad()
@@ -303,13 +328,47 @@ def layer_state(model, batch: Batch, layer: int) -> LayerState:
 
 
 def _base_kv(eng: Weights, g: LengthGroup, layer: int):
-    """Keys and values of the unmodified run at positions < T-1, per block L+1.. (computed once per dtype)."""
+    """Keys and values of the unmodified run at positions < T-1, per block L+1.. (computed once per dtype, with
+    the run's final residual, ``_base_out``)."""
     dtype = eng.w_u.dtype
     if dtype not in g.kv:
         keep = {} if isinstance(eng, Decoder) else []
-        _run_all(eng, g.resid_after.to(dtype), layer, keep)
+        g.out[dtype] = _run_all(eng, g.resid_after.to(dtype), layer, keep)
         g.kv[dtype] = keep
     return g.kv[dtype]
+
+
+def _base_out(eng: Weights, g: LengthGroup, layer: int) -> torch.Tensor:
+    """The unmodified run's residual before ``ln_f`` at the last position ``[n_g, d]`` (the run ``_base_kv`` keeps)."""
+    _base_kv(eng, g, layer)
+    return g.out[eng.w_u.dtype]
+
+
+def _padded(parts: Sequence[torch.Tensor], K: int) -> torch.Tensor:
+    """Keys or values ``[n_g, heads, T_g - 1, d_head]`` of several groups, zero-padded to ``K`` positions and stacked."""
+    return torch.cat([F.pad(t, (0, 0, 0, K - t.shape[2])) for t in parts])
+
+
+def _last_group(eng: Weights, state: LayerState, layer: int) -> LengthGroup:
+    """Every prompt of ``state`` at its last position as one group ``[n, 1, ...]``, with the unmodified run's keys
+    and values of the earlier positions padded to the longest prompt (``PrefixKV``), so ``positions="last"`` runs
+    all prompts in one batch (built once per dtype)."""
+    dtype = eng.w_u.dtype
+    if dtype not in state.last:
+        gs = state.groups
+        merged = LengthGroup(torch.cat([g.index for g in gs]), torch.cat([g.resid_after[:, -1:] for g in gs]),
+                             torch.cat([g.act[:, -1:] for g in gs]))
+        if layer < n_blocks(eng) - 1:
+            keeps = [_base_kv(eng, g, layer) for g in gs]
+            K = max(g.resid_after.shape[1] for g in gs) - 1
+            pairs = {key: tuple(_padded([k[key][i] for k in keeps], K) for i in (0, 1))
+                     for key in (keeps[0] if isinstance(keeps[0], dict) else range(len(keeps[0])))}
+            kv = pairs if isinstance(keeps[0], dict) else [pairs[i] for i in range(len(pairs))]
+            last = torch.cat([torch.full((len(g.index),), g.resid_after.shape[1] - 1, device=g.index.device)
+                              for g in gs])
+            merged.kv[dtype] = PrefixKV(kv, last)
+        state.last[dtype] = merged
+    return state.last[dtype]
 
 
 def _change(eng: Weights, layer: int, act: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -345,7 +404,11 @@ def _final_resid(model, state: LayerState, layer: int, configs: Sequence[Config]
     w_out = _w_out(own, layer)
     eng = engine_weights(model, compute_dtype(precision))
     max_tokens = max_tokens or chunk_tokens(eng, model_device(model), eng.w_u.dtype)
-    for g in state.groups:
+    if all(c == IDENTITY for c in configs):  # the unmodified run, computed once (``_base_out``)
+        yield from ((slice(0, len(configs)), g, _base_out(eng, g, layer).expand(len(configs), -1, -1))
+                    for g in state.groups)
+        return
+    for g in (state.groups if positions == "all" else [_last_group(eng, state, layer)]):
         n, T, d = g.resid_after.shape
         kv = _base_kv(eng, g, layer) if positions == "last" and layer < n_blocks(eng) - 1 else None
         change = _change(own, layer, g.act if positions == "all" else g.act[:, -1:])
