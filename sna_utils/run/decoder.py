@@ -76,9 +76,17 @@ class Decoder:
     down: list  # per layer: the MLP's output projection
     post_mlp: list  # per layer: a norm applied to the MLP's output before the residual add, or None
     w_u: torch.Tensor = field(init=False)
+    fused: list = field(init=False)  # per layer: the layer on the fused attention kernel where it allows it
 
     def __post_init__(self):
         self.w_u = self.lm_head.weight
+        self.fused = [fused_attention(L) for L in self.layers]
+
+
+def _runs(dec: Decoder, L: int, dtype: torch.dtype) -> torch.nn.Module:
+    """The module layer ``L`` runs as in ``dtype``: the fused-attention copy, or the model's own attention in
+    float64 (PyTorch's fused CPU kernel departs from it by ~5e-7 relative there, far above float64 rounding)."""
+    return dec.layers[L] if dtype == torch.float64 else dec.fused[L]
 
 
 def _windows(config, n: int) -> list:
@@ -128,7 +136,7 @@ def decoder_of(model) -> Decoder:
     hf = model.original_model
     n = len(model.blocks)
     rotary = getattr(model, "rotary_emb", None)
-    layers = [fused_attention(unwrapped(b)) for b in model.blocks]
+    layers = [unwrapped(b) for b in model.blocks]
     for L in layers:
         if not hasattr(L, "forward"):
             raise SNAError(f"{type(L).__name__} cannot be run layer by layer.")
@@ -143,7 +151,7 @@ def cast(dec: Decoder, dtype: torch.dtype) -> Decoder:
     def to(m):
         return None if m is None else copy.deepcopy(m).to(dtype)
 
-    layers = [fused_attention(to(L)) for L in dec.layers]
+    layers = [to(L) for L in dec.layers]
     return Decoder(layers, to(dec.norm), to(dec.lm_head), dec.rotary, dec.windows, dec.softcap,
                    [to(m) for m in dec.down], [getattr(L, "post_feedforward_layernorm", None) for L in layers])
 
@@ -167,13 +175,13 @@ def _mask(window: int | None, q_pos: torch.Tensor, k_pos: torch.Tensor, own: int
     return torch.where(ok, zero, torch.finfo(dtype).min)[:, None]
 
 
-def _masks(dec: Decoder, layers: range, make) -> dict[int, torch.Tensor | None]:
+def _masks(dec: Decoder, layers: range, dtype: torch.dtype, make) -> dict[int, torch.Tensor | None]:
     """Each layer's mask, built once per window kind by ``make(window)``; None for full causal attention on a
     fused layer without own keys (the kernel's ``is_causal``: ``make`` returns None)."""
     kinds: dict = {}
     out = {}
     for L in layers:
-        key = (dec.windows[L], is_fused(dec.layers[L]))
+        key = (dec.windows[L], is_fused(_runs(dec, L, dtype)))
         if key not in kinds:
             kinds[key] = make(*key)
         out[L] = kinds[key]
@@ -187,7 +195,7 @@ def _layer(dec: Decoder, L: int, x: torch.Tensor, ids: torch.Tensor, mask: torch
     kw = dict(attention_mask=mask, position_ids=ids, past_key_values=cache, layer_past=cache, use_cache=False)
     if rope is not None:
         kw["position_embeddings"] = rope
-    out = dec.layers[L](x, **kw)
+    out = _runs(dec, L, x.dtype)(x, **kw)
     return out[0] if isinstance(out, tuple) else out
 
 
@@ -203,7 +211,7 @@ def run_all(dec: Decoder, x: torch.Tensor, layer: int, keep: dict | None = None)
     pos = torch.arange(T, device=x.device)
     cache = _KeysValues() if keep is not None else None
     layers = range(layer + 1, len(dec.layers))
-    masks = _masks(dec, layers, lambda window, fused: None if window is None and fused
+    masks = _masks(dec, layers, x.dtype, lambda window, fused: None if window is None and fused
                    else _mask(window, pos, pos, 0, x.dtype))
     rope = _rope(dec, x, pos[None])
     for L in layers:
@@ -225,7 +233,7 @@ def run_last(dec: Decoder, x: torch.Tensor, layer: int, kv: dict, last: torch.Te
     k_pos = torch.arange(K, device=x.device)
     cache = _KeysValues(kv)
     layers = range(layer + 1, len(dec.layers))
-    masks = _masks(dec, layers, lambda window, fused: _mask(window, q_pos, k_pos, C, x.dtype, last))
+    masks = _masks(dec, layers, x.dtype, lambda window, fused: _mask(window, q_pos, k_pos, C, x.dtype, last))
     rope = _rope(dec, x, q_pos)
     for L in layers:
         x = _layer(dec, L, x, q_pos, masks[L], cache, rope)

@@ -10,7 +10,8 @@ unmodified run's keys and values of the earlier positions, every prompt of the s
 padded to the longest prompt and masked); (iv) unembeds only that token and reduces the logits on the
 device to the target probability, top-1 and KL. It groups prompts by length, so no padding is computed
 with ``positions="all"``. The unmodified run from block L is computed once per prompt set, layer and
-dtype and serves the reference distribution, the baseline and the keys and values ``"last"`` reuses. ``tests/test_engine.py`` checks it against the plain loop.
+dtype and serves the reference distribution, the baseline and the keys and values ``"last"`` reuses.
+``tests/test_engine.py`` checks it against the plain loop.
 
 Holds the choice of path (GPT-2's hand-written kernels in ``handwritten``, every other family's own
 layers in ``decoder``), their weights read once per model and cast once per precision, the per-layer
@@ -214,7 +215,7 @@ def _base_out(eng: Weights, g: LengthGroup, layer: int) -> torch.Tensor:
 
 
 def _padded(parts: Sequence[torch.Tensor], K: int) -> torch.Tensor:
-    """Keys or values ``[n_g, heads, T_g - 1, d_head]`` of several groups, zero-padded to ``K`` positions and stacked."""
+    """Keys or values ``[n_g, heads, T_g - 1, d_head]`` of several groups, zero-padded to ``K`` positions, stacked."""
     return torch.cat([F.pad(t, (0, 0, 0, K - t.shape[2])) for t in parts])
 
 
@@ -387,6 +388,28 @@ def engine_logits(model, state: LayerState, layer: int, configs: Sequence[Config
     with precision_mode(precision):
         for sl, g, x in _final_resid(model, state, layer, configs, positions, precision, max_tokens):
             out[sl, g.index.cpu()] = _logits(eng, x).cpu()
+    return out
+
+
+@torch.no_grad()
+def engine_token_probs(model, state: LayerState, layer: int, configs: Sequence[Config], token_ids: torch.Tensor,
+                       positions: Positions = "all", precision: str | None = None,
+                       max_tokens: int | None = None) -> torch.Tensor:
+    """Full-vocabulary next-token probabilities of ``token_ids`` ``[k]`` for every (configuration, prompt)
+    ``[n_configs, n_prompts, k]`` float64 on the host, the softmax in float64 as ``core``'s plain path takes it;
+    only those k numbers leave the device."""
+    precision = check_precision(model, precision)
+    eng = engine_weights(model, compute_dtype(precision))
+    dev = model_device(model)
+    ids = token_ids.to(dev)
+    out = torch.empty(len(configs), state.n_prompts, len(token_ids), dtype=torch.float64)
+    with precision_mode(precision):
+        for sl, g, x in _final_resid(model, state, layer, configs, positions, precision, max_tokens):
+            step = max(1, logit_rows(eng, dev) // x.shape[1])
+            for i in range(0, x.shape[0], step):
+                z = _logits(eng, x[i:i + step]).double()
+                p = (z[..., ids] - z.logsumexp(-1, keepdim=True)).exp()
+                out[sl.start + i:min(sl.stop, sl.start + i + step), g.index.cpu()] = p.cpu()
     return out
 
 
