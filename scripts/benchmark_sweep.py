@@ -5,11 +5,12 @@ One task x all layers x the paper's 56 (k, multiplier) pairs on an offline stand
 shape). ``--reduced`` is the small CPU grid for ~1B models: three layers, k in {1, 10, 100},
 multipliers {2, 5, 10}, 8 discovery prompts of each kind, 4 evaluation, 4 neutral and 4 format-matched
 prompts, 6 plain-loop samples, float32 only.
-Prints times and ratios; it is not a test.
+Prints times and, at the end, each ratio against its reference in one block (engine vs plain loop,
+engine vs FLOP floor, positions="last" vs "all"); it is not a test.
 
     python scripts/benchmark_sweep.py [--model random:gpt2-small] [--device cpu] [--plain-sample 24]
         [--layers 0,6,11] [--n-eval 10] [--n-neutral 20] [--precisions float32,bfloat16] [--max-tokens N]
-        [--n-disc 8] [--n-formats 4] [--reduced]
+        [--n-disc 8] [--n-formats 4] [--reduced] [--no-plain] [--no-last]
 
 * plain loop: for each configuration, full hooked forward passes (``su.next_token_logits`` with an
   ``Intervention``) of every arm ``run_sweep`` computes: SNA, the control (``seed``) and the second control
@@ -88,6 +89,35 @@ def time_engine(model, task, neutral, formats, layers, ks, ms, positions, precis
     return time.perf_counter() - t0
 
 
+def plain_section(per_cfg: float, n_grid: int, engine: float) -> str:
+    """The engine against the plain per-configuration loop (the reference): the speed-up."""
+    plain = per_cfg * n_grid
+    return f"engine vs plain loop      : {plain / engine:6.2f}x faster (plain {plain:.1f} s, scaled up)"
+
+
+def floor_section(engine: float, floor: float) -> str:
+    """The engine against the FLOP floor at this machine's measured matmul rate (1.00x: no overhead at all)."""
+    return f"engine / FLOP floor       : {engine / floor:6.2f}x (floor {floor:.1f} s)"
+
+
+def last_section(last: float, engine: float) -> str:
+    """positions="last" against positions="all" on the same grid."""
+    return f"positions 'last' / 'all'  : {last / engine:6.2f}x ({last:.1f} s beside {engine:.1f} s)"
+
+
+# Further sections (e.g. a lean sweep against the full one) add a function above and a line in ``ratios``.
+
+
+def ratios(precision: str, plain: tuple[float, int] | None, engine: float, floor: float,
+           last: float | None) -> list[str]:
+    """Every ratio of one precision against its reference, one line each."""
+    lines = [plain_section(*plain, engine)] if plain else []
+    lines.append(floor_section(engine, floor))
+    if last is not None:
+        lines.append(last_section(last, engine))
+    return [f"[{precision}] {line}" for line in lines]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="random:gpt2-small")
@@ -104,6 +134,7 @@ def main() -> None:
                     "bfloat16, and tf32 on CUDA)")
     ap.add_argument("--max-tokens", type=int, default=0, help="tokens per engine chunk (default: sized to the device)")
     ap.add_argument("--no-last", action="store_true", help='skip the positions="last" timing')
+    ap.add_argument("--no-plain", action="store_true", help="skip the plain loop (no engine vs plain ratio)")
     ap.add_argument("--reduced", action="store_true", help="the reduced CPU grid for ~1B models (see above)")
     args = ap.parse_args()
     for option in ("n_eval", "n_neutral", "n_disc", "n_formats", "plain_sample", "max_tokens"):
@@ -142,12 +173,15 @@ def main() -> None:
           f"{len(formats)} held-out format-matched prompts; grid {len(layers)} layers {layers} x {len(ks)} k x "
           f"{len(ms)} multipliers = {n_grid} configurations, each with three arms (SNA, control, control_b)")
 
-    per_cfg, n_sampled = time_plain(model, task, neutral, formats, layers, ks, ms, args.plain_sample, args.seed)
-    plain = per_cfg * n_grid
-    print(f"plain loop : {plain:9.2f} s  (float32; timed {n_sampled} random configurations, seed {args.seed}, "
-          f"{per_cfg:.3f} s each, scaled to {n_grid})")
+    plain_timing = None
+    if not args.no_plain:
+        per_cfg, n_sampled = time_plain(model, task, neutral, formats, layers, ks, ms, args.plain_sample, args.seed)
+        plain, plain_timing = per_cfg * n_grid, (per_cfg, n_grid)
+        print(f"plain loop : {plain:9.2f} s  (float32; timed {n_sampled} random configurations, seed {args.seed}, "
+              f"{per_cfg:.3f} s each, scaled to {n_grid})")
     lengths = {name: (su.encode_prompts(model, prompts).last + 1).tolist() for name, prompts in
                (("eval", [i.prompt for i in task.evaluation]), ("neutral", neutral.heldout), ("formats", formats))}
+    summary = []
     for precision in precisions:
         su.run_sweep(model, [task], [layers[-1]], [1], [2.0], neutral=neutral, progress=False, formats=raw_formats,
                      precision=precision)  # warm-up (and the weights cast to this precision)
@@ -156,13 +190,15 @@ def main() -> None:
         rate = su.matmul_rate(args.device, n=2048 if cuda else 1024, precision=precision)
         flops, floor = floor_seconds(model, layers, len(ks) * len(ms), lengths, rate)
         print(f"[{precision}] engine {engine:9.2f} s ({engine / n_grid * 1e3:.1f} ms per configuration); "
-              f"speed-up over plain loop {plain / engine:5.1f}x; FLOP floor {floor:8.2f} s ({flops / 1e12:.2f} "
-              f"TFLOP at a measured {rate / 1e9:.0f} GFLOP/s); engine / floor {engine / floor:5.2f}x")
+              f"FLOP floor {floor:8.2f} s ({flops / 1e12:.2f} TFLOP at a measured {rate / 1e9:.0f} GFLOP/s)")
+        last = None
         if not args.no_last:
             last = time_engine(model, task, neutral, raw_formats, layers, ks, ms, "last", precision,
                                args.max_tokens or None, args.device)
-            print(f"[{precision}] positions='last' {last:9.2f} s beside 'all' {engine:9.2f} s: "
-                  f"{last / engine:4.2f}x")
+            print(f"[{precision}] positions='last' {last:9.2f} s")
+        summary += ratios(precision, plain_timing, engine, floor, last)
+    print(f"Ratios on {args.model} ({args.device}, {torch.get_num_threads()} CPU threads), each against its reference:")
+    print("\n".join(summary))
 
 
 if __name__ == "__main__":

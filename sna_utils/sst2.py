@@ -3,8 +3,8 @@
 Loads SST-2 (strict TSV reader or the Hub), cuts the validation set into a selection and a test part,
 finds sentiment neurons on train sentences only (three discovery references), scores every validation
 example before SNA, after it and with control neurons over a small grid (``run_sst2_grid``, for
-``sst2_heldout``), and reports by METHOD's zones of the baseline probability and by 2-way confidence bands,
-per true label. Imports ``core``, ``explore``, ``hub``, ``stats`` and ``sst2_heldout``.
+``sst2_heldout``; on the sweep engine, the plain hooked loop on request), and reports by METHOD's zones
+of the baseline probability and by 2-way confidence bands, per true label. Imports ``core``, ``engine``, ``explore``, ``hub``, ``stats`` and ``sst2_heldout``.
 """
 
 from __future__ import annotations
@@ -18,11 +18,12 @@ import pandas as pd
 import torch
 
 from .core import (ZONE_NAMES, Intervention, Positions, _split_seed, check_k, check_layer, check_multiplier,
-                   check_positions, check_prompts, check_score_method, d_mlp, last_token_activations, load_neutral,
-                   model_name, next_token_logits, random_neurons, rank_neurons, scores_from_activations, split_half,
-                   split_neutral, target_token_ids, zone_of)
+                   check_positions, check_prompts, check_score_method, d_mlp, encode_prompts, last_token_activations,
+                   load_neutral, model_name, next_token_logits, random_neurons, rank_neurons, scores_from_activations,
+                   split_half, split_neutral, target_token_ids, zone_of)
 from .errors import SNAError
 from .show.explore import neuron_overlap
+from .run.engine import Config, engine_token_probs, layer_state
 from .run.hub import require_hub
 from .judge.sst2_heldout import ARMS, label_outcomes
 from .judge.stats import log_odds
@@ -209,10 +210,12 @@ def run_sst2_grid(model, layers: Sequence[int], ks: Sequence[int], multipliers: 
                   discovery: str = "neutral", positions: Positions = "all", n_train: int = 256, seed: int = 0,
                   data_dir: str | os.PathLike | None = None, template: str = SST2_TEMPLATE,
                   label_words: Sequence[str] = SST2_LABEL_WORDS, limit: int | None = None,
-                  batch_size: int = 32) -> pd.DataFrame:
+                  batch_size: int = 32, engine: bool = True) -> pd.DataFrame:
     """SST-2 over a small grid: one row per (arm 'sna'/'control', layer, k, multiplier, validation example)
     with the label words' full-vocabulary probabilities after (``p_negative``, ``p_positive``) and before
-    (``*_base``), the example's ``part`` ('selection'/'test') and its label. Neurons from train sentences only."""
+    (``*_base``), the example's ``part`` ('selection'/'test') and its label. Neurons from train sentences only.
+    ``engine``: every configuration of a layer through the sweep engine (the same numbers, ``tests/test_sst2.py``);
+    False: one plain hooked forward pass per configuration."""
     layers = [check_layer(model, L) for L in layers]
     for k in ks:
         check_k(model, k)
@@ -230,16 +233,19 @@ def run_sst2_grid(model, layers: Sequence[int], ks: Sequence[int], multipliers: 
     common = dict(example=val.index.to_numpy(), label=val["label"].to_numpy(), part=val["part"].to_numpy(),
                   p_negative_base=base[:, 0], p_positive_base=base[:, 1])
     frames = []
+    batch = encode_prompts(model, sst2_prompts(val["sentence"], template)) if engine else None
     for L in layers:
         ranked = rank_neurons(scores[L]).tolist()
-        for k in ks:
-            for arm, neurons in (("sna", ranked[:k]), ("control", random_neurons(d_mlp(model), k, seed, L))):
-                for m in multipliers:
-                    p = label_probs(model, val["sentence"], ids, Intervention(L, neurons, m, positions), template,
-                                    batch_size)
-                    frames.append(pd.DataFrame(dict(arm=arm, layer=L, k=k, multiplier=float(m), **common,
-                                                    p_negative=p[:, 0], p_positive=p[:, 1],
-                                                    neurons=",".join(map(str, neurons)))))
+        grid = [(arm, k, neurons, float(m)) for k in ks
+                for arm, neurons in (("sna", ranked[:k]), ("control", random_neurons(d_mlp(model), k, seed, L)))
+                for m in multipliers]
+        configs = [Config(tuple(map(int, neurons)), m) for _, _, neurons, m in grid]
+        probs = engine_token_probs(model, layer_state(model, batch, L), L, configs, ids, positions) if engine else None
+        for i, (arm, k, neurons, m) in enumerate(grid):
+            p = (probs[i].numpy() if engine else
+                 label_probs(model, val["sentence"], ids, Intervention(L, neurons, m, positions), template, batch_size))
+            frames.append(pd.DataFrame(dict(arm=arm, layer=L, k=k, multiplier=m, **common, p_negative=p[:, 0],
+                                            p_positive=p[:, 1], neurons=",".join(map(str, neurons)))))
     return pd.concat(frames, ignore_index=True).assign(model=model_name(model), positions=positions,
                                                        discovery=discovery, seed=seed)
 

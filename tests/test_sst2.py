@@ -210,6 +210,21 @@ def test_grid_rows_match_plain_hooked_runs(tiny, sst2_dir):
             assert (row.p_negative_base, row.p_positive_base) == pytest.approx(p0.tolist(), rel=1e-4)
 
 
+@pytest.mark.parametrize("name,positions", [("tiny-llama", "all"), ("tiny-gemma2", "last")])
+def test_grid_on_the_engine_equals_the_plain_loop(name, positions, sst2_dir):
+    """The engine's SST-2 grid (every configuration of a layer in one run) against one plain hooked forward pass
+    per configuration, on general-path stand-ins (float64): every column equal, probabilities to 1e-5 relative
+    (Hugging Face computes rotary angles in float32, and the two paths for different lengths: ~2e-6 apart)."""
+    model = su.load_model(name, device="cpu", dtype=torch.float64)
+    args = dict(layers=[0, 2], ks=[3, 40], multipliers=[0.0, 5.0], n_train=12, data_dir=sst2_dir, seed=1,
+                positions=positions)
+    fast, plain = su.run_sst2_grid(model, **args), su.run_sst2_grid(model, engine=False, **args)
+    probs = ["p_negative", "p_positive"]
+    pd.testing.assert_frame_equal(fast.drop(columns=probs), plain.drop(columns=probs))
+    np.testing.assert_allclose(fast[probs].to_numpy(), plain[probs].to_numpy(), rtol=1e-5, atol=0)
+    assert (fast["p_positive"] / fast["p_positive_base"] - 1).abs().max() > 1e-2, "the grid moves probabilities"
+
+
 def test_grid_checks_everything_before_reading_data(tiny, monkeypatch):
     def no_data(*a, **k):
         raise AssertionError("data read before the checks")

@@ -4,9 +4,12 @@ The engine's general path: the model's decoder layers (unwrapped from Transforme
 its weights), called with the right rotary position embeddings and an additive attention mask that is
 causal and, per layer, sliding-window; then the final norm, the unembedding and any final logit
 soft-capping. Two mask shapes cover METHOD's positions: ``run_all`` runs every position of many
-configurations stacked along the batch; ``run_last`` runs C configurations of one prompt as C queries
-at the last position, each seeing the unmodified run's keys and values of positions < T-1 (a duck-typed
-cache hands them to the attention) and its own key only. Imports only ``errors``.
+configurations stacked along the batch; ``run_last`` runs C configurations of each of n prompts as C
+queries at each prompt's last position, each seeing the unmodified run's keys and values of its prompt's
+positions < T-1 (padded to the longest prompt; a duck-typed cache hands them to the attention) and its own
+key only. Per run, not per layer: the rotary position embeddings, and one mask per window kind. Attention
+runs fused (PyTorch's scaled-dot-product kernel) wherever the model's own attention allows it (not with
+attention-score soft-capping, Gemma-2). Imports only ``errors``.
 """
 
 from __future__ import annotations
@@ -73,9 +76,17 @@ class Decoder:
     down: list  # per layer: the MLP's output projection
     post_mlp: list  # per layer: a norm applied to the MLP's output before the residual add, or None
     w_u: torch.Tensor = field(init=False)
+    fused: list = field(init=False)  # per layer: the layer on the fused attention kernel where it allows it
 
     def __post_init__(self):
         self.w_u = self.lm_head.weight
+        self.fused = [fused_attention(L) for L in self.layers]
+
+
+def _runs(dec: Decoder, L: int, dtype: torch.dtype) -> torch.nn.Module:
+    """The module layer ``L`` runs as in ``dtype``: the fused-attention copy, or the model's own attention in
+    float64 (PyTorch's fused CPU kernel departs from it by ~5e-7 relative there, far above float64 rounding)."""
+    return dec.layers[L] if dtype == torch.float64 else dec.fused[L]
 
 
 def _windows(config, n: int) -> list:
@@ -85,6 +96,39 @@ def _windows(config, n: int) -> list:
     if types is not None:
         return [window if t == "sliding_attention" else None for t in types]
     return [window] * n
+
+
+FUSED = "sdpa"  # the Hugging Face attention implementation the engine runs where a layer's attention allows it
+
+
+def _attention_config(module: torch.nn.Module):
+    """The config a Hugging Face attention module reads its implementation from, or None (not an attention)."""
+    cfg = getattr(module, "config", None)
+    return cfg if hasattr(cfg, "_attn_implementation") and hasattr(module, "layer_idx") else None
+
+
+def fused_attention(layer: torch.nn.Module) -> torch.nn.Module:
+    """``layer`` with its attention on PyTorch's fused scaled-dot-product kernel where it ran "eager" (a shallow
+    copy with its own config; the weights and the model's own modules untouched). Soft-capped attention (Gemma-2)
+    stays eager: the fused kernel cannot cap scores."""
+    for name, child in layer.named_children():
+        cfg = _attention_config(child)
+        if cfg is None:
+            continue
+        if cfg._attn_implementation != "eager" or getattr(cfg, "attn_logit_softcapping", None) is not None:
+            return layer
+        attn, attn.config = copy.copy(child), copy.copy(cfg)
+        attn.config._attn_implementation = FUSED
+        plain = copy.copy(layer)
+        plain._modules = {**layer._modules, name: attn}
+        return plain
+    return layer
+
+
+def is_fused(layer: torch.nn.Module) -> bool:
+    """Whether ``layer``'s attention runs the fused kernel (then full causal attention needs no mask)."""
+    cfgs = [c for c in map(_attention_config, layer.children()) if c is not None]
+    return bool(cfgs) and cfgs[0]._attn_implementation == FUSED
 
 
 def decoder_of(model) -> Decoder:
@@ -112,26 +156,52 @@ def cast(dec: Decoder, dtype: torch.dtype) -> Decoder:
                    [to(m) for m in dec.down], [getattr(L, "post_feedforward_layernorm", None) for L in layers])
 
 
-def _mask(window: int | None, q_pos: torch.Tensor, k_pos: torch.Tensor, own: int, dtype) -> torch.Tensor:
-    """Additive mask ``[1, 1, Q, K0 + own]``: query at ``q_pos`` sees keys at ``k_pos`` ``[K0]`` that are causal and in
-    its window; with ``own`` > 0, the last ``own`` keys are the queries' own (query i sees only key K0 + i)."""
-    ok = k_pos[None] <= q_pos[:, None]
+def _mask(window: int | None, q_pos: torch.Tensor, k_pos: torch.Tensor, own: int, dtype,
+          k_len: torch.Tensor | None = None) -> torch.Tensor:
+    """Additive mask ``[B, 1, Q, K0 + own]`` (B = 1 or prompts): query at ``q_pos`` ``[Q]`` or ``[B, Q]`` sees keys
+    at ``k_pos`` ``[K0]`` that are causal, in its window and, with ``k_len`` ``[B]``, real (not padding: ``k_pos <
+    k_len``); with ``own`` > 0, the last ``own`` keys are the queries' own (query i sees only key K0 + i)."""
+    q = q_pos[..., :, None]
+    ok = k_pos <= q
     if window is not None:
-        ok &= k_pos[None] > q_pos[:, None] - window
+        ok = ok & (k_pos > q - window)
+    if k_len is not None:
+        ok = ok & (k_pos < k_len[:, None, None])
+    ok = ok if ok.dim() == 3 else ok[None]
     if own:
-        ok = torch.cat([ok, torch.eye(own, dtype=torch.bool, device=ok.device)], 1)
+        eye = torch.eye(own, dtype=torch.bool, device=ok.device).expand(ok.shape[0], own, own)
+        ok = torch.cat([ok, eye], -1)
     zero = torch.zeros((), dtype=dtype, device=q_pos.device)
-    return torch.where(ok, zero, torch.finfo(dtype).min)[None, None]
+    return torch.where(ok, zero, torch.finfo(dtype).min)[:, None]
 
 
-def _layer(dec: Decoder, L: int, x: torch.Tensor, pos: torch.Tensor, mask: torch.Tensor, cache) -> torch.Tensor:
-    """Decoder layer ``L`` on ``x`` ``[B, S, d]`` at positions ``pos`` ``[S]``."""
-    ids = pos[None]
+def _masks(dec: Decoder, layers: range, dtype: torch.dtype, make) -> dict[int, torch.Tensor | None]:
+    """Each layer's mask, built once per window kind by ``make(window)``; None for full causal attention on a
+    fused layer without own keys (the kernel's ``is_causal``: ``make`` returns None)."""
+    kinds: dict = {}
+    out = {}
+    for L in layers:
+        key = (dec.windows[L], is_fused(_runs(dec, L, dtype)))
+        if key not in kinds:
+            kinds[key] = make(*key)
+        out[L] = kinds[key]
+    return out
+
+
+def _layer(dec: Decoder, L: int, x: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor | None, cache,
+           rope) -> torch.Tensor:
+    """Decoder layer ``L`` on ``x`` ``[B, S, d]`` at positions ``ids`` ``[1 or B, S]`` (``rope``: the position
+    embeddings of those positions, computed once per run)."""
     kw = dict(attention_mask=mask, position_ids=ids, past_key_values=cache, layer_past=cache, use_cache=False)
-    if dec.rotary is not None:
-        kw["position_embeddings"] = dec.rotary(x, ids)
-    out = dec.layers[L](x, **kw)
+    if rope is not None:
+        kw["position_embeddings"] = rope
+    out = _runs(dec, L, x.dtype)(x, **kw)
     return out[0] if isinstance(out, tuple) else out
+
+
+def _rope(dec: Decoder, x: torch.Tensor, ids: torch.Tensor):
+    """The rotary position embeddings of positions ``ids`` in ``x``'s dtype (None without a rotary module)."""
+    return None if dec.rotary is None else dec.rotary(x, ids)
 
 
 def run_all(dec: Decoder, x: torch.Tensor, layer: int, keep: dict | None = None) -> torch.Tensor:
@@ -140,24 +210,33 @@ def run_all(dec: Decoder, x: torch.Tensor, layer: int, keep: dict | None = None)
     T = x.shape[1]
     pos = torch.arange(T, device=x.device)
     cache = _KeysValues() if keep is not None else None
-    for L in range(layer + 1, len(dec.layers)):
-        x = _layer(dec, L, x, pos, _mask(dec.windows[L], pos, pos, 0, x.dtype), cache)
+    layers = range(layer + 1, len(dec.layers))
+    masks = _masks(dec, layers, x.dtype, lambda window, fused: None if window is None and fused
+                   else _mask(window, pos, pos, 0, x.dtype))
+    rope = _rope(dec, x, pos[None])
+    for L in layers:
+        x = _layer(dec, L, x, pos[None], masks[L], cache, rope)
     if keep is not None:
         keep.update(cache.stored)
     return x[:, -1]
 
 
-def run_last(dec: Decoder, x: torch.Tensor, layer: int, kv: dict) -> torch.Tensor:
-    """Layers ``layer+1..`` for the last position only, ``[n, C, d]`` (C configurations of n prompts of length T,
-    as C queries at position T-1); earlier positions are unchanged, so their keys/values ``kv`` come from the
+def run_last(dec: Decoder, x: torch.Tensor, layer: int, kv: dict, last: torch.Tensor | None = None) -> torch.Tensor:
+    """Layers ``layer+1..`` for the last position only, ``[n, C, d]`` (C configurations of n prompts, as C queries at
+    each prompt's last position ``last`` ``[n]``; None: every prompt is one longer than the keys ``kv`` hold);
+    earlier positions are unchanged, so their keys/values ``kv`` (padded to the longest prompt) come from the
     unmodified run."""
-    C = x.shape[1]
-    T = next(iter(kv.values()))[0].shape[2] + 1 if kv else 1
-    q_pos = torch.full((C,), T - 1, device=x.device)
-    k_pos = torch.arange(T - 1, device=x.device)
+    n, C = x.shape[:2]
+    K = next(iter(kv.values()))[0].shape[2] if kv else 0
+    last = torch.full((n,), K, device=x.device) if last is None else last
+    q_pos = last[:, None].expand(n, C)
+    k_pos = torch.arange(K, device=x.device)
     cache = _KeysValues(kv)
-    for L in range(layer + 1, len(dec.layers)):
-        x = _layer(dec, L, x, q_pos, _mask(dec.windows[L], q_pos, k_pos, C, x.dtype), cache)
+    layers = range(layer + 1, len(dec.layers))
+    masks = _masks(dec, layers, x.dtype, lambda window, fused: _mask(window, q_pos, k_pos, C, x.dtype, last))
+    rope = _rope(dec, x, q_pos)
+    for L in layers:
+        x = _layer(dec, L, x, q_pos, masks[L], cache, rope)
     return x
 
 

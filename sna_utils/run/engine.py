@@ -6,12 +6,16 @@ block L and the neuron activations of layer L; (ii) adds each configuration's ch
 ``(m - 1) * act[S] @ W_out[S]``, to that residual (the only thing an MLP-neuron multiplier changes
 in block L); (iii) runs blocks L+1.. for many configurations stacked along the batch, the final
 block for the last real token only; with ``positions="last"`` only the last token at all, over the
-unmodified run's keys and values of the earlier positions; (iv) unembeds only that token and reduces
-the logits on the device to the target probability, top-1 and KL. It groups prompts by length, so no
-padding is computed. ``tests/test_engine.py`` checks it against the plain loop.
+unmodified run's keys and values of the earlier positions, every prompt of the set in one batch (keys
+padded to the longest prompt and masked); (iv) unembeds only that token and reduces the logits on the
+device to the target probability, top-1 and KL. It groups prompts by length, so no padding is computed
+with ``positions="all"``. The unmodified run from block L is computed once per prompt set, layer and
+dtype and serves the reference distribution, the baseline and the keys and values ``"last"`` reuses.
+``tests/test_engine.py`` checks it against the plain loop.
 
-Holds the weights in the engine's layout (read once per model, cast once per precision), the
-kernels, the per-layer state and chunk sizes (the FLOP model is in ``flops``). Imports only ``core``.
+Holds the choice of path (GPT-2's hand-written kernels in ``handwritten``, every other family's own
+layers in ``decoder``), their weights read once per model and cast once per precision, the per-layer
+state and chunk sizes (the FLOP model is in ``flops``). Imports ``core``, ``decoder`` and ``handwritten``.
 """
 
 from __future__ import annotations
@@ -25,70 +29,13 @@ from typing import Callable, Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
-from . import decoder
+from . import decoder, handwritten
 from ..core import (Batch, Positions, chunk_slices, hook_name, model_device, run_and_capture)
 from .decoder import Decoder, down_weight
+from .handwritten import BlockWeights, EngineWeights
 from ..errors import SNAError
 
-@dataclass
-class BlockWeights:
-    """One transformer block in the engine's uniform ``x @ W + b`` layout (W is ``[d_in, d_out]``)."""
-
-    ln1: tuple[torch.Tensor, torch.Tensor]
-    ln2: tuple[torch.Tensor, torch.Tensor]
-    w_qkv: torch.Tensor  # [d_model, 3 d_model], columns [q | k | v], heads contiguous
-    b_qkv: torch.Tensor
-    w_o: torch.Tensor  # [d_model, d_model]
-    b_o: torch.Tensor
-    w_in: torch.Tensor  # [d_model, d_mlp]
-    b_in: torch.Tensor
-    w_out: torch.Tensor  # [d_mlp, d_model]: row i is what neuron i writes to the residual stream
-    b_out: torch.Tensor
-
-
-@dataclass
-class EngineWeights:
-    """GPT-2's blocks in the engine's layout: the one hand-written path, kept for speed (every other family
-    runs its own Hugging Face layers through ``decoder``; ``tests/test_engine.py`` checks the two agree)."""
-
-    arch: str
-    blocks: list[BlockWeights]
-    ln_f: tuple[torch.Tensor, torch.Tensor]
-    w_u: torch.Tensor  # [d_vocab, d_model] (F.linear layout)
-    n_heads: int
-    eps: float
-    act: Callable[[torch.Tensor], torch.Tensor]
-
-
-def _activation(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The MLP nonlinearity as one fused kernel (HF's ``gelu_new`` runs ~7 separate ones)."""
-    from transformers.activations import ACT2FN
-
-    fused = {"gelu_new": lambda x: F.gelu(x, approximate="tanh"), "gelu_pytorch_tanh":
-             lambda x: F.gelu(x, approximate="tanh"), "gelu": F.gelu, "relu": F.relu}
-    return fused.get(name) or ACT2FN[name]
-
-
-def _read_gpt2(model) -> EngineWeights:
-    """Read a bridged GPT-2's weights into the engine's layout (the very tensors: GPT-2's Conv1D is ``x @ W + b``)."""
-    hf = model.original_model
-    blocks = [
-        BlockWeights(
-            ln1=(h.ln_1.weight, h.ln_1.bias), ln2=(h.ln_2.weight, h.ln_2.bias),
-            w_qkv=h.attn.c_attn.weight, b_qkv=h.attn.c_attn.bias,
-            w_o=h.attn.c_proj.weight, b_o=h.attn.c_proj.bias,
-            w_in=h.mlp.c_fc.weight, b_in=h.mlp.c_fc.bias,
-            w_out=h.mlp.c_proj.weight, b_out=h.mlp.c_proj.bias,
-        )
-        for h in hf.transformer.h
-    ]
-    cfg = hf.config
-    return EngineWeights("gpt2", blocks, (hf.transformer.ln_f.weight, hf.transformer.ln_f.bias),
-                         hf.get_output_embeddings().weight, cfg.n_head, cfg.layer_norm_epsilon,
-                         _activation(cfg.activation_function))
-
-
-HAND_WRITTEN = {"gpt2": _read_gpt2}  # Hugging Face model_type -> reader of the one hand-written fast path
+HAND_WRITTEN = {"gpt2": handwritten.read_gpt2}  # Hugging Face model_type -> reader of the one hand-written fast path
 Weights = EngineWeights | Decoder  # what the engine runs: the hand-written GPT-2 path or the general one
 
 _WEIGHTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> {dtype or None: Weights}
@@ -190,80 +137,18 @@ def logit_rows(eng: Weights, device: torch.device) -> int:
 # The kernels: blocks L+1.. on many configurations at once
 # ---------------------------------------------------------------------------
 
-def _layer_norm(x: torch.Tensor, wb: tuple[torch.Tensor, torch.Tensor], eps: float) -> torch.Tensor:
-    return F.layer_norm(x, (x.shape[-1],), wb[0], wb[1], eps)
-
-
-def _affine(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``x @ w + b`` as one fused matmul-with-bias, ``[..., d_in] -> [..., d_out]``."""
-    return torch.addmm(b, x.reshape(-1, x.shape[-1]), w).view(*x.shape[:-1], w.shape[1])
-
-
-def _qkv(eng: EngineWeights, w: BlockWeights, h: torch.Tensor):
-    """Queries, keys, values ``[B, nh, S, dh]`` of normalised ``h`` ``[B, S, d]`` (GPT-2: no rotary)."""
-    B, S, d = h.shape
-    q, k, v = _affine(h, w.w_qkv, w.b_qkv).split(d, dim=-1)
-    return (t.view(B, S, eng.n_heads, d // eng.n_heads).transpose(1, 2) for t in (q, k, v))
-
-
-def _mlp(eng: EngineWeights, w: BlockWeights, h: torch.Tensor) -> torch.Tensor:
-    return _affine(eng.act(_affine(h, w.w_in, w.b_in)), w.w_out, w.b_out)
-
-
-def _residual(eng: EngineWeights, w: BlockWeights, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-    """The block's output from its input ``x`` and the heads' mixed values ``z`` (same leading shape)."""
-    mid = x + _affine(z, w.w_o, w.b_o)
-    return mid + _mlp(eng, w, _layer_norm(mid, w.ln2, eng.eps))
-
-
-def _block(eng: EngineWeights, layer: int, x: torch.Tensor, last_only: bool, keep: list | None) -> torch.Tensor:
-    """One block on ``x`` ``[B, T, d]``; ``[B, T, d]``, or ``[B, d]`` at the last position if ``last_only``.
-    Appends the keys and values of positions ``0..T-2`` to ``keep`` if given."""
-    w = eng.blocks[layer]
-    B, T, d = x.shape
-    q, k, v = _qkv(eng, w, _layer_norm(x, w.ln1, eng.eps))
-    if keep is not None:
-        keep.append((k[:, :, :-1].contiguous(), v[:, :, :-1].contiguous()))
-    if last_only:
-        z = F.scaled_dot_product_attention(q[:, :, -1:], k, v)  # the last query sees every key
-        return _residual(eng, w, x[:, -1], z.reshape(B, d))
-    z = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-    return _residual(eng, w, x, z.transpose(1, 2).reshape(B, T, d))
-
-
-def _gpt2_run_all(eng: EngineWeights, x: torch.Tensor, layer: int, keep: list | None = None) -> torch.Tensor:
-    """Blocks ``layer+1..`` on residuals ``[B, T, d]`` (every position changed); the last position ``[B, d]``."""
-    n = len(eng.blocks)
-    for L in range(layer + 1, n):
-        x = _block(eng, L, x, L == n - 1, keep)
-    return x if layer < n - 1 else x[:, -1]
-
-
-def _gpt2_run_last(eng: EngineWeights, x: torch.Tensor, layer: int, kv: list) -> torch.Tensor:
-    """Blocks ``layer+1..`` for the last position only, ``[n, C, d]`` (C configurations of n prompts of
-    length T); earlier positions are unchanged, so their keys/values ``kv`` come from the unmodified run."""
-    n, C, d = x.shape
-    for (k0, v0), L in zip(kv, range(layer + 1, len(eng.blocks))):
-        w = eng.blocks[L]
-        q, k, v = _qkv(eng, w, _layer_norm(x, w.ln1, eng.eps))  # [n, nh, C, dh]: C queries per prompt
-        scale = q.shape[-1] ** -0.5
-        scores = torch.cat([q @ k0.transpose(-1, -2), (q * k).sum(-1, keepdim=True)], -1) * scale
-        a = scores.softmax(-1, dtype=torch.promote_types(x.dtype, torch.float32)).to(x.dtype)  # [n, nh, C, T]
-        z = a[..., :-1] @ v0 + a[..., -1:] * v
-        x = _residual(eng, w, x, z.transpose(1, 2).reshape(n, C, d))
-    return x
-
-
 def _run_all(eng: Weights, x: torch.Tensor, layer: int, keep=None) -> torch.Tensor:
     """Blocks ``layer+1..`` on residuals ``[B, T, d]``; the last position ``[B, d]`` (keys/values into ``keep``)."""
     if isinstance(eng, Decoder):
         return decoder.run_all(eng, x, layer, keep)
-    return _gpt2_run_all(eng, x, layer, keep)
+    return handwritten.run_all(eng, x, layer, keep)
 
 
 def _run_last(eng: Weights, x: torch.Tensor, layer: int, kv) -> torch.Tensor:
-    """Blocks ``layer+1..`` for the last position of C configurations ``[n, C, d]``, over the unmodified ``kv``."""
-    return (decoder.run_last if isinstance(eng, Decoder) else _gpt2_run_last)(eng, x, layer, kv)
+    """Blocks ``layer+1..`` for the last position of C configurations ``[n, C, d]``, over the unmodified ``kv``
+    (a ``PrefixKV`` of prompts of any lengths, or one length group's keys and values)."""
+    kv, last = (kv.kv, kv.last) if isinstance(kv, PrefixKV) else (kv, None)
+    return (decoder.run_last if isinstance(eng, Decoder) else handwritten.run_last)(eng, x, layer, kv, last)
 
 
 # ---------------------------------------------------------------------------
@@ -278,6 +163,15 @@ class LengthGroup:
     resid_after: torch.Tensor  # residual stream after block L          [n_g, T_g, d_model]
     act: torch.Tensor  # hook_post of layer L                           [n_g, T_g, d_mlp]
     kv: dict = field(default_factory=dict)  # dtype -> keys/values of positions < T-1 in blocks L+1..
+    out: dict = field(default_factory=dict)  # dtype -> the unmodified run's residual before ln_f [n_g, d]
+
+
+@dataclass
+class PrefixKV:
+    """Keys and values of positions < T-1 of prompts of several lengths, padded to the longest (zeros, masked)."""
+
+    kv: list | dict  # per block L+1..: (keys, values) [n, heads, K, d_head]
+    last: torch.Tensor  # each prompt's last position T-1 (its real keys are 0..T-2)  [n]
 
 
 @dataclass
@@ -286,6 +180,7 @@ class LayerState:
 
     n_prompts: int
     groups: list[LengthGroup]
+    last: dict = field(default_factory=dict)  # dtype -> every prompt's last position as one group (``_last_group``)
 
 
 @torch.no_grad()
@@ -303,13 +198,47 @@ def layer_state(model, batch: Batch, layer: int) -> LayerState:
 
 
 def _base_kv(eng: Weights, g: LengthGroup, layer: int):
-    """Keys and values of the unmodified run at positions < T-1, per block L+1.. (computed once per dtype)."""
+    """Keys and values of the unmodified run at positions < T-1, per block L+1.. (computed once per dtype, with
+    the run's final residual, ``_base_out``)."""
     dtype = eng.w_u.dtype
     if dtype not in g.kv:
         keep = {} if isinstance(eng, Decoder) else []
-        _run_all(eng, g.resid_after.to(dtype), layer, keep)
+        g.out[dtype] = _run_all(eng, g.resid_after.to(dtype), layer, keep)
         g.kv[dtype] = keep
     return g.kv[dtype]
+
+
+def _base_out(eng: Weights, g: LengthGroup, layer: int) -> torch.Tensor:
+    """The unmodified run's residual before ``ln_f`` at the last position ``[n_g, d]`` (the run ``_base_kv`` keeps)."""
+    _base_kv(eng, g, layer)
+    return g.out[eng.w_u.dtype]
+
+
+def _padded(parts: Sequence[torch.Tensor], K: int) -> torch.Tensor:
+    """Keys or values ``[n_g, heads, T_g - 1, d_head]`` of several groups, zero-padded to ``K`` positions, stacked."""
+    return torch.cat([F.pad(t, (0, 0, 0, K - t.shape[2])) for t in parts])
+
+
+def _last_group(eng: Weights, state: LayerState, layer: int) -> LengthGroup:
+    """Every prompt of ``state`` at its last position as one group ``[n, 1, ...]``, with the unmodified run's keys
+    and values of the earlier positions padded to the longest prompt (``PrefixKV``), so ``positions="last"`` runs
+    all prompts in one batch (built once per dtype)."""
+    dtype = eng.w_u.dtype
+    if dtype not in state.last:
+        gs = state.groups
+        merged = LengthGroup(torch.cat([g.index for g in gs]), torch.cat([g.resid_after[:, -1:] for g in gs]),
+                             torch.cat([g.act[:, -1:] for g in gs]))
+        if layer < n_blocks(eng) - 1:
+            keeps = [_base_kv(eng, g, layer) for g in gs]
+            K = max(g.resid_after.shape[1] for g in gs) - 1
+            pairs = {key: tuple(_padded([k[key][i] for k in keeps], K) for i in (0, 1))
+                     for key in (keeps[0] if isinstance(keeps[0], dict) else range(len(keeps[0])))}
+            kv = pairs if isinstance(keeps[0], dict) else [pairs[i] for i in range(len(pairs))]
+            last = torch.cat([torch.full((len(g.index),), g.resid_after.shape[1] - 1, device=g.index.device)
+                              for g in gs])
+            merged.kv[dtype] = PrefixKV(kv, last)
+        state.last[dtype] = merged
+    return state.last[dtype]
 
 
 def _change(eng: Weights, layer: int, act: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -345,7 +274,11 @@ def _final_resid(model, state: LayerState, layer: int, configs: Sequence[Config]
     w_out = _w_out(own, layer)
     eng = engine_weights(model, compute_dtype(precision))
     max_tokens = max_tokens or chunk_tokens(eng, model_device(model), eng.w_u.dtype)
-    for g in state.groups:
+    if all(c == IDENTITY for c in configs):  # the unmodified run, computed once (``_base_out``)
+        yield from ((slice(0, len(configs)), g, _base_out(eng, g, layer).expand(len(configs), -1, -1))
+                    for g in state.groups)
+        return
+    for g in (state.groups if positions == "all" else [_last_group(eng, state, layer)]):
         n, T, d = g.resid_after.shape
         kv = _base_kv(eng, g, layer) if positions == "last" and layer < n_blocks(eng) - 1 else None
         change = _change(own, layer, g.act if positions == "all" else g.act[:, -1:])
@@ -384,7 +317,7 @@ def _logits(eng: Weights, x: torch.Tensor) -> torch.Tensor:
     """Full-vocabulary logits of final residuals ``[..., d] -> [..., V]``, at least float32."""
     if isinstance(eng, Decoder):
         return decoder.logits(eng, x)
-    z = F.linear(_layer_norm(x, eng.ln_f, eng.eps), eng.w_u)
+    z = F.linear(handwritten.layer_norm(x, eng.ln_f, eng.eps), eng.w_u)
     return z if z.dtype in (torch.float32, torch.float64) else z.float()
 
 
@@ -455,6 +388,28 @@ def engine_logits(model, state: LayerState, layer: int, configs: Sequence[Config
     with precision_mode(precision):
         for sl, g, x in _final_resid(model, state, layer, configs, positions, precision, max_tokens):
             out[sl, g.index.cpu()] = _logits(eng, x).cpu()
+    return out
+
+
+@torch.no_grad()
+def engine_token_probs(model, state: LayerState, layer: int, configs: Sequence[Config], token_ids: torch.Tensor,
+                       positions: Positions = "all", precision: str | None = None,
+                       max_tokens: int | None = None) -> torch.Tensor:
+    """Full-vocabulary next-token probabilities of ``token_ids`` ``[k]`` for every (configuration, prompt)
+    ``[n_configs, n_prompts, k]`` float64 on the host, the softmax in float64 as ``core``'s plain path takes it;
+    only those k numbers leave the device."""
+    precision = check_precision(model, precision)
+    eng = engine_weights(model, compute_dtype(precision))
+    dev = model_device(model)
+    ids = token_ids.to(dev)
+    out = torch.empty(len(configs), state.n_prompts, len(token_ids), dtype=torch.float64)
+    with precision_mode(precision):
+        for sl, g, x in _final_resid(model, state, layer, configs, positions, precision, max_tokens):
+            step = max(1, logit_rows(eng, dev) // x.shape[1])
+            for i in range(0, x.shape[0], step):
+                z = _logits(eng, x[i:i + step]).double()
+                p = (z[..., ids] - z.logsumexp(-1, keepdim=True)).exp()
+                out[sl.start + i:min(sl.stop, sl.start + i + step), g.index.cpu()] = p.cpu()
     return out
 
 
