@@ -24,7 +24,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..core import Baseline, Positions, model_device
+from ..core import (Baseline, NeutralSet, Positions, Task, last_token_activations, model_device,
+                    scores_from_activations, top_neurons)
 from .engine import (IDENTITY, _change, _final_resid, _logits, _reduce, _w_out, check_precision,
                      compute_dtype, engine_metrics, engine_weights, precision_mode)
 from ..errors import SNAError
@@ -107,6 +108,25 @@ def temperature_metrics(model, state, layer: int, temperatures: Sequence[float],
     return p, top1
 
 
+def steering_summary(model, tasks: Sequence[Task], neutral: NeutralSet, layer: int, k: int, multiplier: float,
+                     score_method: str = "mean_diff") -> pd.DataFrame:
+    """Per task at ``layer``: the steering vector's norm (discovery prompts against neutral discovery prose),
+    SNA's push (its top-``k`` neurons at ``multiplier``, mean over discovery prompts) and the alpha that makes
+    the two equal (what the sweep's ``steer_matched`` adds), in the residual's units."""
+    ref_resid = last_token_activations(model, neutral.discovery, [layer], hook=resid_hook)[layer]
+    ref_acts = last_token_activations(model, neutral.discovery, [layer])[layer]
+    rows = []
+    for t in tasks:
+        prompts = [i.prompt for i in t.discovery]
+        acts = last_token_activations(model, prompts, [layer])[layer]
+        v = steering_vector(last_token_activations(model, prompts, [layer], hook=resid_hook)[layer], ref_resid)
+        neurons = top_neurons(scores_from_activations(acts, ref_acts, score_method), k)
+        push = sna_push(model, layer, acts, neurons, multiplier)
+        rows.append(dict(task=t.name, layer=layer, steer_norm=float(v.norm()), k=k, multiplier=multiplier,
+                         sna_push=push, matched_alpha=matched_scale(push, v)))
+    return pd.DataFrame(rows)
+
+
 @dataclass(frozen=True)
 class SteerInputs:
     """What a unit needs for the steering baselines: the vector ``[d_model]`` and the discovery prompts'
@@ -171,7 +191,10 @@ def check_same_options(old: pd.DataFrame | None, out, dropped: str) -> None:
     """SNAError when the rows already in ``out`` were made with other lean options than this run's."""
     if old is None:
         return
-    was = sorted(set(old["dropped"].fillna("").astype(str))) if "dropped" in old else ["not recorded"]
+    if "dropped" not in old:
+        raise SNAError(f"{out} holds rows of an earlier kit version (no baselines, no `dropped` column); a table "
+                       f"never mixes them. Choose another `out` path or delete the folder.")
+    was = sorted(set(old["dropped"].fillna("").astype(str)))
     if was != [dropped]:
         raise SNAError(f"{out} holds rows made with other lean options (turned off there: "
                        f"{', '.join(w or 'none' for w in was)}; now: {dropped or 'none'}); a table never mixes "

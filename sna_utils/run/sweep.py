@@ -249,7 +249,7 @@ def run_unit(model, plan: SweepPlan, task_name: str, layer: int, cache: dict) ->
         cache["eval", t.name] = (target_token_ids(model, t.evaluation),
                                  encode_prompts(model, [i.prompt for i in t.evaluation]))
     formats = None
-    if t.name in plan.formats:
+    if t.name in plan.formats and plan.options.get("formats_kl", True):
         if ("formats", t.name) not in cache:
             cache["formats", t.name] = encode_prompts(model, plan.formats[t.name].heldout)
         fstate = layer_state(model, cache["formats", t.name], L)
