@@ -91,9 +91,9 @@ def test_temperature_equals_a_plain_softmax(pair, tasks):
 
 def test_lean_options_drop_what_they_say(tiny, tasks, neutral, tmp_path):
     """LEAN: no second control, no formats KL, no per-prompt file, no baselines, recorded in ``dropped``; the
-    verdict's table refuses naming the option; a full rerun into the same folder refuses to mix; the default
-    sweep keeps every baseline at the grid it is given."""
-    small, neu = trim(tasks, neutral, n_tasks=1)
+    verdict's table refuses naming the option; a full rerun into the same folder refuses to mix; without only the
+    second control the verdict still has every row and the baselines keep the grids they are given."""
+    small, neu = trim(tasks, neutral, n_tasks=3)  # the verdict's rhos need three tasks
     grid = dict(layers=[1], ks=[1, 5], multipliers=[3.0], neutral=neu, progress=False)
     lean = su.run_sweep(tiny, small, out=tmp_path / "lean.parquet", **grid, **LEAN)
     assert not [c for c in lean.columns if c.startswith("control_b")] and "control_improvement_pct" in lean
@@ -106,14 +106,20 @@ def test_lean_options_drop_what_they_say(tiny, tasks, neutral, tmp_path):
         su.run_sweep(tiny, small, out=tmp_path / "lean.parquet", **grid)
     with pytest.raises(su.SNAError, match="baselines=True needs prompt_table=True"):
         su.run_sweep(tiny, small, **grid, prompt_table=False)
-    full = su.run_sweep(tiny, small, out=tmp_path / "full.parquet", **grid, steer_alphas=(1.0, 2.0),
-                        temperatures=(0.7,))
-    assert "control_b_improvement_pct" in full and full["side_effect_kl_formats"].notna().all()
-    prompts = su.read_prompt_table(tmp_path / "full.parquet")
+    part = su.run_sweep(tiny, small, out=tmp_path / "part.parquet", **grid, steer_alphas=(1.0, 2.0),
+                        temperatures=(0.7,), control_b=False)
+    assert "control_b_improvement_pct" not in part and part["side_effect_kl_formats"].notna().all()
+    prompts = su.read_prompt_table(tmp_path / "part.parquet")
+    assert "control_b" not in set(prompts["arm"])
+    v = su.verdict(part, prompts, "lean")  # without the second control: its column empty, every row there
+    assert v["control_b"].isna().all() and v["claim"].str.startswith("SNA beats temperature").any()
     strengths = prompts.groupby("arm")["strength"].unique()
     assert sorted(strengths["steer"]) == [1.0, 2.0] and list(strengths["temperature"]) == [0.7]
-    assert len(strengths["steer_matched"]) == 1 and strengths["steer_matched"][0] > 0
-    assert prompts.groupby("arm").size().nunique() == 2  # SNA's arms per configuration, the baselines per strength
+    matched = prompts[prompts["arm"] == "steer_matched"].groupby("task")["strength"]
+    assert (matched.nunique() == 1).all() and (matched.first() > 0).all()  # one matched alpha per (task, layer)
+    n = 3 * 6  # tasks x evaluation prompts
+    assert prompts.groupby("arm").size().to_dict() == {"sna": 2 * n, "control": 2 * n, "steer": 2 * n,
+                                                        "steer_matched": n, "temperature": n}
 
 
 def _claims(shift=None, saturation=None):

@@ -141,7 +141,7 @@ def test_random_weights_rarely_pass_the_verdict_while_in_sample_bests_are_large(
         df, prompts = _sweep(tiny, t, neu, tmp_path / f"s{seed}.parquet", seed, positions="last", layers=[1, 2],
                              ks=[5, 20], multipliers=[5.0, 10.0])
         v = verdict(df, prompts, "smoke", seed=seed)
-        calls += v.loc[v["claim"].str.startswith("SNA beats"), "verdict"].tolist()
+        calls += v.loc[v["claim"].str.startswith("SNA beats the random control"), "verdict"].tolist()
         best_sna += df.groupby("task")["improvement_pct"].max().tolist()
         best_control += df.groupby("task")["control_improvement_pct"].max().tolist()
         held += su.choose_on_selection(df)["held_out"].tolist()

@@ -1,4 +1,4 @@
-"""The verdict against the field's baselines: SNA beside a steering vector and a sharper softmax.
+"""The verdict against the field's baselines: SNA beside a steering vector and a softmax temperature.
 
 The per-prompt table holds three baseline arms (``run.baselines``): ``steer`` (the task's steering vector at
 each layer, at each multiple alpha), ``steer_matched`` (the same vector scaled to SNA's push at that layer)
@@ -30,7 +30,7 @@ KEYS = ["model", "task", "arm", "layer", "strength"]
 CLAIM_OF = {  # baseline series -> (the per-task claim's start, the baseline's name in plain words)
     "steer_matched": ("SNA beats the steering vector at equal strength on", "the steering vector at SNA's strength"),
     "steer": ("SNA beats the steering vector at its best on", "the steering vector at its best"),
-    "temperature": ("SNA beats temperature on", "temperature (a sharper softmax)"),
+    "temperature": ("SNA beats temperature on", "temperature (logits / T)"),
 }
 NEEDS = "sweep with baselines=True (the default) and prompt_table=True, this kit version"
 

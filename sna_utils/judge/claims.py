@@ -4,7 +4,7 @@ Every row of the verdict table (``verdict.verdict``, with the rows of ``saturati
 ``baselines.baseline_claims`` and ``sst2_heldout.sst2_claims`` joined) is one of the claims below, recognised
 by how its ``claim`` text starts. Each is decided by one rule of ``rules`` on held-out evidence (chosen on
 selection prompts, read on test prompts), against the random-neuron control, the matched null or one of the
-field's baselines (a steering vector, a sharper softmax):
+field's baselines (a steering vector, a softmax temperature):
 
 ===================================================  ===================================  ====================
 claim (the row's text starts with)                   decided by                           rule

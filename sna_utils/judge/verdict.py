@@ -7,7 +7,7 @@ test prompts) with its 95 % percentile bootstrap interval over test prompts; the
 the random-neuron control and for the second control (each choosing its own best configuration the same
 way); ``null_p``, the p-value against the null (Holm-adjusted paired test for the per-task rows, the matched
 null of ``nulls.matched_null`` where given); and a plain-words verdict from :data:`VERDICTS`.
-The rows against the field's baselines (a steering vector, a sharper softmax) come from ``baselines``.
+The rows against the field's baselines (a steering vector, a softmax temperature) come from ``baselines``.
 Works on the saved tables alone (sweep rows, per-prompt rows, the matched null). Imports ``analysis``,
 ``baselines``, ``core``, ``errors``, ``heldout``, ``rules``, ``saturation``, ``stats`` and ``store``.
 """
@@ -213,6 +213,8 @@ def _zone1_rows(summary, paired, chosen, zones, gains, model, profile, alpha, n_
                      np.nan, np.nan, np.nan, NOT_MEASURED, model, profile)]
 
     def best(arm: str) -> tuple[str, float]:  # the Zone-1 task best on selection prompts, and its test value
+        if arms[arm].empty:  # a lean sweep without the second control
+            return "", np.nan
         c = arms[arm].loc[arms[arm]["chosen_on_selection"].idxmax()]
         return c["task"], float(c["held_out"])
 

@@ -1,4 +1,4 @@
-"""The field's two baselines beside SNA: a residual-stream steering vector and a sharper softmax.
+"""The field's two baselines beside SNA: a residual-stream steering vector and a softmax temperature.
 
 * ``steer``: the steering vector of a task at layer L (ActAdd / Contrastive Activation Addition), the mean of
   the residual stream after block L (``blocks.L.hook_resid_post``) at the last token over the task's discovery
@@ -31,7 +31,7 @@ from .engine import (IDENTITY, _change, _final_resid, _logits, _reduce, _w_out, 
 from ..errors import SNAError
 
 STEER_ALPHAS = (0.5, 1.0, 2.0, 4.0)  # multiples of the steering vector v_L itself (alpha = 1: the mean difference)
-TEMPERATURES = (0.5, 0.7, 0.85)  # T < 1 sharpens the softmax
+TEMPERATURES = (0.5, 0.7, 0.85, 1.25, 1.5, 2.0)  # T < 1 sharpens the softmax, T > 1 flattens it
 
 
 def resid_hook(layer: int) -> str:

@@ -64,7 +64,7 @@ class Profile:
     description: str = ""
     null_draws: int = 100  # matched-null draws per task (nulls.matched_null); Holm over T tasks needs >= T/0.05
     steer_alphas: tuple[float, ...] = STEER_ALPHAS  # the steering baseline's multiples of v (run.baselines)
-    temperatures: tuple[float, ...] = TEMPERATURES  # the temperature baseline's grid (T < 1 sharpens)
+    temperatures: tuple[float, ...] = TEMPERATURES  # the temperature baseline's grid (T < 1 sharpens, > 1 flattens)
     lean: tuple[str, ...] = ()  # run.baselines.LEAN's options turned off (the verdict needs every one on)
 
     def sweep_options(self) -> dict:
