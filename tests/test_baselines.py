@@ -183,3 +183,12 @@ def test_baselines_are_chosen_on_selection_prompts_only():
     for part, same in (("test", True), ("selection", False)):
         p = prompts.assign(p=np.where(prompts["part"] == part, rng.uniform(0.001, 0.999, len(prompts)), prompts["p"]))
         assert chosen_baselines(p, sweep)[keys].equals(want) == same, part
+
+
+def test_the_method_note_quotes_the_default_grids():
+    from pathlib import Path
+
+    doc = " ".join((Path(__file__).resolve().parents[1] / "docs" / "method.md").read_text().split())
+    for values in (su.STEER_ALPHAS, su.TEMPERATURES):
+        assert f"(default {', '.join(f'{v:g}' for v in values)}" in doc
+    assert su.get_profile("paper").steer_alphas == su.STEER_ALPHAS and su.get_profile("smoke").lean == ()

@@ -15,7 +15,6 @@ and ``store``.
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 
 from ..core import improvement_pct

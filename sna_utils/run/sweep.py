@@ -104,7 +104,7 @@ def _sweep_rows(model, task: Task, layer: int, ranking: torch.Tensor, ks, ms, po
     device), as table rows and as the per-prompt table (None without ``prompt_table``), which also holds the
     baselines (``baselines``: ``steer_inputs`` given). ``formats``: the state and reference of the task's
     held-out format-matched neutral prompts (for ``side_effect_kl_formats``). The lean options
-    (:data:`LEAN`) turn off the second control, the formats KL, the per-prompt table and the baselines."""
+    (``run.baselines.LEAN``) turn off the second control, the formats KL, the per-prompt table and the baselines."""
     arm_names = ARMS if control_b else ARMS[:2]
     sna = [Config(tuple(ranking[:k].tolist()), m) for k in ks for m in ms]
     controls = {arm: control_configs(model, layer, ks, ms, seed, arm) for arm in arm_names[1:]}
@@ -332,7 +332,7 @@ def run_sweep(model, tasks: Sequence[Task | str], layers: Sequence[int], ks: Seq
     (``control_b_*``); with ``out`` each unit also saves its per-prompt table (:func:`read_prompt_table`),
     which also holds the field's baselines per prompt (``baselines``: the steering vector at ``steer_alphas``
     and at SNA's push, the temperatures ``temperatures``; ``run.baselines``). The lean options
-    ``control_b``, ``formats_kl``, ``prompt_table``, ``baselines`` (all True by default; :data:`LEAN` turns
+    ``control_b``, ``formats_kl``, ``prompt_table``, ``baselines`` (all True by default; ``su.LEAN`` turns
     all off) drop what they name; the ``dropped`` column records them and a table never mixes them.
     """
     from tqdm.auto import tqdm
