@@ -180,7 +180,7 @@ def test_verdict_finds_planted_task_neurons(tasks, neutral, tmp_path):
     chosen = su.choose_on_selection(df)
     null = su.matched_null(model, t, chosen, n_draws=100, neutral=neu)
     v = verdict(df, prompts, "smoke", null=null.table)
-    per_task = v[v["claim"].str.startswith("SNA beats")]
+    per_task = v[v["claim"].str.startswith("SNA beats the random control")]
     assert (per_task["verdict"] == SUPPORTED).all(), per_task[["claim", "held_out", "control", "null_p"]]
     assert (per_task["null_p"] < 0.05).all() and (per_task["ci_low"] > per_task["control"]).all()
     assert (null.push["push_ratio_matched"] > 1).all()
