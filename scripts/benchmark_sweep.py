@@ -19,6 +19,8 @@ engine vs FLOP floor, positions="last" vs "all"); it is not a test.
   It times a fixed-seed random sample of configurations and scales up to the whole grid (said in the output).
 * engine: ``su.run_sweep`` on the whole grid, discovery and baselines included, per precision
   (float32, bfloat16, and TF32 on CUDA), with ``positions="all"`` and ``positions="last"``.
+* the sweep's extra arms: the full sweep (baselines on) over the sweep without baselines, and the lean sweep
+  (``su.LEAN``) over SNA plus one control through the engine alone (``--options-only``: only these).
 * FLOP floor: the matrix-multiply FLOPs the grid strictly needs (``su.run.flops.sweep_unit_flops``: blocks L..
   for every arm, configuration and prompt at its real length, plus last-token logits) divided by this
   machine's measured matmul rate at that precision.
@@ -105,7 +107,8 @@ def last_section(last: float, engine: float) -> str:
     return f"positions 'last' / 'all'  : {last / engine:6.2f}x ({last:.1f} s beside {engine:.1f} s)"
 
 
-# Further sections (e.g. a lean sweep against the full one) add a function above and a line in ``ratios``.
+# Further sections add a function above and a line in ``ratios``; the sweep's options (baselines, lean) are
+# timed whole, by ``compare_options`` below.
 
 
 def ratios(precision: str, plain: tuple[float, int] | None, engine: float, floor: float,
@@ -116,6 +119,69 @@ def ratios(precision: str, plain: tuple[float, int] | None, engine: float, floor
     if last is not None:
         lines.append(last_section(last, engine))
     return [f"[{precision}] {line}" for line in lines]
+
+
+# ---------------------------------------------------------------------------
+# The sweep's extra arms: the baselines' cost and the lean sweep's (issues 23 and 25)
+# ---------------------------------------------------------------------------
+
+def time_sna_one_control(model, task, neutral, layers, ks, ms, precision, device) -> float:
+    """Seconds for the engine's least: discovery, then per layer SNA and one control on the evaluation prompts
+    and on the held-out neutral prompts (their side effect), no table, no second control, no baselines."""
+    sync(device)
+    t0 = time.perf_counter()
+    eng = su.run.engine
+    acts = su.last_token_activations(model, [i.prompt for i in task.discovery], layers)
+    ref = su.last_token_activations(model, neutral.discovery, layers)
+    ids = su.target_token_ids(model, task.evaluation)
+    batch, nbatch = su.encode_prompts(model, [i.prompt for i in task.evaluation]), su.encode_prompts(model, neutral.heldout)
+    for L in layers:
+        ranking = su.rank_neurons(su.scores_from_activations(acts[L], ref[L]))
+        configs = [eng.Config(tuple(ranking[:k].tolist()), m) for k in ks for m in ms]
+        configs += su.run.sweep.control_configs(model, L, ks, ms, SWEEP_SEED, "control")
+        state, nstate = eng.layer_state(model, batch, L), eng.layer_state(model, nbatch, L)
+        eng.engine_metrics(model, state, L, [eng.IDENTITY], target_ids=ids, precision=precision)
+        eng.engine_metrics(model, state, L, configs, target_ids=ids, precision=precision)
+        eng.engine_metrics(model, nstate, L, configs, reference=eng.reference(model, nstate, L, precision),
+                           precision=precision)
+    sync(device)
+    return time.perf_counter() - t0
+
+
+def time_options(model, task, neutral, formats, layers, ks, ms, precision, device, out, **options) -> float:
+    """Seconds for ``su.run_sweep`` into a fresh folder (the per-prompt table written) with sweep ``options``."""
+    import shutil
+
+    shutil.rmtree(out, ignore_errors=True)
+    sync(device)
+    t0 = time.perf_counter()
+    su.run_sweep(model, [task], layers, ks, ms, neutral=neutral, progress=False, precision=precision, out=out,
+                 formats=formats, **options)
+    sync(device)
+    return time.perf_counter() - t0
+
+
+def compare_options(model, task, neutral, formats, layers, ks, ms, precision, device, repeats: int = 3) -> None:
+    """Print the baselines' extra cost (full sweep / the sweep without them; goal <= 1.25x) and the lean sweep's
+    (lean / SNA plus one control through the engine alone; goal <= 1.1x): medians of ``repeats`` interleaved runs."""
+    import statistics
+    import tempfile
+
+    out = os.path.join(tempfile.mkdtemp(prefix="sna-bench-"), "s.parquet")
+    runs = {"full": dict(), "no baselines": dict(baselines=False), "lean": su.LEAN}
+    times: dict[str, list[float]] = {name: [] for name in [*runs, "SNA + one control"]}
+    for _ in range(repeats):
+        for name, options in runs.items():
+            times[name].append(time_options(model, task, neutral, formats, layers, ks, ms, precision, device, out,
+                                            **options))
+        times["SNA + one control"].append(time_sna_one_control(model, task, neutral, layers, ks, ms, precision,
+                                                               device))
+    t = {name: statistics.median(v) for name, v in times.items()}
+    print(f"[{precision}] medians of {repeats}: " + ", ".join(f"{n} {v:.2f} s" for n, v in t.items()))
+    print(f"[{precision}] full sweep with baselines / without them: {t['full'] / t['no baselines']:4.2f}x "
+          f"(goal <= 1.25x)")
+    print(f"[{precision}] lean / SNA + one control: {t['lean'] / t['SNA + one control']:4.2f}x (goal <= 1.1x); "
+          f"full / lean: {t['full'] / t['lean']:4.2f}x")
 
 
 def main() -> None:
@@ -136,6 +202,7 @@ def main() -> None:
     ap.add_argument("--no-last", action="store_true", help='skip the positions="last" timing')
     ap.add_argument("--no-plain", action="store_true", help="skip the plain loop (no engine vs plain ratio)")
     ap.add_argument("--reduced", action="store_true", help="the reduced CPU grid for ~1B models (see above)")
+    ap.add_argument("--options-only", action="store_true", help="only the baselines' and the lean sweep's ratios")
     args = ap.parse_args()
     for option in ("n_eval", "n_neutral", "n_disc", "n_formats", "plain_sample", "max_tokens"):
         if getattr(args, option) < 0:
@@ -173,6 +240,9 @@ def main() -> None:
           f"{len(formats)} held-out format-matched prompts; grid {len(layers)} layers {layers} x {len(ks)} k x "
           f"{len(ms)} multipliers = {n_grid} configurations, each with three arms (SNA, control, control_b)")
 
+    if args.options_only:
+        compare_options(model, task, neutral, raw_formats, layers, ks, ms, precisions[0], args.device)
+        return
     plain_timing = None
     if not args.no_plain:
         per_cfg, n_sampled = time_plain(model, task, neutral, formats, layers, ks, ms, args.plain_sample, args.seed)
@@ -199,6 +269,7 @@ def main() -> None:
         summary += ratios(precision, plain_timing, engine, floor, last)
     print(f"Ratios on {args.model} ({args.device}, {torch.get_num_threads()} CPU threads), each against its reference:")
     print("\n".join(summary))
+    compare_options(model, task, neutral, raw_formats, layers, ks, ms, precisions[0], args.device)
 
 
 if __name__ == "__main__":

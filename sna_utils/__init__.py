@@ -84,6 +84,8 @@ from .show.style import FIGURES_DIR, ZONE_COLORS, figures_dir, save_figure
 from .run.sweep import cross_task_interference, run_sweep
 from .judge.nulls import matched_null, null_summary, reference_overlap
 from .judge.verdict import VERDICT_COLUMNS, verdict
+from .judge.baselines import baseline_claims, baseline_table, chosen_baselines
+from .run.baselines import LEAN, STEER_ALPHAS, TEMPERATURES, steering_summary
 
 __all__ = [
     # errors
@@ -119,6 +121,9 @@ __all__ = [
     "layer_specialisation_heldout", "golden_zone_heldout", "shared_config_heldout", "chosen_prompts",
     "saturation_rhos", "prompt_level", "zone_shares", "saturation_claims",
     "matched_null", "null_summary", "reference_overlap", "VERDICT_COLUMNS", "verdict",
+    # the field's baselines (a steering vector, a temperature) and the lean sweep
+    "STEER_ALPHAS", "TEMPERATURES", "LEAN", "steering_summary", "baseline_table", "chosen_baselines",
+    "baseline_claims",
     # analysis
     "PAPER_NUMBERS", "PAPER_BEST_LAYERS", "best_per_task", "task_summary", "confidence_gain_correlation",
     "zone_summary", "zones_by_model", "golden_zone", "golden_zone_summary", "control_comparison", "layer_profile",

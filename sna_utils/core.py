@@ -451,19 +451,18 @@ def run_and_capture(model, tokens: torch.Tensor, names: Sequence[str]) -> dict[s
 
 
 @torch.no_grad()
-def last_token_activations(model, prompts: Sequence[str], layers: Sequence[int],
-                           batch_size: int = 32) -> dict[int, torch.Tensor]:
-    """``hook_post`` at each prompt's last real token: ``{layer: [n_prompts, d_mlp]}`` (on CPU)."""
-    layers = [check_layer(model, L) for L in layers]
-    batch = encode_prompts(model, prompts)
-    names = sorted({hook_name(L) for L in layers})
+def last_token_activations(model, prompts: Sequence[str], layers: Sequence[int], batch_size: int = 32,
+                           hook=hook_name) -> dict[int, torch.Tensor]:
+    """``hook_post`` (or hook ``hook(L)``) at each prompt's last real token: ``{layer: [n_prompts, d_mlp]}`` (CPU)."""
+    layers, batch = [check_layer(model, L) for L in layers], encode_prompts(model, prompts)
+    names = sorted({hook(L) for L in layers})
     out: dict[int, list[torch.Tensor]] = {L: [] for L in layers}
     for sl in chunk_slices(len(batch.tokens), batch_size):
         tokens = batch.tokens[sl].to(model_device(model))
         rows = torch.arange(tokens.shape[0])
         cache = run_and_capture(model, tokens, names)
         for L in layers:
-            out[L].append(cache[hook_name(L)][rows, batch.last[sl]].cpu())
+            out[L].append(cache[hook(L)][rows, batch.last[sl]].cpu())
     return {L: torch.cat(v) for L, v in out.items()}
 
 

@@ -201,3 +201,26 @@ def stop_process_group(proc: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(10)
+
+
+def add_baseline_rows(prompts, shift=None, saturation=None, noise=0.3, alphas=(0.5, 1.0, 2.0),
+                      temperatures=(0.5, 0.7, 0.85), seed=2):
+    """The per-prompt table with the three baseline arms added (``run.baselines``' rows: k 0, multiplier 1,
+    ``strength`` alpha or T): each adds, per prompt, the log-odds shift ``shift[arm]`` (scaled by alpha / 2 for
+    ``steer``) plus N(0, noise), and ``saturation[arm]`` nats more per nat the baseline log-odds lies below -2."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    shift, saturation = shift or {}, saturation or {}
+    base = prompts[prompts["arm"] == "sna"].drop_duplicates(["model", "task", "layer", "prompt_id"])
+    z0 = np.log(base["p_base"] / (1 - base["p_base"])).to_numpy()
+    grid = {"steer": [(a, a / 2) for a in alphas], "steer_matched": [(1.0, 1.0)],
+            "temperature": [(t, 1.0) for t in temperatures]}
+    frames = [prompts.assign(strength=np.nan)]
+    for arm, strengths in grid.items():
+        for strength, scale in strengths:
+            s = shift.get(arm, 0.0) * scale + rng.normal(0, noise, len(base))
+            s = s + saturation.get(arm, 0.0) * np.clip(-2.0 - z0, 0, None)
+            p = 1 / (1 + np.exp(-(z0 + s)))
+            frames.append(base.assign(arm=arm, k=0, multiplier=1.0, strength=strength, p=p, top1=p > 0.5))
+    return pd.concat(frames, ignore_index=True)

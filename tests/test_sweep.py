@@ -292,7 +292,10 @@ def test_format_reference_changes_discovery_and_is_checked(tiny, small):
 def test_every_unit_saves_its_per_prompt_rows_once(saved):
     t, _, df, prompts = saved
     assert not prompts.duplicated(su.run.store.PROMPT_KEY).any()
-    assert len(prompts) == sum(3 * len(x.evaluation) for x in t) * 2 * 4
+    arms = prompts["arm"].isin(su.judge.heldout.ARMS)
+    assert arms.sum() == sum(3 * len(x.evaluation) for x in t) * 2 * 4
+    per_unit = len(su.STEER_ALPHAS) + 1 + len(su.TEMPERATURES)  # the baselines: alphas, the matched one, Ts
+    assert (~arms).sum() == sum(per_unit * len(x.evaluation) for x in t) * 2
     assert list(prompts.columns) == su.run.store.PROMPT_COLUMNS
     with pytest.raises(su.SNAError, match="No per-prompt table"):
         su.read_prompt_table(saved[0][0].name + "-missing.parquet")

@@ -6,6 +6,7 @@
 ``stats``         per-prompt metrics, bootstrap intervals (one draw, within tasks), paired tests, Holm, rho
 ``rules``         the verdict table's columns and its plain-words rules (a gain, a rho, "rarely", ...)
 ``verdict``       ``verdict()``: every claim in-sample and held out (its interval), beside the controls
+``baselines``     SNA against a steering vector and a softmax temperature, per task, and each baseline's rho
 ``nulls``         the matched null: many random neuron sets like SNA's, at each task's chosen configuration
 ``saturation``    the saturation artefact: rho of three metrics held out, per prompt, zone shares
 ``choices``       every other best-of choice held out: best layer (bootstrapped), golden zones, interference
@@ -14,5 +15,5 @@
 ================  ========================================================================================
 """
 
-MODULES = ("claims", "heldout", "stats", "rules", "verdict", "nulls", "saturation", "choices", "sst2_heldout",
+MODULES = ("claims", "heldout", "stats", "rules", "verdict", "baselines", "nulls", "saturation", "choices", "sst2_heldout",
            "analysis")

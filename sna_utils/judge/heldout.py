@@ -18,6 +18,7 @@ from ..errors import SNAError
 PARTS = ("selection", "test")
 Arm = Literal["sna", "control", "control_b"]
 ARMS: tuple[str, ...] = ("sna", "control", "control_b")
+BASELINE_ARMS: tuple[str, ...] = ("steer", "steer_matched", "temperature")  # the field's baselines (run.baselines)
 CONFIG_KEYS = ("layer", "k", "multiplier")
 
 

@@ -7,8 +7,9 @@ test prompts) with its 95 % percentile bootstrap interval over test prompts; the
 the random-neuron control and for the second control (each choosing its own best configuration the same
 way); ``null_p``, the p-value against the null (Holm-adjusted paired test for the per-task rows, the matched
 null of ``nulls.matched_null`` where given); and a plain-words verdict from :data:`VERDICTS`.
+The rows against the field's baselines (a steering vector, a softmax temperature) come from ``baselines``.
 Works on the saved tables alone (sweep rows, per-prompt rows, the matched null). Imports ``analysis``,
-``choices``, ``core``, ``errors``, ``heldout``, ``rules``, ``saturation`` and ``stats``.
+``baselines``, ``core``, ``errors``, ``heldout``, ``rules``, ``saturation``, ``stats`` and ``store``.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from .analysis import PAPER_NUMBERS, confidence_gain_correlation, task_summary
 from ..run.store import check_made_for, check_prompt_table, grid_holes
 from ..core import zone_of
 from ..errors import SNAError
-from .heldout import ARMS, choose_on_selection
+from .baselines import baseline_claims
+from .heldout import ARMS, arm_column, choose_on_selection
 from .rules import (NOT_MEASURED, VERDICT_COLUMNS, VERDICTS,
                     count_verdict, gain_verdict, paired_verdict, rho_verdict, share_verdict)
 from .saturation import saturation_claims, zone_share_ci
@@ -39,9 +41,10 @@ CONFIG = ["task", "layer", "k", "multiplier"]
 # ---------------------------------------------------------------------------
 
 def chosen_configs(sweep: pd.DataFrame) -> pd.DataFrame:
-    """Per (model, task, arm): the configuration chosen on selection prompts, its selection and test values."""
+    """Per (model, task, arm): the configuration chosen on selection prompts, its selection and test values
+    (a lean sweep without the second control has no ``control_b`` rows)."""
     parts = []
-    for arm in ARMS:
+    for arm in [a for a in ARMS if arm_column("improvement_pct_selection", a) in sweep.columns]:
         c = choose_on_selection(sweep, by=("model", "task"), arm=arm)
         c.insert(2, "arm", arm)
         parts.append(c)
@@ -205,6 +208,8 @@ def _zone1_rows(summary, paired, chosen, zones, gains, model, profile, alpha, n_
                      np.nan, np.nan, np.nan, NOT_MEASURED, model, profile)]
 
     def best(arm: str) -> tuple[str, float]:  # the Zone-1 task best on selection prompts, and its test value
+        if arms[arm].empty:  # a lean sweep without the second control
+            return "", np.nan
         c = arms[arm].loc[arms[arm]["chosen_on_selection"].idxmax()]
         return c["task"], float(c["held_out"])
 
@@ -247,7 +252,8 @@ def _rho_row(summary, paired, selection, gains, model, profile, alpha, n_resampl
                           n_resamples=n_resamples, level=1 - alpha, seed=seed)
         return Interval(r.rho, r.low, r.high, 1 - alpha, n_resamples), r.p_value
 
-    (ci, p_perm), (ctrl, _), (ctrl_b, _) = rho("sna"), rho("control"), rho("control_b")
+    (ci, p_perm), (ctrl, _) = rho("sna"), rho("control")
+    ctrl_b = rho("control_b")[0] if "p_control_b" in paired else Interval(np.nan, np.nan, np.nan, 1 - alpha, 0)
     null_p = np.nan
     if gains is not None and set(tasks) <= set(gains):
         from .stats import spearman_rho
@@ -274,7 +280,8 @@ def _zone3_row(sweep, prompts, zones, model, profile, alpha, n_resamples, seed) 
                     profile)
     ci = zone_share_ci(prompts, sweep, 3, "sna", ZONE3_THRESHOLD_PCT, n_resamples, seed, 1 - alpha)
     z3 = sweep[sweep["task"].isin(tasks)]
-    ctrl = {arm: 100 * float((z3[f"{arm}_improvement_pct_test"] > ZONE3_THRESHOLD_PCT).mean()) for arm in ARMS[1:]}
+    ctrl = {arm: 100 * float((z3[f"{arm}_improvement_pct_test"] > ZONE3_THRESHOLD_PCT).mean())
+            if f"{arm}_improvement_pct_test" in z3 else np.nan for arm in ARMS[1:]}
     return _row(f"{claim} ({len(tasks)} tasks)", np.nan, in_sample, ci, ctrl["control"], ctrl["control_b"], np.nan,
                 share_verdict(ci.estimate, ci.low, ci.high, RARELY_SHARE_PCT), model, profile)
 
@@ -330,4 +337,5 @@ def verdict(sweep: pd.DataFrame, prompts: pd.DataFrame, profile: str, null: pd.D
         rows.append(_zone3_row(s, pm, zones, *args))
     out = pd.DataFrame(rows, columns=VERDICT_COLUMNS)
     saturation = saturation_claims(prompts, sweep, profile, alpha, n_resamples, seed)
-    return pd.concat([out, saturation, *[e[VERDICT_COLUMNS] for e in extra]], ignore_index=True)
+    baselines = baseline_claims(prompts, sweep, profile, alpha, n_resamples, seed)
+    return pd.concat([out, saturation, baselines, *[e[VERDICT_COLUMNS] for e in extra]], ignore_index=True)

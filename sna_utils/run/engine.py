@@ -266,10 +266,10 @@ class Config:
 IDENTITY = Config((), 1.0)
 
 
-def _final_resid(model, state: LayerState, layer: int, configs: Sequence[Config], positions: Positions,
+def _final_resid(model, state: LayerState, layer: int, configs: Sequence, positions: Positions,
                  precision: str, max_tokens: int | None) -> Iterator[tuple[slice, LengthGroup, torch.Tensor]]:
-    """For chunks of configurations and each length group: the residual before ``ln_f`` at the last
-    position ``[c, n_g, d]`` (in the precision's dtype, on the device)."""
+    """For chunks of configurations (``Config``, or any with a ``residual_change`` of the residual after block L)
+    and each length group: the residual before ``ln_f`` at the last position ``[c, n_g, d]`` (precision's dtype)."""
     own = engine_weights(model)  # the model's dtype, like the state
     w_out = _w_out(own, layer)
     eng = engine_weights(model, compute_dtype(precision))
@@ -285,6 +285,9 @@ def _final_resid(model, state: LayerState, layer: int, configs: Sequence[Config]
         for sl in chunk_slices(len(configs), max(1, max_tokens // (n * (T if kv is None else 1)))):
             deltas = []
             for c in configs[sl]:
+                if hasattr(c, "residual_change"):  # a residual-stream arm (``baselines.Steer``) adds its own row
+                    deltas.append(c.residual_change(g.resid_after if positions == "all" else g.resid_after[:, -1:]))
+                    continue
                 idx = torch.tensor(c.neurons, dtype=torch.long, device=w_out.device)
                 act = g.act[..., idx] if positions == "all" else g.act[:, -1:, idx]
                 deltas.append(change((c.multiplier - 1.0) * act @ w_out[idx]))  # [n, T or 1, d]

@@ -3,7 +3,7 @@
 The three profiles (``smoke``, ``quick``, ``paper``), the paper's grid, the results folder of a
 profile and the file names of its tables (with the notebook that writes each), grid sizes and model shapes without
 loading a model (a Hub id's from its ``config.json``), and the settings every notebook starts with. Imports
-``core``, ``hub``, ``standins``, ``store`` and, for the figure style, ``style``.
+``baselines``, ``core``, ``hub``, ``standins``, ``store`` and, for the figure style, ``style``.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import torch
 
 from ..core import KIT_ROOT, MODEL_NAMES, kit_model_name
 from ..errors import SNAError
+from .baselines import LEAN, STEER_ALPHAS, TEMPERATURES
 from .hub import hub_reachable
 from .standins import STANDINS
 from .store import read_table
@@ -62,6 +63,17 @@ class Profile:
     beyond_model: str = BEYOND_MODEL  # notebook 07: a modern decoder-only model (a Hub id, folder or stand-in)
     description: str = ""
     null_draws: int = 100  # matched-null draws per task (nulls.matched_null); Holm over T tasks needs >= T/0.05
+    steer_alphas: tuple[float, ...] = STEER_ALPHAS  # the steering baseline's multiples of v (run.baselines)
+    temperatures: tuple[float, ...] = TEMPERATURES  # the temperature baseline's grid (T < 1 sharpens, > 1 flattens)
+    lean: tuple[str, ...] = ()  # run.baselines.LEAN's options turned off (the verdict needs every one on)
+
+    def sweep_options(self) -> dict:
+        """The sweep's baseline grids and lean options for ``run_sweep(..., **profile.sweep_options())``."""
+        unknown = sorted(set(self.lean) - set(LEAN))
+        if unknown:
+            raise SNAError(f"Profile {self.name!r}: lean={unknown} are not sweep options; choose from {sorted(LEAN)}.")
+        return dict(steer_alphas=self.steer_alphas, temperatures=self.temperatures,
+                    **{name: name not in self.lean for name in LEAN})
 
 
 PROFILES = {

@@ -30,7 +30,7 @@ import pandas as pd
 
 from ..core import KIT_VERSION, NeutralSet, Task
 from ..errors import SNAError
-from ..judge.heldout import ARMS, PARTS
+from ..judge.heldout import ARMS, BASELINE_ARMS, PARTS
 from .hub import NOT_RECORDED
 
 
@@ -185,6 +185,8 @@ def unit_problem(path: Path) -> str | None:
         return "its file is not readable"
     if rows.empty or not {"k", "multiplier"} <= set(rows.columns):
         return "its file holds no rows"
+    if "prompt_table" in str(rows["dropped"].iloc[0] if "dropped" in rows else ""):
+        return None  # a lean sweep (prompt_table=False) writes no per-prompt file
     prompts_path = path.parent / PROMPTS_FOLDER / path.name
     if not prompts_path.is_file():
         return f"its per-prompt file {PROMPTS_FOLDER}/{path.name} is missing"
@@ -194,6 +196,7 @@ def unit_problem(path: Path) -> str | None:
         return f"its per-prompt file {PROMPTS_FOLDER}/{path.name} is not readable"
     if prompts.empty or not {"k", "multiplier", "arm", "prompt_id"} <= set(prompts.columns):
         return f"its per-prompt file {PROMPTS_FOLDER}/{path.name} holds no rows"
+    prompts = prompts[prompts["arm"].isin(ARMS)]  # the baselines (no neurons) are not per configuration
     configs = set(zip(rows["k"].astype(int), rows["multiplier"].astype(float)))
     counts = prompts.groupby([prompts["k"].astype(int), prompts["multiplier"].astype(float), "arm"]).size()
     covered = {(k, m) for k, m, _ in counts.index}
@@ -229,11 +232,11 @@ def unit_file_name(task: str, layer: int, settings_id: str, rows: pd.DataFrame, 
     return f"{re.sub(r'[^A-Za-z0-9.-]+', '-', task)}__layer{int(layer):03d}__{settings_id}__{grid}{suffix}"
 
 
-def write_unit(rows: pd.DataFrame, folder: Path, settings_id: str, prompts: pd.DataFrame) -> Path:
+def write_unit(rows: pd.DataFrame, folder: Path, settings_id: str, prompts: pd.DataFrame | None) -> Path:
     """Add one (task, layer) unit's rows to the dataset ``folder`` (atomic; refuses other settings' folders).
 
     ``prompts``, the unit's per-prompt table, is written first (under ``folder/_prompts/``, same file name),
-    so a unit whose rows are in the table always has its per-prompt file.
+    so a unit whose rows are in the table always has its per-prompt file (None: a lean sweep keeps none).
     """
     (task,), (layer,) = rows["task"].unique(), rows["layer"].unique()
     folder.mkdir(parents=True, exist_ok=True)
@@ -242,15 +245,17 @@ def write_unit(rows: pd.DataFrame, folder: Path, settings_id: str, prompts: pd.D
         raise SNAError(f"{folder} now holds units made with other settings ({other[0]}, ...), written by "
                        f"another run; rows of different settings are never mixed. Choose another `out` path.")
     path = folder / unit_file_name(task, layer, settings_id, rows, folder.suffix)
-    write_table_atomic(prompts[PROMPT_COLUMNS], folder / PROMPTS_FOLDER / path.name)
+    if prompts is not None:
+        write_table_atomic(prompts[PROMPT_COLUMNS], folder / PROMPTS_FOLDER / path.name)
     write_table_atomic(rows, path)
     return path
 
 
 PROMPTS_FOLDER = "_prompts"
-PROMPT_COLUMNS = ["model", "settings_id", "task", "layer", "k", "multiplier", "arm", "prompt_id", "part", "p_base",
-                  "p", "top1"]
-PROMPT_KEY = ["model", "settings_id", "task", "layer", "k", "multiplier", "arm", "prompt_id"]
+PROMPT_COLUMNS = ["model", "settings_id", "task", "layer", "k", "multiplier", "arm", "strength", "prompt_id", "part",
+                  "p_base", "p", "top1"]  # strength: a baseline's alpha or T (NaN for SNA and the controls)
+PROMPT_KEY = ["model", "settings_id", "task", "layer", "k", "multiplier", "arm", "strength", "prompt_id"]
+OPTIONAL = ("strength",)  # absent from tables of earlier kit versions (read as NaN)
 RECORD_ONLY = ("settings_id", "top1")  # written with every row; the analyses do not need them
 
 
@@ -270,15 +275,15 @@ def check_prompt_table(prompts: pd.DataFrame) -> pd.DataFrame:
     """The per-prompt table after checks: ``PROMPT_COLUMNS`` (those the analyses read), known arms and parts,
     probabilities in [0, 1], each (model, task, configuration, arm, prompt) once (several settings mixed in one
     table would repeat it)."""
-    check_columns(prompts, [c for c in PROMPT_COLUMNS if c not in RECORD_ONLY], "per-prompt table")
-    bad_arm = set(prompts["arm"]) - set(ARMS)
+    check_columns(prompts, [c for c in PROMPT_COLUMNS if c not in RECORD_ONLY + OPTIONAL], "per-prompt table")
+    bad_arm = set(prompts["arm"]) - set(ARMS) - set(BASELINE_ARMS)
     bad_part = set(prompts["part"]) - set(PARTS)
     if bad_arm or bad_part:
         raise SNAError(f"Unknown arm(s) {sorted(bad_arm)} or part(s) {sorted(bad_part)} in the per-prompt table.")
     probs = prompts[["p_base", "p"]].to_numpy(dtype=float)
     if not np.isfinite(probs).all() or (probs < 0).any() or (probs > 1).any():
         raise SNAError("The per-prompt table's p_base and p must be finite probabilities in [0, 1].")
-    if prompts.duplicated([c for c in PROMPT_KEY if c not in RECORD_ONLY]).any():
+    if prompts.duplicated([c for c in PROMPT_KEY if c not in RECORD_ONLY and c in prompts]).any():
         raise SNAError("The per-prompt table repeats a (model, task, configuration, arm, prompt): "
                        "mixed settings? Keep one settings_id per model.")
     return prompts
@@ -286,14 +291,18 @@ def check_prompt_table(prompts: pd.DataFrame) -> pd.DataFrame:
 
 def read_prompt_table(path: str | os.PathLike) -> pd.DataFrame:
     """The per-prompt table of a sweep (its dataset folder, or that folder's ``_prompts``): one row per task,
-    layer, k, multiplier, arm ("sna" | "control" | "control_b") and evaluation prompt (``prompt_id``, its index
-    in ``task.evaluation``), with its ``part`` ("selection" | "test"), ``p_base``, ``p`` and ``top1``."""
+    layer, k, multiplier, arm ("sna" | "control" | "control_b", and the baselines "steer" | "steer_matched" |
+    "temperature" at their ``strength``) and evaluation prompt (``prompt_id``, its index in
+    ``task.evaluation``), with its ``part`` ("selection" | "test"), ``p_base``, ``p`` and ``top1``."""
     path = Path(path)
     folder = path if path.name == PROMPTS_FOLDER else path / PROMPTS_FOLDER
+    suffix = path.suffix if path.name != PROMPTS_FOLDER else path.parent.suffix
+    if folder.parent.is_dir() and (not folder.is_dir()
+                                   or len(unit_files(folder.parent)) > len(unit_files(folder, suffix))):
+        _refuse_lean(folder.parent)
     if not folder.is_dir():
         raise SNAError(f"No per-prompt table in {path}: sweeps of this kit version save one per unit under "
                        f"{PROMPTS_FOLDER}/ when given an `out` path; rerun the sweep into a new folder.")
-    suffix = path.suffix if path.name != PROMPTS_FOLDER else path.parent.suffix
     files = unit_files(folder, suffix)
     missing = sorted({f.name for f in unit_files(folder.parent)} - {f.name for f in files})
     if missing:
@@ -302,9 +311,19 @@ def read_prompt_table(path: str | os.PathLike) -> pd.DataFrame:
                        f"units.")
     if not files:
         return pd.DataFrame(columns=PROMPT_COLUMNS)
-    df = pd.concat([_read_file(f) for f in files], ignore_index=True).drop_duplicates(PROMPT_KEY, ignore_index=True)
+    df = pd.concat([_read_file(f) for f in files], ignore_index=True)
+    if "strength" not in df:
+        df.insert(PROMPT_COLUMNS.index("strength"), "strength", np.nan)
+    df = df.drop_duplicates(PROMPT_KEY, ignore_index=True)
     return df.astype({"arm": str, "part": str, "p_base": "float64", "p": "float64", "top1": bool,
                       "prompt_id": int})
+
+
+def _refuse_lean(main: Path) -> None:
+    """SNAError naming the option when the sweep in ``main`` was run without its per-prompt table."""
+    if main.is_dir() and any("prompt_table" in str(d) for d in read_table(main).get("dropped", pd.Series([]))):
+        raise SNAError(f"{main} was swept with prompt_table=False (lean mode): it has no per-prompt table, which "
+                       f"the verdict and every held-out analysis need. Rerun the sweep with prompt_table=True.")
 
 
 def as_dataset(out: Path) -> None:

@@ -21,6 +21,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .baselines import (LEAN, STEER_ALPHAS, TEMPERATURES, SteerInputs, baseline_prompt_rows, check_lean,
+                        check_same_options, dropped_options, resid_hook, steering_vector)
 from .cluster import RayExecutor, as_executor
 from ..core import (Baseline, NeutralSet, Positions, Task, check_k, check_layer, check_multiplier, check_positions,
                    check_prompts, check_score_method, d_mlp, encode_prompts, last_token_activations, load_neutral,
@@ -70,17 +72,23 @@ def _arm_columns(arm: str, base: Baseline, p: torch.Tensor, top1: torch.Tensor,
     return out
 
 
-def _prompt_rows(task: Task, layer: int, configs: Sequence[Config], base: Baseline, m: Metrics,
-                 parts: dict[str, torch.Tensor]) -> pd.DataFrame:
-    """The per-prompt table of one unit (``PROMPT_COLUMNS`` less model and settings): every arm, configuration
-    and evaluation prompt; ``configs`` and the rows of ``m`` ``[3 C, n]`` hold the arms one after another."""
-    n, c = len(base.p), len(configs) // len(ARMS)
+def part_labels(n: int, parts: dict[str, torch.Tensor]) -> np.ndarray:
+    """Each evaluation prompt's part name ``[n]`` ("selection" or "test")."""
     part = np.empty(n, dtype=object)
     for name, idx in parts.items():
         part[idx.numpy()] = name
+    return part
+
+
+def _prompt_rows(task: Task, layer: int, configs: Sequence[Config], base: Baseline, m: Metrics,
+                 parts: dict[str, torch.Tensor], arms: Sequence[str] = ARMS) -> pd.DataFrame:
+    """The per-prompt table of one unit (``PROMPT_COLUMNS`` less model and settings): every arm, configuration
+    and evaluation prompt; ``configs`` and the rows of ``m`` ``[len(arms) C, n]`` hold the arms one after another."""
+    n, c = len(base.p), len(configs) // len(arms)
+    part = part_labels(n, parts)
     return pd.DataFrame(dict(
         task=task.name, layer=layer, k=np.repeat([len(x.neurons) for x in configs], n),
-        multiplier=np.repeat([x.multiplier for x in configs], n), arm=np.repeat(ARMS, c * n),
+        multiplier=np.repeat([x.multiplier for x in configs], n), arm=np.repeat(arms, c * n), strength=np.nan,
         prompt_id=np.tile(np.arange(n), len(configs)), part=np.tile(part, len(configs)),
         p_base=np.tile(base.p.double().numpy(), len(configs)), p=m.p.reshape(-1).numpy(),
         top1=m.top1.reshape(-1).numpy()))
@@ -89,19 +97,24 @@ def _prompt_rows(task: Task, layer: int, configs: Sequence[Config], base: Baseli
 def _sweep_rows(model, task: Task, layer: int, ranking: torch.Tensor, ks, ms, positions,
                 base: Baseline, task_state: LayerState, neutral_base: Reference,
                 neutral_state: LayerState, control_cache: dict, seed: int, max_tokens: int | None,
-                precision: str | None = None, formats: tuple[LayerState, Reference] | None = None
-                ) -> tuple[list[dict], pd.DataFrame]:
+                precision: str | None = None, formats: tuple[LayerState, Reference] | None = None,
+                steer_inputs: SteerInputs | None = None, control_b: bool = True, formats_kl: bool = True,
+                prompt_table: bool = True, baselines: bool = True, steer_alphas: Sequence[float] = STEER_ALPHAS,
+                temperatures: Sequence[float] = TEMPERATURES) -> tuple[list[dict], pd.DataFrame | None]:
     """All configurations of one task at one layer: SNA and two random-neuron controls (metrics from the
-    device), as table rows and as the per-prompt table. ``formats``: the state and reference of the task's
-    held-out format-matched neutral prompts (for ``side_effect_kl_formats``)."""
+    device), as table rows and as the per-prompt table (None without ``prompt_table``), which also holds the
+    baselines (``baselines``: ``steer_inputs`` given). ``formats``: the state and reference of the task's
+    held-out format-matched neutral prompts (for ``side_effect_kl_formats``). The lean options
+    (``run.baselines.LEAN``) turn off the second control, the formats KL, the per-prompt table and the baselines."""
+    arm_names = ARMS if control_b else ARMS[:2]
     sna = [Config(tuple(ranking[:k].tolist()), m) for k in ks for m in ms]
-    controls = {arm: control_configs(model, layer, ks, ms, seed, arm) for arm in ARMS[1:]}
-    configs = sna + controls["control"] + controls["control_b"]
+    controls = {arm: control_configs(model, layer, ks, ms, seed, arm) for arm in arm_names[1:]}
+    configs = sna + [c for arm in arm_names[1:] for c in controls[arm]]
     run = dict(positions=positions, precision=precision, max_tokens=max_tokens)
     task_m = engine_metrics(model, task_state, layer, configs, target_ids=base.target_ids, **run)
     neutral_kl = engine_metrics(model, neutral_state, layer, sna, reference=neutral_base, **run).kl.mean(1)
     format_kl = (engine_metrics(model, formats[0], layer, sna, reference=formats[1], **run).kl.mean(1)
-                 if formats is not None else torch.full((len(sna),), float("nan")))
+                 if formats is not None and formats_kl else torch.full((len(sna),), float("nan")))
     missing = list(dict.fromkeys(c for c in configs[len(sna):] if c not in control_cache))
     if missing:
         kl = engine_metrics(model, neutral_state, layer, missing, reference=neutral_base, **run).kl.mean(1)
@@ -109,7 +122,7 @@ def _sweep_rows(model, task: Task, layer: int, ranking: torch.Tensor, ks, ms, po
     parts = selection_test_ids(task, seed)
     rows = []
     for i, c in enumerate(sna):
-        arms = {arm: i + j * len(sna) for j, arm in enumerate(ARMS)}
+        arms = {arm: i + j * len(sna) for j, arm in enumerate(arm_names)}
         o = outcome_from(base, task_m.p[i], task_m.top1[i], neutral_kl[i])
         oc = outcome_from(base, task_m.p[arms["control"]], task_m.top1[arms["control"]], float("nan"))
         row = dict(
@@ -128,10 +141,22 @@ def _sweep_rows(model, task: Task, layer: int, ranking: torch.Tensor, ks, ms, po
             row[part_column("top1_base", part)] = float(base.top1[idx].float().mean())
         for arm, r in arms.items():
             row |= _arm_columns(arm, base, task_m.p[r], task_m.top1[r], parts)
-        row["control_b_side_effect_kl"] = control_cache[controls["control_b"][i]]
+        if control_b:
+            row["control_b_side_effect_kl"] = control_cache[controls["control_b"][i]]
         row["side_effect_kl_formats"] = float(format_kl[i])
+        row["dropped"] = dropped_options(control_b, formats_kl, prompt_table, baselines)
         rows.append(row)
-    return rows, _prompt_rows(task, layer, configs, base, task_m, parts)
+    if not prompt_table:
+        return rows, None
+    prompts = _prompt_rows(task, layer, configs, base, task_m, parts, arm_names)
+    if baselines and steer_inputs is not None:
+        best = int(np.nanargmax([r["improvement_pct_selection"] for r in rows])) if any(
+            np.isfinite(r["improvement_pct_selection"]) for r in rows) else 0
+        prompts = pd.concat([prompts, baseline_prompt_rows(
+            model, task.name, layer, task_state, base, part_labels(len(base.p), parts), steer_inputs,
+            (sna[best].neurons, sna[best].multiplier), positions, steer_alphas, temperatures, precision,
+            max_tokens)], ignore_index=True)
+    return rows, prompts
 
 
 @dataclass(frozen=True)
@@ -175,6 +200,20 @@ def format_sets(formats: dict[str, Sequence[str]] | None, seed: int) -> dict[str
             for name, p in formats.items()}
 
 
+def _steer_inputs(model, plan: "SweepPlan", task: Task, layer: int, cache: dict) -> SteerInputs:
+    """The task's steering vector at ``layer`` (last-token residual after the block: discovery prompts minus
+    discovery's reference prompts) and its discovery activations (cached per task, every layer of the plan)."""
+    key = ("reference_resid", task.name if plan.reference == "formats" else None)
+    if key not in cache:
+        prompts = plan.formats[task.name].discovery if plan.reference == "formats" else plan.neutral.discovery
+        cache[key] = last_token_activations(model, prompts, plan.layers, hook=resid_hook)
+    if ("task_resid", task.name) not in cache:
+        cache["task_resid", task.name] = last_token_activations(model, [i.prompt for i in task.discovery],
+                                                                plan.layers, hook=resid_hook)
+    v = steering_vector(cache["task_resid", task.name][layer], cache[key][layer])
+    return SteerInputs(v.to(cache["task_resid", task.name][layer].dtype), cache["discovery_acts", task.name][layer])
+
+
 def _reference_acts(model, plan: "SweepPlan", task: Task, cache: dict) -> dict[int, torch.Tensor]:
     """Last-token activations of discovery's reference prompts at every layer of the plan (cached)."""
     key = ("reference_acts", task.name if plan.reference == "formats" else None)
@@ -201,6 +240,8 @@ def run_unit(model, plan: SweepPlan, task_name: str, layer: int, cache: dict) ->
         acts = last_token_activations(model, [i.prompt for i in t.discovery], plan.layers)
         cache["ranking", t.name] = {LL: rank_neurons(scores_from_activations(
             acts[LL], ref[LL], plan.score_method)) for LL in plan.layers}
+        cache["discovery_acts", t.name] = acts
+    steer = _steer_inputs(model, plan, t, L, cache) if plan.options.get("baselines", True) else None
     if cache.get("layer", (None,))[0] != L:  # the neutral state of one layer at a time bounds memory
         neutral_state = layer_state(model, cache["neutral_batch"], L)
         cache["layer"] = (L, neutral_state, reference(model, neutral_state, L, precision), {})
@@ -209,7 +250,7 @@ def run_unit(model, plan: SweepPlan, task_name: str, layer: int, cache: dict) ->
         cache["eval", t.name] = (target_token_ids(model, t.evaluation),
                                  encode_prompts(model, [i.prompt for i in t.evaluation]))
     formats = None
-    if t.name in plan.formats:
+    if t.name in plan.formats and plan.options.get("formats_kl", True):
         if ("formats", t.name) not in cache:
             cache["formats", t.name] = encode_prompts(model, plan.formats[t.name].heldout)
         fstate = layer_state(model, cache["formats", t.name], L)
@@ -219,18 +260,20 @@ def run_unit(model, plan: SweepPlan, task_name: str, layer: int, cache: dict) ->
     base = engine_baseline(model, state, L, ids, precision)
     rows, prompts = _sweep_rows(model, t, L, cache["ranking", t.name][L], plan.ks, plan.ms, plan.positions, base,
                                 state, neutral_base, neutral_state, control_cache, plan.seed, formats=formats,
-                                **plan.options)
+                                steer_inputs=steer, **plan.options)
     s = plan.settings
     df = pd.DataFrame([r | dict(model=s.model, score_method=s.score_method, seed=s.seed, data_sha=s.data_sha,
                                 settings_id=s.settings_id, kit_version=s.kit_version, precision=s.precision,
                                 reference=s.reference, revision=s.revision)
                        for r in rows
                        if (r["task"], r["layer"], r["k"], r["multiplier"]) not in plan.done])
-    keep = [(tk, L_, k, m) not in plan.done for tk, L_, k, m in
-            zip(prompts["task"], prompts["layer"], prompts["k"], prompts["multiplier"])]
-    prompts = prompts[keep].reset_index(drop=True)
-    prompts.insert(0, "settings_id", s.settings_id)
-    prompts.insert(0, "model", s.model)
+    if prompts is not None:
+        fresh = not any((t.name, L, k, m) in plan.done for k in plan.ks for m in plan.ms)
+        keep = [(tk, L_, k, m) not in plan.done if arm in ARMS else fresh for tk, L_, k, m, arm in
+                zip(prompts["task"], prompts["layer"], prompts["k"], prompts["multiplier"], prompts["arm"])]
+        prompts = prompts[keep].reset_index(drop=True)  # a grown grid keeps the unit's first baselines
+        prompts.insert(0, "settings_id", s.settings_id)
+        prompts.insert(0, "model", s.model)
     if plan.out is not None and len(df):
         write_unit(df, plan.out, s.settings_id, prompts)
     return df
@@ -263,7 +306,7 @@ def _check_options(options: dict) -> None:
 
 
 _UNIT_ARGS = ("model", "task", "layer", "ranking", "ks", "ms", "positions", "base", "task_state", "neutral_base",
-              "neutral_state", "control_cache", "seed", "formats")
+              "neutral_state", "control_cache", "seed", "formats", "steer_inputs")
 
 
 @torch.no_grad()
@@ -287,7 +330,11 @@ def run_sweep(model, tasks: Sequence[Task | str], layers: Sequence[int], ks: Seq
 
     Every row also carries the metrics on the selection and test parts of the evaluation prompts
     (``core.split_selection_test`` with ``seed``) and a second control drawn with ``seed + 1``
-    (``control_b_*``); with ``out`` each unit also saves its per-prompt table (:func:`read_prompt_table`).
+    (``control_b_*``); with ``out`` each unit also saves its per-prompt table (:func:`read_prompt_table`),
+    which also holds the field's baselines per prompt (``baselines``: the steering vector at ``steer_alphas``
+    and at SNA's push, the temperatures ``temperatures``; ``run.baselines``). The lean options
+    ``control_b``, ``formats_kl``, ``prompt_table``, ``baselines`` (all True by default; ``su.LEAN`` turns
+    all off) drop what they name; the ``dropped`` column records them and a table never mixes them.
     """
     from tqdm.auto import tqdm
 
@@ -302,6 +349,7 @@ def run_sweep(model, tasks: Sequence[Task | str], layers: Sequence[int], ks: Seq
     precision = check_precision(model, precision)
     options = dict(max_tokens=max_tokens, precision=precision) | options
     _check_options(options)
+    options = check_lean(options)
     executor = as_executor(executor)
     out = Path(out) if out is not None else None
     if out is not None and out.suffix not in (".parquet", ".csv"):
@@ -317,6 +365,7 @@ def run_sweep(model, tasks: Sequence[Task | str], layers: Sequence[int], ks: Seq
     settings = SweepSettings(model_name(model), positions, score_method, seed, data_fingerprint(tasks, neutral, fmt),
                              precision=precision, reference=reference, revision=model_revision(model))
     old = existing_rows(out, settings)
+    check_same_options(old, out, dropped_options(**{k: options.get(k, True) for k in LEAN}))
     done = frozenset() if old is None else frozenset(zip(old["task"], old["layer"], old["k"], old["multiplier"]))
     todo = [(t.name, L) for L in layers for t in tasks if any((t.name, L, k, m) not in done for k in ks for m in ms)]
     n_cfg = len(tasks) * len(layers) * len(ks) * len(ms)
