@@ -41,8 +41,8 @@ SWEEP_SEED = 0  # run_sweep's default seed, as the engine runs here: the control
 
 def floor_seconds(model, layers, n_pairs, lengths: dict[str, list[int]], rate) -> tuple[float, float]:
     """(FLOPs, seconds at ``rate``) of one task's ``n_pairs`` (k, m) pairs at each layer, every arm counted."""
-    flops = sum(su.run.flops.sweep_unit_flops(model, L, n_pairs, lengths["eval"], lengths["neutral"], lengths["formats"])
-                for L in layers)
+    flops = sum(su.run.flops.sweep_unit_flops(model, L, n_pairs, lengths["eval"], lengths["neutral"], lengths["formats"],
+                                              n_steer=len(su.STEER_ALPHAS) + 1) for L in layers)
     return flops, flops / rate
 
 
@@ -203,6 +203,7 @@ def main() -> None:
     ap.add_argument("--no-plain", action="store_true", help="skip the plain loop (no engine vs plain ratio)")
     ap.add_argument("--reduced", action="store_true", help="the reduced CPU grid for ~1B models (see above)")
     ap.add_argument("--options-only", action="store_true", help="only the baselines' and the lean sweep's ratios")
+    ap.add_argument("--no-options", action="store_true", help="skip the baselines' and the lean sweep's ratios")
     args = ap.parse_args()
     for option in ("n_eval", "n_neutral", "n_disc", "n_formats", "plain_sample", "max_tokens"):
         if getattr(args, option) < 0:
@@ -269,7 +270,8 @@ def main() -> None:
         summary += ratios(precision, plain_timing, engine, floor, last)
     print(f"Ratios on {args.model} ({args.device}, {torch.get_num_threads()} CPU threads), each against its reference:")
     print("\n".join(summary))
-    compare_options(model, task, neutral, raw_formats, layers, ks, ms, precisions[0], args.device)
+    if not args.no_options:
+        compare_options(model, task, neutral, raw_formats, layers, ks, ms, precisions[0], args.device)
 
 
 if __name__ == "__main__":

@@ -58,8 +58,10 @@ def test_grid_flops_equal_the_floor_on_the_loaded_model(tiny, small):
     def floor(L, configs, lengths):
         return sum(su.grid_flop_floor(tiny, L, configs, 1, T) for T in lengths)
 
-    # three arms on each task's prompts, SNA on neutral and formats, both controls on neutral once per layer
-    expected = sum(floor(L, 3 * c, lengths) + floor(L, c, [*neutral_lengths, *fmt]) for lengths, fmt in
+    # three arms and the steering-vector baselines on each task's prompts, SNA on neutral and formats, both
+    # controls on neutral once per layer
+    n_steer = len(su.STEER_ALPHAS) + 1
+    expected = sum(floor(L, 3 * c + n_steer, lengths) + floor(L, c, [*neutral_lengths, *fmt]) for lengths, fmt in
                    zip(eval_lengths, format_lengths) for L in layers) + sum(floor(L, 2 * c, neutral_lengths)
                                                                            for L in layers)
     got = pf.grid_flops(su.run.profiles.model_shape("tiny"), eval_lengths, neutral_lengths, layers, ks, ms, format_lengths)

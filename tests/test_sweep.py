@@ -317,13 +317,14 @@ def test_the_flop_count_is_what_the_engine_runs(tiny, small, tmp_path, monkeypat
             f.unlink()
     ran, real = [], su.run.sweep.engine_metrics
 
-    def counted(model, state, layer, configs, **kw):
-        if list(configs) != [su.run.engine.IDENTITY]:  # baselines are not configurations
+    def counted(model, state, layer, configs, *args, **kw):
+        if list(configs) != [su.run.engine.IDENTITY]:  # the unmodified run is not a configuration
             lengths = [g.resid_after.shape[1] for g in state.groups for _ in range(len(g.index))]
             ran.append(su.run.flops.prompts_flop_floor(model, layer, len(configs), lengths))
-        return real(model, state, layer, configs, **kw)
+        return real(model, state, layer, configs, *args, **kw)
 
     monkeypatch.setattr(su.run.sweep, "engine_metrics", counted)
+    monkeypatch.setattr(su.run.baselines, "engine_metrics", counted)  # the steering-vector baselines
     monkeypatch.setattr(su.run.sweep, "matmul_rate", lambda *a, **kw: 1e6)  # slow enough for a 0.1-min resolution
     su.run_sweep(tiny, t, layers, ks, ms, neutral=neu, formats=fmt, out=out, progress=False)
     minutes = float(capsys.readouterr().out.split("estimated ")[-1].split(" min")[0])

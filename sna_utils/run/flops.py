@@ -73,13 +73,14 @@ def prompts_flop_floor(model, layer: int, n_configs: int, lengths: Sequence[int]
 
 
 def sweep_unit_flops(model, layer: int, n_pairs: int, eval_lengths: Sequence[int], neutral_lengths: Sequence[int],
-                     format_lengths: Sequence[int] = (), n_tasks: int = 1) -> float:
+                     format_lengths: Sequence[int] = (), n_tasks: int = 1, n_steer: int = 0) -> float:
     """FLOP floor of one (task, layer) unit of ``run_sweep`` with ``n_pairs`` (k, m) pairs, every arm it computes.
 
     The three arms (SNA, control, control_b) on the task's evaluation prompts; SNA on the held-out neutral
     prompts and on the task's held-out format-matched ones; the two controls on the neutral prompts, which are
-    computed once per layer and shared by the ``n_tasks`` tasks of the sweep (so counted 1 / n_tasks here).
+    computed once per layer and shared by the ``n_tasks`` tasks of the sweep (so counted 1 / n_tasks here);
+    ``n_steer`` steering-vector configurations on the evaluation prompts (the baselines; temperature is free).
     """
-    return (prompts_flop_floor(model, layer, 3 * n_pairs, eval_lengths)
+    return (prompts_flop_floor(model, layer, 3 * n_pairs + n_steer, eval_lengths)
             + prompts_flop_floor(model, layer, n_pairs, [*neutral_lengths, *format_lengths])
             + prompts_flop_floor(model, layer, 2 * n_pairs, neutral_lengths) / n_tasks)

@@ -7,7 +7,8 @@ by this device's measured float32 matmul rate, times ``flops.ENGINE_OVER_FLOOR``
 ``make bench`` measured on GPT-2's shape). The block count includes gated MLPs and grouped-query attention;
 a Hub id whose config is unknown here gets no estimate.
 The ``paper`` profile on a CPU-only machine stops with a message naming the ways on, unless
-``$SNA_PAPER_ON_CPU=1``. Imports ``core``, ``errors``, ``flops``, ``hub``, ``profiles`` and ``sweep``.
+``$SNA_PAPER_ON_CPU=1``. Imports ``baselines`` (the steering grid), ``core``, ``errors``, ``flops``, ``hub``, ``profiles``
+and ``sweep``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Sequence
 import torch
 
 from ..core import HUB_MODELS, default_device, load_neutral, load_tasks, split_neutral
+from .baselines import STEER_ALPHAS
 from .flops import ENGINE_OVER_FLOOR, matmul_rate, sweep_unit_flops
 from ..errors import SNAError
 from .profiles import (TABLE_MAKERS, ModelShape, Profile, depth_matched_layers, get_profile, is_hub_id,
@@ -42,11 +44,13 @@ def token_lengths(prompts: Sequence[str]) -> tuple[list[int], bool]:
 
 def grid_flops(shape: ModelShape, eval_lengths: Sequence[Sequence[int]], neutral_lengths: Sequence[int],
                layers: Sequence[int], n_ks: int, n_multipliers: int,
-               format_lengths: Sequence[Sequence[int]] | None = None) -> float:
-    """FLOP floor of a sweep as ``run_sweep`` computes it (``flops.sweep_unit_flops``: every arm), the prompts at
-    their token lengths (``eval_lengths`` and ``format_lengths``: one list per task, in the same order)."""
+               format_lengths: Sequence[Sequence[int]] | None = None, n_steer: int = len(STEER_ALPHAS) + 1) -> float:
+    """FLOP floor of a sweep as ``run_sweep`` computes it (``flops.sweep_unit_flops``: every arm, ``n_steer``
+    steering-vector baselines), the prompts at their token lengths (``eval_lengths`` and ``format_lengths``: one
+    list per task, in the same order)."""
     format_lengths = format_lengths if format_lengths is not None else [[] for _ in eval_lengths]
-    return sum(sweep_unit_flops(shape, L, n_ks * n_multipliers, lengths, neutral_lengths, fmt, len(eval_lengths))
+    return sum(sweep_unit_flops(shape, L, n_ks * n_multipliers, lengths, neutral_lengths, fmt, len(eval_lengths),
+                                n_steer)
                for lengths, fmt in zip(eval_lengths, format_lengths, strict=True) for L in layers)
 
 

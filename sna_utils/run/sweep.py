@@ -372,7 +372,8 @@ def run_sweep(model, tasks: Sequence[Task | str], layers: Sequence[int], ks: Seq
     n_todo = len(todo) * len(ks) * len(ms)
     cache["neutral_batch"] = encode_prompts(model, neutral.heldout)
     cache |= {("formats", n): encode_prompts(model, f.heldout) for n, f in fmt.items()}
-    _print_start(model, tasks, layers, ks, ms, neutral, cache, todo, out, n_cfg, n_todo, executor, precision)
+    n_steer = len(options.get("steer_alphas", STEER_ALPHAS)) + 1 if options.get("baselines", True) else 0
+    _print_start(model, tasks, layers, ks, ms, neutral, cache, todo, out, n_cfg, n_todo, executor, precision, n_steer)
 
     plan = SweepPlan({t.name: t for t in tasks}, tuple(layers), tuple(ks), tuple(ms), positions, neutral,
                      score_method, seed, settings, out, done, options, fmt, reference)
@@ -402,7 +403,7 @@ def _unit_task(shared: dict, unit: tuple[str, int], cache: dict) -> pd.DataFrame
 
 
 def _print_start(model, tasks, layers, ks, ms, neutral, cache, todo, out, n_cfg, n_todo, executor,
-                 precision) -> None:
+                 precision, n_steer: int = 0) -> None:
     """The sweep's first line: the grid, what is already saved, what runs where, and an estimate."""
     def lengths(batch) -> list[int]:
         return (batch.last + 1).tolist() if batch is not None else []
@@ -412,7 +413,7 @@ def _print_start(model, tasks, layers, ks, ms, neutral, cache, todo, out, n_cfg,
     sharing = Counter(L for _, L in todo) if executor is None else Counter()
     flops = sum(sweep_unit_flops(model, L, len(ks) * len(ms), lengths(cache["eval", n][1]),
                                  lengths(cache["neutral_batch"]), lengths(cache.get(("formats", n))),
-                                 sharing.get(L, 1)) for n, L in todo)
+                                 sharing.get(L, 1), n_steer) for n, L in todo)
     dev = model_device(model)
     est = flops / matmul_rate(dev, precision=precision) * ENGINE_OVER_FLOOR if todo else 0.0
     saved = f"{n_cfg - n_todo} already in {out}" if out is not None else "nothing saved (no `out` path)"
