@@ -206,7 +206,8 @@ def stop_process_group(proc: subprocess.Popen) -> None:
 def add_baseline_rows(prompts, shift=None, saturation=None, noise=0.3, alphas=(0.5, 1.0, 2.0),
                       temperatures=(0.5, 0.7, 0.85), seed=2):
     """The per-prompt table with the three baseline arms added (``run.baselines``' rows: k 0, multiplier 1,
-    ``strength`` alpha or T): each adds, per prompt, the log-odds shift ``shift[arm]`` (scaled by alpha / 2 for
+    ``strength`` alpha or T; ``steer_matched`` once per SNA (k, multiplier), so any choice of SNA's has its match):
+    each adds, per prompt, the log-odds shift ``shift[arm]`` (scaled by alpha / 2 for
     ``steer``) plus N(0, noise), and ``saturation[arm]`` nats more per nat the baseline log-odds lies below -2."""
     import numpy as np
 
@@ -222,5 +223,9 @@ def add_baseline_rows(prompts, shift=None, saturation=None, noise=0.3, alphas=(0
             s = shift.get(arm, 0.0) * scale + rng.normal(0, noise, len(base))
             s = s + saturation.get(arm, 0.0) * np.clip(-2.0 - z0, 0, None)
             p = 1 / (1 + np.exp(-(z0 + s)))
-            frames.append(base.assign(arm=arm, k=0, multiplier=1.0, strength=strength, p=p, top1=p > 0.5))
+            configs = (sorted(set(zip(prompts.loc[prompts["arm"] == "sna", "k"],
+                                      prompts.loc[prompts["arm"] == "sna", "multiplier"])))
+                       if arm == "steer_matched" else [(0, 1.0)])
+            frames += [base.assign(arm=arm, k=k, multiplier=m, strength=strength, p=p, top1=p > 0.5)
+                       for k, m in configs]
     return pd.concat(frames, ignore_index=True)

@@ -102,7 +102,9 @@ def test_lean_options_drop_what_they_say(tiny, tasks, neutral, tmp_path):
     assert not (tmp_path / "lean.parquet" / "_prompts").exists()
     with pytest.raises(su.SNAError, match="prompt_table=False"):
         su.read_prompt_table(tmp_path / "lean.parquet")
-    with pytest.raises(su.SNAError, match="other lean options"):
+    with pytest.raises(su.SNAError, match="other lean options"):  # the same baselines (none), another option
+        su.run_sweep(tiny, small, out=tmp_path / "lean.parquet", **grid, **(LEAN | dict(control_b=True)))
+    with pytest.raises(su.SNAError, match="baseline grids: none in the table"):  # with the baselines back
         su.run_sweep(tiny, small, out=tmp_path / "lean.parquet", **grid)
     with pytest.raises(su.SNAError, match="baselines=True needs prompt_table=True"):
         su.run_sweep(tiny, small, **grid, prompt_table=False)
@@ -159,6 +161,33 @@ def test_temperature_reproducing_the_negative_rho_is_said_in_plain_words():
     assert row["verdict"] == "supported" and row["held_out"] < 0 and "alone reproduces the negative rho" in row["claim"]
     flat = out[out["claim"].str.startswith("Baseline rho: the steering vector at its best")].iloc[0]
     assert "alone reproduces" not in flat["claim"]
+
+
+def test_a_steering_vector_matched_to_another_configuration_is_not_measured():
+    """A grid grown after the baselines were computed: SNA now chooses a configuration its steering vector was not
+    matched to, so "at equal strength" is not measured for that task (and says why), never read at the old match."""
+    from sna_utils.judge.heldout import choose_on_selection
+
+    sweep, prompts = synthetic_tables(n_prompts=40, layers=(0, 1), ks=(1,), multipliers=(2.0, 5.0))
+    prompts = add_baseline_rows(prompts)
+    chosen = choose_on_selection(sweep).set_index("task")
+    task = chosen.index[0]
+    stale = ((prompts["arm"] == "steer_matched") & (prompts["task"] == task)
+             & (prompts["multiplier"] == chosen.loc[task, "multiplier"]))
+    out = baseline_claims(prompts[~stale], sweep, "grown")
+    rows = out[out["claim"].str.startswith(f"SNA beats the steering vector at equal strength on {task} ")]
+    assert len(rows) == 1 and rows["verdict"].iloc[0] == "not measured"
+    assert "matched to another SNA configuration" in rows["claim"].iloc[0]
+    others = out[out["claim"].str.startswith("SNA beats the steering vector at equal strength on")]
+    assert (others["verdict"] != "not measured").sum() == len(others) - 1
+
+
+def test_a_resume_with_other_baseline_grids_is_refused(tiny, tasks, neutral, tmp_path):
+    small, neu = trim(tasks, neutral, n_tasks=1)
+    grid = dict(layers=[1], ks=[1], multipliers=[3.0], neutral=neu, progress=False, out=tmp_path / "s.parquet")
+    su.run_sweep(tiny, small, **grid, steer_alphas=(1.0,), temperatures=(0.7,))
+    with pytest.raises(su.SNAError, match=r"baseline grids: steer 1; T 0\.7 in the table, steer 2; T 0\.7 now"):
+        su.run_sweep(tiny, small, **grid, steer_alphas=(2.0,), temperatures=(0.7,))
 
 
 def test_a_table_without_baselines_is_not_measured_naming_the_option():

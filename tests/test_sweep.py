@@ -180,7 +180,8 @@ def test_units_computed_one_by_one_equal_the_sweep(tiny, small, sweep):
     t, neu = small
     fmt = {x.name: f for x in t for n, f in su.run.sweep.format_sets(None, 0).items() if n == x.name}
     settings = su.run.store.SweepSettings("tiny", "all", "mean_diff", 0, su.run.store.data_fingerprint(t, neu, fmt),
-                                          revision=su.model_revision(tiny))
+                                          revision=su.model_revision(tiny),
+                                          baseline_grids=su.run.baselines.baseline_grids({}))
     plan = su.run.sweep.SweepPlan({x.name: x for x in t}, (0, 1, 2), (1, 5), (2.0, 5.0), "all", neu, "mean_diff", 0,
                               settings, None, frozenset(), dict(max_tokens=16384), fmt)
     units = [su.run.sweep.run_unit(tiny, plan, x.name, L, {}) for L in (2, 0) for x in t[::-1]]

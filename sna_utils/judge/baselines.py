@@ -25,7 +25,7 @@ from .saturation import chosen_prompts
 from .stats import relative_of_means, sna_vs_control, task_spearman
 from ..run.store import check_prompt_table
 
-KEYS = ["model", "task", "arm", "layer", "strength"]
+KEYS = ["model", "task", "arm", "layer", "k", "multiplier", "strength"]  # k, multiplier: steer_matched's SNA
 CLAIM_OF = {  # baseline series -> (the per-task claim's start, the baseline's name in plain words)
     "steer_matched": ("SNA beats the steering vector at equal strength on", "the steering vector at SNA's strength"),
     "steer": ("SNA beats the steering vector at its best on", "the steering vector at its best"),
@@ -35,7 +35,7 @@ NEEDS = "sweep with baselines=True (the default) and prompt_table=True, this kit
 
 
 def baseline_table(prompts: pd.DataFrame) -> pd.DataFrame:
-    """One row per (model, task, baseline arm, layer, strength): ``p_base``, ``improvement_pct`` on all
+    """One row per (model, task, baseline arm, layer, k, multiplier, strength): ``p_base``, ``improvement_pct`` on all
     evaluation prompts and ``improvement_pct_selection``, ``improvement_pct_test`` (the sweep table's columns)."""
     b = prompts[prompts["arm"].isin(BASELINE_ARMS)]
     out = None
@@ -49,23 +49,23 @@ def baseline_table(prompts: pd.DataFrame) -> pd.DataFrame:
 
 
 def chosen_baselines(prompts: pd.DataFrame, sweep: pd.DataFrame) -> pd.DataFrame:
-    """Per (model, task, baseline arm): its (layer, strength), ``chosen_on_selection``, ``held_out`` (test) and
-    ``in_sample_best``; ``steer`` and ``temperature`` chosen on selection prompts, ``steer_matched`` at SNA's
-    chosen layer (the first recorded strength, should a grown grid hold several)."""
+    """Per (model, task, baseline arm): its (layer, k, multiplier, strength), ``chosen_on_selection``, ``held_out``
+    (test) and ``in_sample_best``; ``steer`` and ``temperature`` chosen on selection prompts, ``steer_matched``
+    the one matched to SNA's chosen (layer, k, multiplier): a task without one (a grid grown after its baselines
+    were computed) has no ``steer_matched`` row."""
     table = baseline_table(prompts)
     parts = []
     for arm in ("steer", "temperature"):
-        c = choose_on_selection(table[table["arm"] == arm], keys=("layer", "strength"))
+        c = choose_on_selection(table[table["arm"] == arm], keys=("layer", "k", "multiplier", "strength"))
         parts.append(c.assign(arm=arm))
-    sna = choose_on_selection(sweep)[["model", "task", "layer"]]
-    m = table[table["arm"] == "steer_matched"].merge(sna, on=["model", "task", "layer"])
+    sna = choose_on_selection(sweep)[["model", "task", "layer", "k", "multiplier"]]
+    m = table[table["arm"] == "steer_matched"].merge(sna, on=["model", "task", "layer", "k", "multiplier"])
     m = m.drop_duplicates(["model", "task"]).rename(columns={
         "improvement_pct_selection": "chosen_on_selection", "improvement_pct_test": "held_out",
         "improvement_pct": "in_sample_best"})
-    parts.append(m[["model", "task", "layer", "strength", "chosen_on_selection", "held_out", "in_sample_best",
-                    "arm"]])
-    return pd.concat(parts, ignore_index=True)[["model", "task", "arm", "layer", "strength", "chosen_on_selection",
-                                                "held_out", "in_sample_best"]]
+    parts.append(m.assign(arm="steer_matched"))
+    return pd.concat(parts, ignore_index=True)[["model", "task", "arm", "layer", "k", "multiplier", "strength",
+                                                "chosen_on_selection", "held_out", "in_sample_best"]]
 
 
 def baseline_prompts(prompts: pd.DataFrame, sweep: pd.DataFrame) -> pd.DataFrame:
@@ -77,7 +77,7 @@ def baseline_prompts(prompts: pd.DataFrame, sweep: pd.DataFrame) -> pd.DataFrame
         rows = prompts[prompts["arm"] == arm].merge(chosen[chosen["arm"] == arm][KEYS], on=KEYS)
         out = out.merge(rows[["model", "task", "prompt_id", "p"]].rename(columns={"p": arm}),
                         on=["model", "task", "prompt_id"], how="left")
-    if out[list(CLAIM_OF)].isna().any().any():
+    if out[["steer", "temperature"]].isna().any().any():
         raise SNAError("The per-prompt table's baselines cover other prompts than SNA's: it must come from one sweep.")
     return out
 
@@ -102,10 +102,17 @@ def _pair_rows(test: pd.DataFrame, chosen: pd.DataFrame, arm: str, model: str, p
                n_resamples: int, seed: int) -> list[dict]:
     """Per task: SNA's change in log-odds minus the baseline's on paired test prompts, Holm over tasks."""
     start = CLAIM_OF[arm][0]
+    nan = float("nan")
+    unmatched = sorted(set(test.loc[test[arm].isna(), "task"]))  # steer_matched only: matched to another config
+    rows = [_row(model, profile, f"{start} {task} (not measured: its steering vector was matched to another SNA "
+                                 f"configuration, the grid grew after its baselines were computed; sweep into a new "
+                                 f"`out`)", nan, nan, nan, nan, nan, NOT_MEASURED) for task in unmatched]
+    test = test[~test["task"].isin(unmatched)]
+    if test.empty:
+        return rows
     pairs = test.rename(columns={"sna": "p_sna", arm: "p_control"})[["task", "p_base", "p_sna", "p_control"]]
     tests = sna_vs_control(pairs, "delta_log_odds", alpha=alpha, n_resamples=n_resamples, seed=seed)
     at = chosen[chosen["arm"] == arm].set_index("task")
-    rows = []
     for _, t in tests.iterrows():
         c = at.loc[t["task"]]
         at_ = (f"steer at layer {int(c['layer'])}, alpha {c['strength']:.3g}" if arm.startswith("steer")
@@ -119,6 +126,7 @@ def _pair_rows(test: pd.DataFrame, chosen: pd.DataFrame, arm: str, model: str, p
 
 def _rho(g: pd.DataFrame, series: str, n_resamples: int, alpha: float, seed: int):
     """Spearman's rho over tasks of P_base (selection prompts) with ``series``' held-out relative improvement."""
+    g = g[g[series].notna()]  # steer_matched: tasks whose vector was matched to another configuration drop out
     tasks = sorted(g["task"].unique())
     xs = [g.loc[(g["task"] == t) & (g["part"] == "selection"), "p_base"].to_numpy(float) for t in tasks]
     ys = [g.loc[(g["task"] == t) & (g["part"] == "test"), ["p_base", series]].to_numpy(float) for t in tasks]

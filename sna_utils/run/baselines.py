@@ -142,7 +142,8 @@ def baseline_prompt_rows(model, task: str, layer: int, state, base: Baseline, pa
                          max_tokens: int | None) -> pd.DataFrame:
     """The per-prompt rows of the three baselines at one (task, layer): ``steer`` at every alpha,
     ``steer_matched`` at SNA's push of ``matched`` (its neurons and multiplier chosen on selection prompts at this
-    layer) and ``temperature`` at every T; ``k`` 0 and ``multiplier`` 1 (no neurons), ``strength`` alpha or T."""
+    layer) and ``temperature`` at every T; ``strength`` alpha or T; ``k`` 0 and ``multiplier`` 1 (no neurons),
+    but for ``steer_matched`` the k and multiplier of the SNA configuration it was matched to."""
     scale = matched_scale(sna_push(model, layer, inputs.discovery_acts, *matched), inputs.vector)
     label = f"{task}@{layer}"
     steer = [Steer(label, a, inputs.vector) for a in (*alphas, scale)]
@@ -153,8 +154,11 @@ def baseline_prompt_rows(model, task: str, layer: int, state, base: Baseline, pa
     strength = [*alphas, scale, *temperatures]
     p, top1 = torch.cat([m.p, tp]), torch.cat([m.top1, ttop1])
     n = len(base.p)
+    k = [len(matched[0]) if a == "steer_matched" else 0 for a in arms]
+    mult = [float(matched[1]) if a == "steer_matched" else 1.0 for a in arms]
     return pd.DataFrame(dict(
-        task=task, layer=layer, k=0, multiplier=1.0, arm=np.repeat(arms, n), strength=np.repeat(strength, n),
+        task=task, layer=layer, k=np.repeat(k, n), multiplier=np.repeat(mult, n), arm=np.repeat(arms, n),
+        strength=np.repeat(strength, n),
         prompt_id=np.tile(np.arange(n), len(arms)), part=np.tile(part, len(arms)),
         p_base=np.tile(base.p.double().numpy(), len(arms)), p=p.reshape(-1).numpy(), top1=top1.reshape(-1).numpy()))
 
@@ -185,6 +189,15 @@ def check_lean(options: dict) -> dict:
     if "temperatures" in options:
         options["temperatures"] = check_strengths(options["temperatures"], "temperatures", positive=True)
     return options
+
+
+def baseline_grids(options: dict) -> str:
+    """The baselines' grids of a sweep's ``options`` as one settings value: 'steer 0.5,1,2,4; T 0.5,...' (or
+    'none' without baselines), so that a table never mixes rivals chosen from different grids."""
+    if not options.get("baselines", True):
+        return "none"
+    alphas = ",".join(f"{a:g}" for a in options.get("steer_alphas", STEER_ALPHAS))
+    return f"steer {alphas}; T {','.join(f'{t:g}' for t in options.get('temperatures', TEMPERATURES))}"
 
 
 def check_same_options(old: pd.DataFrame | None, out, dropped: str) -> None:

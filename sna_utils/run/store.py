@@ -50,6 +50,7 @@ class SweepSettings:
     precision: str = "float32"  # the engine's (engine.PRECISIONS): it changes the numbers, so it keys the table
     reference: str = "neutral"  # discovery's reference set (sweep.REFERENCES): it changes the neurons
     revision: str = NOT_RECORDED  # the model's weights: Hub commit, 'random weights, seed N' (hub.model_revision)
+    baseline_grids: str = "none"  # the baselines' alpha and T grids (baselines.baseline_grids): they choose the rivals
 
     @property
     def settings_id(self) -> str:
@@ -67,7 +68,8 @@ def data_fingerprint(tasks: Sequence[Task], neutral: NeutralSet, formats: dict[s
 
 SETTING_LABELS = {"model": "model", "positions": "positions", "score_method": "score method", "seed": "seed",
                   "data_sha": "data", "kit_version": "kit version", "precision": "precision",
-                  "reference": "discovery reference", "revision": "model revision"}
+                  "reference": "discovery reference", "revision": "model revision",
+                  "baseline_grids": "baseline grids"}
 
 
 def read_table(path: str | os.PathLike, warn_holes: bool = True) -> pd.DataFrame:

@@ -21,8 +21,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .baselines import (LEAN, STEER_ALPHAS, TEMPERATURES, SteerInputs, baseline_prompt_rows, check_lean,
-                        check_same_options, dropped_options, resid_hook, steering_vector)
+from .baselines import (LEAN, STEER_ALPHAS, TEMPERATURES, SteerInputs, baseline_grids, baseline_prompt_rows,
+                        check_lean, check_same_options, dropped_options, resid_hook, steering_vector)
 from .cluster import RayExecutor, as_executor
 from ..core import (Baseline, NeutralSet, Positions, Task, check_k, check_layer, check_multiplier, check_positions,
                    check_prompts, check_score_method, d_mlp, encode_prompts, last_token_activations, load_neutral,
@@ -264,7 +264,7 @@ def run_unit(model, plan: SweepPlan, task_name: str, layer: int, cache: dict) ->
     s = plan.settings
     df = pd.DataFrame([r | dict(model=s.model, score_method=s.score_method, seed=s.seed, data_sha=s.data_sha,
                                 settings_id=s.settings_id, kit_version=s.kit_version, precision=s.precision,
-                                reference=s.reference, revision=s.revision)
+                                reference=s.reference, revision=s.revision, baseline_grids=s.baseline_grids)
                        for r in rows
                        if (r["task"], r["layer"], r["k"], r["multiplier"]) not in plan.done])
     if prompts is not None:
@@ -363,7 +363,8 @@ def run_sweep(model, tasks: Sequence[Task | str], layers: Sequence[int], ks: Seq
         check_prompts([i.prompt for i in t.discovery], f"{t.name} discovery prompts")
 
     settings = SweepSettings(model_name(model), positions, score_method, seed, data_fingerprint(tasks, neutral, fmt),
-                             precision=precision, reference=reference, revision=model_revision(model))
+                             precision=precision, reference=reference, revision=model_revision(model),
+                             baseline_grids=baseline_grids(options))
     old = existing_rows(out, settings)
     check_same_options(old, out, dropped_options(**{k: options.get(k, True) for k in LEAN}))
     done = frozenset() if old is None else frozenset(zip(old["task"], old["layer"], old["k"], old["multiplier"]))
