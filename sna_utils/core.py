@@ -423,6 +423,11 @@ def hook_name(layer: int) -> str:
     return f"blocks.{layer}.mlp.hook_post"
 
 
+def resid_hook(layer: int) -> str:
+    """The TransformerLens hook of the residual stream after block ``layer``."""
+    return f"blocks.{layer}.hook_resid_post"
+
+
 class _StopForward(Exception):
     """Raised by a capturing hook to end a forward pass once everything needed is in hand."""
 
@@ -451,19 +456,22 @@ def run_and_capture(model, tokens: torch.Tensor, names: Sequence[str]) -> dict[s
 
 
 @torch.no_grad()
+def last_token_captures(model, prompts: Sequence[str], names: Sequence[str], batch_size: int = 32) -> dict:
+    """Hooks ``names`` at each prompt's last real token, one forward a batch: ``{name: [n_prompts, width]}`` (CPU)."""
+    batch, names = encode_prompts(model, prompts), list(dict.fromkeys(names))
+    out: dict[str, list[torch.Tensor]] = {n: [] for n in names}
+    for sl in chunk_slices(len(batch.tokens), batch_size):
+        cache = run_and_capture(model, batch.tokens[sl].to(model_device(model)), names)
+        for n in names:
+            out[n].append(cache[n][torch.arange(sl.stop - sl.start), batch.last[sl]].cpu())
+    return {n: torch.cat(v) for n, v in out.items()}
+
+
 def last_token_activations(model, prompts: Sequence[str], layers: Sequence[int], batch_size: int = 32,
                            hook=hook_name) -> dict[int, torch.Tensor]:
     """``hook_post`` (or hook ``hook(L)``) at each prompt's last real token: ``{layer: [n_prompts, d_mlp]}`` (CPU)."""
-    layers, batch = [check_layer(model, L) for L in layers], encode_prompts(model, prompts)
-    names = sorted({hook(L) for L in layers})
-    out: dict[int, list[torch.Tensor]] = {L: [] for L in layers}
-    for sl in chunk_slices(len(batch.tokens), batch_size):
-        tokens = batch.tokens[sl].to(model_device(model))
-        rows = torch.arange(tokens.shape[0])
-        cache = run_and_capture(model, tokens, names)
-        for L in layers:
-            out[L].append(cache[hook(L)][rows, batch.last[sl]].cpu())
-    return {L: torch.cat(v) for L, v in out.items()}
+    got = last_token_captures(model, prompts, [hook(check_layer(model, L)) for L in layers], batch_size)
+    return {L: got[hook(L)] for L in layers}
 
 
 def scores_from_activations(task_acts: torch.Tensor, reference_acts: torch.Tensor,
@@ -654,13 +662,10 @@ def outcome_of(base: Baseline, logits: torch.Tensor, neutral_base: torch.Tensor 
 
 def outcome_from(base: Baseline, p: torch.Tensor, top1: torch.Tensor, side_effect_kl: float) -> Outcome:
     """METHOD's metrics from per-prompt target probabilities ``p`` and top-1 hits ``top1`` ``[n]``."""
-    return Outcome(
-        p_sna=float(p.mean()),
-        improvement_pct=improvement_pct(base.p_mean, float(p.mean())),
-        success_rate=float((p > base.p).float().mean()),
-        top1_sna=float(top1.float().mean()),
-        side_effect_kl=float(side_effect_kl),
-    )
+    mean = float(p.mean())
+    return Outcome(p_sna=mean, improvement_pct=improvement_pct(base.p_mean, mean),
+                   success_rate=float((p > base.p).float().mean()), top1_sna=float(top1.float().mean()),
+                   side_effect_kl=float(side_effect_kl))
 
 
 def measure(model, items: Sequence[Item], intervention: Intervention,

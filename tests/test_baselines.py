@@ -8,7 +8,8 @@ import sna_utils as su
 from helpers import add_baseline_rows, synthetic_tables, trim
 from sna_utils.judge.baselines import baseline_claims
 from sna_utils.judge.claims import claim_of
-from sna_utils.run.baselines import LEAN, Steer, resid_hook, temperature_metrics
+from sna_utils.core import resid_hook
+from sna_utils.run.baselines import LEAN, Steer, temperature_metrics
 
 BLOCK = {"gpt2": "transformer.h.{}", "llama": "model.layers.{}"}  # written out: independent of the kit's loading
 

@@ -24,19 +24,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..core import (Baseline, NeutralSet, Positions, Task, last_token_activations, model_device,
-                    scores_from_activations, top_neurons)
+from ..core import (Baseline, NeutralSet, Positions, Task, hook_name, last_token_captures, model_device,
+                    resid_hook, scores_from_activations, top_neurons)
 from .engine import (IDENTITY, _change, _final_resid, _logits, _reduce, _w_out, check_precision,
                      compute_dtype, engine_metrics, engine_weights, precision_mode)
 from ..errors import SNAError
 
 STEER_ALPHAS = (0.5, 1.0, 2.0, 4.0)  # multiples of the steering vector v_L itself (alpha = 1: the mean difference)
 TEMPERATURES = (0.5, 0.7, 0.85, 1.25, 1.5, 2.0)  # T < 1 sharpens the softmax, T > 1 flattens it
-
-
-def resid_hook(layer: int) -> str:
-    """The hook of the residual stream after block ``layer`` (where the steering vector is added)."""
-    return f"blocks.{layer}.hook_resid_post"
 
 
 @dataclass(frozen=True)
@@ -113,14 +108,13 @@ def steering_summary(model, tasks: Sequence[Task], neutral: NeutralSet, layer: i
     """Per task at ``layer``: the steering vector's norm (discovery prompts against neutral discovery prose),
     SNA's push (its top-``k`` neurons at ``multiplier``, mean over discovery prompts) and the alpha that makes
     the two equal (what the sweep's ``steer_matched`` adds), in the residual's units."""
-    ref_resid = last_token_activations(model, neutral.discovery, [layer], hook=resid_hook)[layer]
-    ref_acts = last_token_activations(model, neutral.discovery, [layer])[layer]
+    hooks = [hook_name(layer), resid_hook(layer)]  # both from one forward pass a prompt set
+    ref = last_token_captures(model, neutral.discovery, hooks)
     rows = []
     for t in tasks:
-        prompts = [i.prompt for i in t.discovery]
-        acts = last_token_activations(model, prompts, [layer])[layer]
-        v = steering_vector(last_token_activations(model, prompts, [layer], hook=resid_hook)[layer], ref_resid)
-        neurons = top_neurons(scores_from_activations(acts, ref_acts, score_method), k)
+        got = last_token_captures(model, [i.prompt for i in t.discovery], hooks)
+        acts, v = got[hooks[0]], steering_vector(got[hooks[1]], ref[hooks[1]])
+        neurons = top_neurons(scores_from_activations(acts, ref[hooks[0]], score_method), k)
         push = sna_push(model, layer, acts, neurons, multiplier)
         rows.append(dict(task=t.name, layer=layer, steer_norm=float(v.norm()), k=k, multiplier=multiplier,
                          sna_push=push, matched_alpha=matched_scale(push, v)))

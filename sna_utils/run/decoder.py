@@ -204,9 +204,11 @@ def _rope(dec: Decoder, x: torch.Tensor, ids: torch.Tensor):
     return None if dec.rotary is None else dec.rotary(x, ids)
 
 
-def run_all(dec: Decoder, x: torch.Tensor, layer: int, keep: dict | None = None) -> torch.Tensor:
-    """Layers ``layer+1..`` on residuals ``[B, T, d]`` (every position changed); the last position ``[B, d]``.
-    Records the keys and values of positions < T-1 per layer into ``keep`` if given."""
+def run_all(dec: Decoder, x: torch.Tensor, layer: int, keep: dict | None = None,
+            last: torch.Tensor | None = None) -> torch.Tensor:
+    """Layers ``layer+1..`` on residuals ``[B, T, d]`` (every position changed; right padding is never seen by a
+    real position); each row's position ``last`` ``[B]`` (None: T-1) ``[B, d]``. Records the keys and values of
+    positions < T-1 per layer into ``keep`` if given."""
     T = x.shape[1]
     pos = torch.arange(T, device=x.device)
     cache = _KeysValues() if keep is not None else None
@@ -218,7 +220,7 @@ def run_all(dec: Decoder, x: torch.Tensor, layer: int, keep: dict | None = None)
         x = _layer(dec, L, x, pos[None], masks[L], cache, rope)
     if keep is not None:
         keep.update(cache.stored)
-    return x[:, -1]
+    return x[:, -1] if last is None else x[torch.arange(len(x), device=x.device), last]
 
 
 def run_last(dec: Decoder, x: torch.Tensor, layer: int, kv: dict, last: torch.Tensor | None = None) -> torch.Tensor:

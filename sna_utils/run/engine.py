@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from . import decoder, handwritten
-from ..core import (Batch, Positions, chunk_slices, hook_name, model_device, run_and_capture)
+from ..core import (Batch, Positions, chunk_slices, hook_name, model_device, resid_hook, run_and_capture)
 from .decoder import Decoder, down_weight
 from .handwritten import BlockWeights, EngineWeights
 from ..errors import SNAError
@@ -137,11 +137,10 @@ def logit_rows(eng: Weights, device: torch.device) -> int:
 # The kernels: blocks L+1.. on many configurations at once
 # ---------------------------------------------------------------------------
 
-def _run_all(eng: Weights, x: torch.Tensor, layer: int, keep=None) -> torch.Tensor:
-    """Blocks ``layer+1..`` on residuals ``[B, T, d]``; the last position ``[B, d]`` (keys/values into ``keep``)."""
-    if isinstance(eng, Decoder):
-        return decoder.run_all(eng, x, layer, keep)
-    return handwritten.run_all(eng, x, layer, keep)
+def _run_all(eng: Weights, x: torch.Tensor, layer: int, keep=None, last: torch.Tensor | None = None) -> torch.Tensor:
+    """Blocks ``layer+1..`` on residuals ``[B, T, d]``; position ``last`` ``[B]`` (None: T-1) ``[B, d]`` (keys and
+    values of positions < T-1 into ``keep``)."""
+    return (decoder.run_all if isinstance(eng, Decoder) else handwritten.run_all)(eng, x, layer, keep, last)
 
 
 def _run_last(eng: Weights, x: torch.Tensor, layer: int, kv) -> torch.Tensor:
@@ -162,8 +161,6 @@ class LengthGroup:
     index: torch.Tensor  # where these prompts sit in the prompt set  [n_g] (on the device)
     resid_after: torch.Tensor  # residual stream after block L          [n_g, T_g, d_model]
     act: torch.Tensor  # hook_post of layer L                           [n_g, T_g, d_mlp]
-    kv: dict = field(default_factory=dict)  # dtype -> keys/values of positions < T-1 in blocks L+1..
-    out: dict = field(default_factory=dict)  # dtype -> the unmodified run's residual before ln_f [n_g, d]
 
 
 @dataclass
@@ -181,63 +178,59 @@ class LayerState:
     n_prompts: int
     groups: list[LengthGroup]
     last: dict = field(default_factory=dict)  # dtype -> every prompt's last position as one group (``_last_group``)
+    base: dict = field(default_factory=dict)  # dtype -> the unmodified run from block L (``_unmodified``)
 
 
 @torch.no_grad()
-def layer_state(model, batch: Batch, layer: int) -> LayerState:
-    """Run the unmodified model once per prompt length and keep what the engine needs at ``layer``."""
+def layer_state(model, batch: Batch, layer: int, batch_size: int = 32) -> LayerState:
+    """Run the unmodified model once over the (right-padded) prompts, ``batch_size`` at a time, and keep what the
+    engine needs at ``layer``, grouped by prompt length (a causal model's real positions never see the padding)."""
     dev = model_device(model)
-    lengths = batch.last + 1
+    lengths, T = batch.last + 1, int(batch.last.max()) + 1
+    names = [hook_name(layer), resid_hook(layer)]
+    runs = [run_and_capture(model, batch.tokens[sl, :T].to(dev), names) for sl in chunk_slices(len(lengths), batch_size)]
+    resid, act = (torch.cat([r[n] for r in runs]) for n in (resid_hook(layer), hook_name(layer)))
     groups = []
-    for T in sorted(set(lengths.tolist())):
-        index = (lengths == T).nonzero().squeeze(1)
-        cache = run_and_capture(model, batch.tokens[index, :T].to(dev),
-                                [hook_name(layer), f"blocks.{layer}.hook_resid_post"])
-        groups.append(LengthGroup(index.to(dev), cache[f"blocks.{layer}.hook_resid_post"], cache[hook_name(layer)]))
+    for t in sorted(set(lengths.tolist())):
+        index = (lengths == t).nonzero().squeeze(1).to(dev)
+        groups.append(LengthGroup(index, resid[index, :t], act[index, :t]))
     return LayerState(len(lengths), groups)
 
 
-def _base_kv(eng: Weights, g: LengthGroup, layer: int):
-    """Keys and values of the unmodified run at positions < T-1, per block L+1.. (computed once per dtype, with
-    the run's final residual, ``_base_out``)."""
+def _unmodified(eng: Weights, state: LayerState, layer: int, max_tokens: int) -> tuple[torch.Tensor, PrefixKV]:
+    """The unmodified run of blocks L+1.. over every prompt of ``state``, right-padded to the longest and
+    ``max_tokens`` at a time (computed once per dtype): the residual before ``ln_f`` at each prompt's last
+    position ``[n, d]`` and the keys and values of the earlier positions (``PrefixKV``), both in the groups' order."""
     dtype = eng.w_u.dtype
-    if dtype not in g.kv:
-        keep = {} if isinstance(eng, Decoder) else []
-        g.out[dtype] = _run_all(eng, g.resid_after.to(dtype), layer, keep)
-        g.kv[dtype] = keep
-    return g.kv[dtype]
+    if dtype not in state.base:
+        gs = state.groups
+        T = max(g.resid_after.shape[1] for g in gs)
+        x = torch.cat([F.pad(g.resid_after, (0, 0, 0, T - g.resid_after.shape[1])) for g in gs]).to(dtype)
+        last = torch.cat([torch.full((len(g.index),), g.resid_after.shape[1] - 1, device=x.device) for g in gs])
+        outs, keeps = [], []
+        for sl in chunk_slices(len(x), max(1, max_tokens // T)):
+            keeps.append({} if isinstance(eng, Decoder) else [])
+            outs.append(_run_all(eng, x[sl], layer, keeps[-1], last[sl]))
+        state.base[dtype] = torch.cat(outs), PrefixKV(_joined(keeps), last)
+    return state.base[dtype]
 
 
-def _base_out(eng: Weights, g: LengthGroup, layer: int) -> torch.Tensor:
-    """The unmodified run's residual before ``ln_f`` at the last position ``[n_g, d]`` (the run ``_base_kv`` keeps)."""
-    _base_kv(eng, g, layer)
-    return g.out[eng.w_u.dtype]
+def _joined(keeps: list) -> list | dict:
+    """Chunks' keys and values (per block: a list, or a dict by layer) joined along the prompts."""
+    def cat(key):
+        return tuple(torch.cat([k[key][i] for k in keeps]) for i in (0, 1))
+    return {key: cat(key) for key in keeps[0]} if isinstance(keeps[0], dict) else [cat(j) for j in range(len(keeps[0]))]
 
 
-def _padded(parts: Sequence[torch.Tensor], K: int) -> torch.Tensor:
-    """Keys or values ``[n_g, heads, T_g - 1, d_head]`` of several groups, zero-padded to ``K`` positions, stacked."""
-    return torch.cat([F.pad(t, (0, 0, 0, K - t.shape[2])) for t in parts])
-
-
-def _last_group(eng: Weights, state: LayerState, layer: int) -> LengthGroup:
+def _last_group(eng: Weights, state: LayerState, layer: int, max_tokens: int) -> tuple[LengthGroup, PrefixKV]:
     """Every prompt of ``state`` at its last position as one group ``[n, 1, ...]``, with the unmodified run's keys
-    and values of the earlier positions padded to the longest prompt (``PrefixKV``), so ``positions="last"`` runs
-    all prompts in one batch (built once per dtype)."""
+    and values of the earlier positions (``_unmodified``), so ``positions="last"`` runs all prompts in one batch."""
     dtype = eng.w_u.dtype
     if dtype not in state.last:
         gs = state.groups
         merged = LengthGroup(torch.cat([g.index for g in gs]), torch.cat([g.resid_after[:, -1:] for g in gs]),
                              torch.cat([g.act[:, -1:] for g in gs]))
-        if layer < n_blocks(eng) - 1:
-            keeps = [_base_kv(eng, g, layer) for g in gs]
-            K = max(g.resid_after.shape[1] for g in gs) - 1
-            pairs = {key: tuple(_padded([k[key][i] for k in keeps], K) for i in (0, 1))
-                     for key in (keeps[0] if isinstance(keeps[0], dict) else range(len(keeps[0])))}
-            kv = pairs if isinstance(keeps[0], dict) else [pairs[i] for i in range(len(pairs))]
-            last = torch.cat([torch.full((len(g.index),), g.resid_after.shape[1] - 1, device=g.index.device)
-                              for g in gs])
-            merged.kv[dtype] = PrefixKV(kv, last)
-        state.last[dtype] = merged
+        state.last[dtype] = merged, _unmodified(eng, state, layer, max_tokens)[1]
     return state.last[dtype]
 
 
@@ -274,13 +267,16 @@ def _final_resid(model, state: LayerState, layer: int, configs: Sequence, positi
     w_out = _w_out(own, layer)
     eng = engine_weights(model, compute_dtype(precision))
     max_tokens = max_tokens or chunk_tokens(eng, model_device(model), eng.w_u.dtype)
-    if all(c == IDENTITY for c in configs):  # the unmodified run, computed once (``_base_out``)
-        yield from ((slice(0, len(configs)), g, _base_out(eng, g, layer).expand(len(configs), -1, -1))
-                    for g in state.groups)
+    if all(c == IDENTITY for c in configs):  # the unmodified run, computed once (``_unmodified``)
+        out, start = _unmodified(eng, state, layer, max_tokens)[0], 0
+        for g in state.groups:
+            start += len(g.index)
+            yield slice(0, len(configs)), g, out[start - len(g.index):start].expand(len(configs), -1, -1)
         return
-    for g in (state.groups if positions == "all" else [_last_group(eng, state, layer)]):
+    runs = [(g, None) for g in state.groups] if positions == "all" else [_last_group(eng, state, layer, max_tokens)]
+    for g, kv in runs:
         n, T, d = g.resid_after.shape
-        kv = _base_kv(eng, g, layer) if positions == "last" and layer < n_blocks(eng) - 1 else None
+        kv = kv if layer < n_blocks(eng) - 1 else None  # the last block: nothing runs after the change
         change = _change(own, layer, g.act if positions == "all" else g.act[:, -1:])
         for sl in chunk_slices(len(configs), max(1, max_tokens // (n * (T if kv is None else 1)))):
             deltas = []

@@ -100,27 +100,35 @@ def _residual(eng: EngineWeights, w: BlockWeights, x: torch.Tensor, z: torch.Ten
     return mid + _mlp(eng, w, layer_norm(mid, w.ln2, eng.eps))
 
 
-def _block(eng: EngineWeights, layer: int, x: torch.Tensor, last_only: bool, keep: list | None) -> torch.Tensor:
-    """One block on ``x`` ``[B, T, d]``; ``[B, T, d]``, or ``[B, d]`` at the last position if ``last_only``.
-    Appends the keys and values of positions ``0..T-2`` to ``keep`` if given."""
+def _block(eng: EngineWeights, layer: int, x: torch.Tensor, last_only: bool, keep: list | None,
+           last: torch.Tensor | None = None) -> torch.Tensor:
+    """One block on ``x`` ``[B, T, d]``; ``[B, T, d]``, or ``[B, d]`` at each row's position ``last`` ``[B]`` (None:
+    T-1) if ``last_only``. Appends the keys and values of positions ``0..T-2`` to ``keep`` if given."""
     w = eng.blocks[layer]
     B, T, d = x.shape
     q, k, v = _qkv(eng, w, layer_norm(x, w.ln1, eng.eps))
     if keep is not None:
         keep.append((k[:, :, :-1].contiguous(), v[:, :, :-1].contiguous()))
-    if last_only:
+    if last_only and last is None:
         z = F.scaled_dot_product_attention(q[:, :, -1:], k, v)  # the last query sees every key
         return _residual(eng, w, x[:, -1], z.reshape(B, d))
+    if last_only:  # each row's query at its own last position sees keys 0..last
+        rows = torch.arange(B, device=x.device)
+        seen = (torch.arange(T, device=x.device) <= last[:, None])[:, None, None]  # [B, 1, 1, T]
+        z = F.scaled_dot_product_attention(q[rows, :, last][:, :, None], k, v, attn_mask=seen)
+        return _residual(eng, w, x[rows, last], z.reshape(B, d))
     z = F.scaled_dot_product_attention(q, k, v, is_causal=True)
     return _residual(eng, w, x, z.transpose(1, 2).reshape(B, T, d))
 
 
-def run_all(eng: EngineWeights, x: torch.Tensor, layer: int, keep: list | None = None) -> torch.Tensor:
-    """Blocks ``layer+1..`` on residuals ``[B, T, d]`` (every position changed); the last position ``[B, d]``."""
+def run_all(eng: EngineWeights, x: torch.Tensor, layer: int, keep: list | None = None,
+            last: torch.Tensor | None = None) -> torch.Tensor:
+    """Blocks ``layer+1..`` on residuals ``[B, T, d]`` (every position changed; right padding is never seen by a
+    real position); each row's position ``last`` ``[B]`` (None: T-1) ``[B, d]``."""
     n = len(eng.blocks)
     for L in range(layer + 1, n):
-        x = _block(eng, L, x, L == n - 1, keep)
-    return x if layer < n - 1 else x[:, -1]
+        x = _block(eng, L, x, L == n - 1, keep, last)
+    return x if layer < n - 1 else (x[:, -1] if last is None else x[torch.arange(len(x), device=x.device), last])
 
 
 def run_last(eng: EngineWeights, x: torch.Tensor, layer: int, kv: list,

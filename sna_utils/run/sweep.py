@@ -22,14 +22,13 @@ import pandas as pd
 import torch
 
 from .baselines import (LEAN, STEER_ALPHAS, TEMPERATURES, SteerInputs, baseline_grids, baseline_prompt_rows,
-                        check_lean, check_same_options, dropped_options, resid_hook, steering_vector)
+                        check_lean, check_same_options, dropped_options, steering_vector)
 from .cluster import RayExecutor, as_executor
 from ..core import (Baseline, NeutralSet, Positions, Task, check_k, check_layer, check_multiplier, check_positions,
-                   check_prompts, check_score_method, d_mlp, encode_prompts, last_token_activations, load_neutral,
-                   load_tasks, model_device, model_name, outcome_from,
-                   random_neurons, rank_neurons, scores_from_activations, split_neutral, split_selection_test,
-                   target_token_ids,
-                   top_neurons, zone_of)
+                   check_prompts, check_score_method, d_mlp, encode_prompts, hook_name, last_token_activations,
+                   last_token_captures, load_neutral, load_tasks, model_device, model_name, outcome_from,
+                   random_neurons, rank_neurons, resid_hook, scores_from_activations, split_neutral,
+                   split_selection_test, target_token_ids, top_neurons, zone_of)
 from .engine import (IDENTITY, Config, LayerState, Metrics, Reference, check_precision, engine_metrics,
                      layer_state, reference)
 from ..errors import SNAError
@@ -112,13 +111,12 @@ def _sweep_rows(model, task: Task, layer: int, ranking: torch.Tensor, ks, ms, po
     configs = sna + [c for arm in arm_names[1:] for c in controls[arm]]
     run = dict(positions=positions, precision=precision, max_tokens=max_tokens)
     task_m = engine_metrics(model, task_state, layer, configs, target_ids=base.target_ids, **run)
-    neutral_kl = engine_metrics(model, neutral_state, layer, sna, reference=neutral_base, **run).kl.mean(1)
+    missing = list(dict.fromkeys(c for c in configs[len(sna):] if c not in control_cache))  # controls: once a layer
+    kl = engine_metrics(model, neutral_state, layer, sna + missing, reference=neutral_base, **run).kl.mean(1)
+    neutral_kl = kl[:len(sna)]
+    control_cache.update(zip(missing, kl[len(sna):].tolist()))
     format_kl = (engine_metrics(model, formats[0], layer, sna, reference=formats[1], **run).kl.mean(1)
                  if formats is not None and formats_kl else torch.full((len(sna),), float("nan")))
-    missing = list(dict.fromkeys(c for c in configs[len(sna):] if c not in control_cache))
-    if missing:
-        kl = engine_metrics(model, neutral_state, layer, missing, reference=neutral_base, **run).kl.mean(1)
-        control_cache.update(zip(missing, kl.tolist()))
     parts = selection_test_ids(task, seed)
     rows = []
     for i, c in enumerate(sna):
@@ -200,27 +198,20 @@ def format_sets(formats: dict[str, Sequence[str]] | None, seed: int) -> dict[str
             for name, p in formats.items()}
 
 
-def _steer_inputs(model, plan: "SweepPlan", task: Task, layer: int, cache: dict) -> SteerInputs:
-    """The task's steering vector at ``layer`` (last-token residual after the block: discovery prompts minus
-    discovery's reference prompts) and its discovery activations (cached per task, every layer of the plan)."""
-    key = ("reference_resid", task.name if plan.reference == "formats" else None)
+def _discovery_captures(model, plan: "SweepPlan", task: Task, cache: dict) -> tuple[dict, dict]:
+    """Last-token ``hook_post`` (and, with the baselines, the residual after the block: the steering vector's
+    input) at every layer of the plan, of the task's discovery prompts and of discovery's reference prompts:
+    ``({hook: [n, width]}, {hook: [n_ref, width]})``, one forward pass a prompt set, cached (the neutral
+    reference shared by every task)."""
+    names = [hook_name(L) for L in plan.layers]
+    names += [resid_hook(L) for L in plan.layers] if plan.options.get("baselines", True) else []
+    key = ("reference", task.name if plan.reference == "formats" else None)
     if key not in cache:
         prompts = plan.formats[task.name].discovery if plan.reference == "formats" else plan.neutral.discovery
-        cache[key] = last_token_activations(model, prompts, plan.layers, hook=resid_hook)
-    if ("task_resid", task.name) not in cache:
-        cache["task_resid", task.name] = last_token_activations(model, [i.prompt for i in task.discovery],
-                                                                plan.layers, hook=resid_hook)
-    v = steering_vector(cache["task_resid", task.name][layer], cache[key][layer])
-    return SteerInputs(v.to(cache["task_resid", task.name][layer].dtype), cache["discovery_acts", task.name][layer])
-
-
-def _reference_acts(model, plan: "SweepPlan", task: Task, cache: dict) -> dict[int, torch.Tensor]:
-    """Last-token activations of discovery's reference prompts at every layer of the plan (cached)."""
-    key = ("reference_acts", task.name if plan.reference == "formats" else None)
-    if key not in cache:
-        prompts = plan.formats[task.name].discovery if plan.reference == "formats" else plan.neutral.discovery
-        cache[key] = last_token_activations(model, prompts, plan.layers)
-    return cache[key]
+        cache[key] = last_token_captures(model, prompts, names)
+    if ("discovery", task.name) not in cache:
+        cache["discovery", task.name] = last_token_captures(model, [i.prompt for i in task.discovery], names)
+    return cache["discovery", task.name], cache[key]
 
 
 @torch.no_grad()
@@ -235,13 +226,14 @@ def run_unit(model, plan: SweepPlan, task_name: str, layer: int, cache: dict) ->
     precision = plan.options.get("precision")
     if "neutral_batch" not in cache:
         cache["neutral_batch"] = encode_prompts(model, plan.neutral.heldout)
+    acts, ref = _discovery_captures(model, plan, t, cache)
     if ("ranking", t.name) not in cache:
-        ref = _reference_acts(model, plan, t, cache)
-        acts = last_token_activations(model, [i.prompt for i in t.discovery], plan.layers)
         cache["ranking", t.name] = {LL: rank_neurons(scores_from_activations(
-            acts[LL], ref[LL], plan.score_method)) for LL in plan.layers}
-        cache["discovery_acts", t.name] = acts
-    steer = _steer_inputs(model, plan, t, L, cache) if plan.options.get("baselines", True) else None
+            acts[hook_name(LL)], ref[hook_name(LL)], plan.score_method)) for LL in plan.layers}
+    steer = None
+    if plan.options.get("baselines", True):
+        resid = acts[resid_hook(L)]
+        steer = SteerInputs(steering_vector(resid, ref[resid_hook(L)]).to(resid.dtype), acts[hook_name(L)])
     if cache.get("layer", (None,))[0] != L:  # the neutral state of one layer at a time bounds memory
         neutral_state = layer_state(model, cache["neutral_batch"], L)
         cache["layer"] = (L, neutral_state, reference(model, neutral_state, L, precision), {})
@@ -374,7 +366,8 @@ def run_sweep(model, tasks: Sequence[Task | str], layers: Sequence[int], ks: Seq
     cache["neutral_batch"] = encode_prompts(model, neutral.heldout)
     cache |= {("formats", n): encode_prompts(model, f.heldout) for n, f in fmt.items()}
     n_steer = len(options.get("steer_alphas", STEER_ALPHAS)) + 1 if options.get("baselines", True) else 0
-    _print_start(model, tasks, layers, ks, ms, neutral, cache, todo, out, n_cfg, n_todo, executor, precision, n_steer)
+    _print_start(model, tasks, layers, ks, ms, neutral, cache, todo, out, n_cfg, n_todo, executor, precision, n_steer,
+                 n_arms=3 if options.get("control_b", True) else 2, formats_kl=options.get("formats_kl", True))
 
     plan = SweepPlan({t.name: t for t in tasks}, tuple(layers), tuple(ks), tuple(ms), positions, neutral,
                      score_method, seed, settings, out, done, options, fmt, reference)
@@ -404,8 +397,9 @@ def _unit_task(shared: dict, unit: tuple[str, int], cache: dict) -> pd.DataFrame
 
 
 def _print_start(model, tasks, layers, ks, ms, neutral, cache, todo, out, n_cfg, n_todo, executor,
-                 precision, n_steer: int = 0) -> None:
-    """The sweep's first line: the grid, what is already saved, what runs where, and an estimate."""
+                 precision, n_steer: int = 0, n_arms: int = 3, formats_kl: bool = True) -> None:
+    """The sweep's first line: the grid, what is already saved, what runs where, and an estimate (of the arms
+    and prompt sets the lean options leave)."""
     def lengths(batch) -> list[int]:
         return (batch.last + 1).tolist() if batch is not None else []
 
@@ -413,8 +407,9 @@ def _print_start(model, tasks, layers, ks, ms, neutral, cache, todo, out, n_cfg,
     # layer); each Ray worker keeps its own cache, so there every unit counts it
     sharing = Counter(L for _, L in todo) if executor is None else Counter()
     flops = sum(sweep_unit_flops(model, L, len(ks) * len(ms), lengths(cache["eval", n][1]),
-                                 lengths(cache["neutral_batch"]), lengths(cache.get(("formats", n))),
-                                 sharing.get(L, 1), n_steer) for n, L in todo)
+                                 lengths(cache["neutral_batch"]),
+                                 lengths(cache.get(("formats", n)) if formats_kl else None),
+                                 sharing.get(L, 1), n_steer, n_arms) for n, L in todo)
     dev = model_device(model)
     est = flops / matmul_rate(dev, precision=precision) * ENGINE_OVER_FLOOR if todo else 0.0
     saved = f"{n_cfg - n_todo} already in {out}" if out is not None else "nothing saved (no `out` path)"
