@@ -257,7 +257,8 @@ def check_size(model_key: str) -> None:
     from transformers import AutoConfig
 
     source = su.run.families.checkpoint_source(model_key, ", ".join(su.MODEL_NAMES))
-    n = su.run.families.parameter_count(AutoConfig.from_pretrained(source))
+    at = {} if Path(source).is_dir() else {"revision": su.run.hub.revision_to_load(source)}  # what loading reads
+    n = su.run.families.parameter_count(AutoConfig.from_pretrained(source, **at))
     if n > max_params():
         raise su.SNAError(f"{model_key!r} has {n / 1e9:.2f} B parameters, more than this page allows "
                           f"({max_params() / 1e9:.2f} B, SNA_DEMO_MAX_PARAMS); nothing was downloaded.")

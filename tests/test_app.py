@@ -64,6 +64,25 @@ def test_a_model_above_the_parameter_limit_is_refused_before_loading(app, monkey
     assert len(errs) == 1 and "more than this page allows" in errs[0] and "nothing was downloaded" in errs[0], errs
 
 
+def test_the_parameter_count_is_read_at_the_revision_that_loads(app, monkeypatch):
+    """A pinned Hub id typed as another model is sized from its config at the pinned commit, not at 'main'."""
+    import transformers
+
+    hub_id = "openai-community/gpt2-medium"
+    asked = {}
+
+    def config_at(source, **kw):
+        asked[source] = kw.get("revision")
+        return transformers.GPT2Config(n_layer=2, n_embd=64, n_head=4, vocab_size=1000)
+
+    monkeypatch.setattr(su.run.families, "require_hub", lambda *a, **kw: None)
+    monkeypatch.setattr(transformers.AutoConfig, "from_pretrained", config_at)
+    monkeypatch.setenv("SNA_DEMO_MAX_PARAMS", "1e5")
+    errs = errors(other_model(app().run(), hub_id))
+    assert len(errs) == 1 and "more than this page allows" in errs[0], errs
+    assert asked == {hub_id: su.run.hub.PINNED_REVISIONS[hub_id]}
+
+
 def test_a_prompt_over_the_length_limit_is_refused(app):
     at = own_prompt(app().run(), "word " * 500, " cold")
     errs = errors(at)

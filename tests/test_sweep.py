@@ -302,10 +302,12 @@ def test_every_unit_saves_its_per_prompt_rows_once(saved):
         su.read_prompt_table(saved[0][0].name + "-missing.parquet")
 
 
-@pytest.mark.parametrize("resume", [False, True])
-def test_the_flop_count_is_what_the_engine_runs(tiny, small, tmp_path, monkeypatch, capsys, resume):
+@pytest.mark.parametrize("resume, lean", [(False, False), (True, False), (False, True)])
+def test_the_flop_count_is_what_the_engine_runs(tiny, small, tmp_path, monkeypatch, capsys, resume, lean):
     """``flops.sweep_unit_flops`` (the sweep's estimate, the pre-flight, ``make bench``) counts exactly the
-    configurations x prompts that ``run_sweep`` hands the engine, every arm and prompt set, also on a resume."""
+    configurations x prompts that ``run_sweep`` hands the engine, every arm and prompt set, also on a resume
+    and in lean mode (two arms, no formats KL, no baselines)."""
+    options = su.LEAN if lean else {}
     t, neu = small
     layers, ks, ms = [1, 2], [1, 3], [2.0]
     fmt = {x.name: [f"Off-task line {i} for {x.name}:" for i in range(4 + j)] for j, x in enumerate(t)}
@@ -327,6 +329,6 @@ def test_the_flop_count_is_what_the_engine_runs(tiny, small, tmp_path, monkeypat
     monkeypatch.setattr(su.run.sweep, "engine_metrics", counted)
     monkeypatch.setattr(su.run.baselines, "engine_metrics", counted)  # the steering-vector baselines
     monkeypatch.setattr(su.run.sweep, "matmul_rate", lambda *a, **kw: 1e6)  # slow enough for a 0.1-min resolution
-    su.run_sweep(tiny, t, layers, ks, ms, neutral=neu, formats=fmt, out=out, progress=False)
+    su.run_sweep(tiny, t, layers, ks, ms, neutral=neu, formats=fmt, out=out, progress=False, **options)
     minutes = float(capsys.readouterr().out.split("estimated ")[-1].split(" min")[0])
     assert minutes > 10 and minutes == pytest.approx(sum(ran) / 1e6 * su.run.flops.ENGINE_OVER_FLOOR / 60, abs=0.051)

@@ -41,29 +41,39 @@ def matmul_rate(device: str | torch.device = "cpu", n: int = 1024, repeats: int 
     return 2 * n**3 / best
 
 
-def block_flops(d_model: int, d_mlp_: int, seq: int, d_kv: int | None = None, gated: bool = False) -> float:
-    """Matrix-multiply FLOPs of one block on one sequence of ``seq`` tokens: queries and output ``d_model`` wide,
-    keys and values ``d_kv`` wide (grouped-query attention; default ``d_model``), an MLP of two matrices or,
-    ``gated``, three (gate, up, down)."""
-    d_kv = d_model if d_kv is None else d_kv
-    proj = 2 * seq * (2 * d_model * d_model + 2 * d_model * d_kv + (3 if gated else 2) * d_model * d_mlp_)
-    attn = 2 * 2 * seq * seq * d_model  # scores and weighted values (full square, as run)
+def block_flops(d_model: int, d_mlp_: int, seq: int, d_kv: int | None = None, gated: bool = False,
+                d_q: int | None = None) -> float:
+    """Matrix-multiply FLOPs of one block on one sequence of ``seq`` tokens: queries and the heads' output ``d_q``
+    wide (heads x head size; default ``d_model``), keys and values ``d_kv`` wide (grouped-query attention; default
+    ``d_q``), an MLP of two matrices or, ``gated``, three (gate, up, down)."""
+    d_q = d_model if d_q is None else d_q
+    d_kv = d_q if d_kv is None else d_kv
+    proj = 2 * seq * (2 * d_model * d_q + 2 * d_model * d_kv + (3 if gated else 2) * d_model * d_mlp_)
+    attn = 2 * 2 * seq * seq * d_q  # scores and weighted values (full square, as run)
     return proj + attn
 
 
-def _kv_width(cfg) -> int:
-    """Width of the keys (and of the values): key/value heads x head size (all heads without GQA)."""
+def _head_widths(cfg) -> tuple[int, int]:
+    """Widths of the queries and of the keys (and values): heads x head size, key/value heads x head size (all
+    heads without GQA); Gemma-2's heads x head size is not d_model."""
     heads = getattr(cfg, "n_heads", None)
-    kv_heads = getattr(cfg, "n_key_value_heads", None) or heads
-    return cfg.d_model if not heads else kv_heads * (getattr(cfg, "d_head", None) or cfg.d_model // heads)
+    if not heads:
+        return cfg.d_model, cfg.d_model
+    d_head = getattr(cfg, "d_head", None) or cfg.d_model // heads
+    return heads * d_head, (getattr(cfg, "n_key_value_heads", None) or heads) * d_head
+
+
+def model_block_flops(model, seq: int) -> float:
+    """``block_flops`` of one of ``model``'s blocks on one sequence of ``seq`` tokens."""
+    cfg = model.cfg
+    d_q, d_kv = _head_widths(cfg)
+    return block_flops(cfg.d_model, d_mlp(model), seq, d_kv, bool(getattr(cfg, "gated_mlp", False)), d_q)
 
 
 def grid_flop_floor(model, layer: int, n_configs: int, n_prompts: int, seq: int) -> float:
     """FLOPs a grid strictly needs at ``layer``: blocks L.. for every configuration, plus last-token logits."""
-    cfg = model.cfg
-    block = block_flops(cfg.d_model, d_mlp(model), seq, _kv_width(cfg), bool(getattr(cfg, "gated_mlp", False)))
-    per_seq = (n_layers(model) - layer) * block
-    logits = 2 * cfg.d_model * cfg.d_vocab
+    per_seq = (n_layers(model) - layer) * model_block_flops(model, seq)
+    logits = 2 * model.cfg.d_model * model.cfg.d_vocab
     return n_configs * n_prompts * (per_seq + logits)
 
 
@@ -72,15 +82,24 @@ def prompts_flop_floor(model, layer: int, n_configs: int, lengths: Sequence[int]
     return sum(grid_flop_floor(model, layer, n_configs, 1, int(T)) for T in lengths)
 
 
+def unmodified_flop_floor(model, lengths: Sequence[int], discovery_lengths: Sequence[int], deepest: int) -> float:
+    """FLOPs of the unmodified pass no sweep can skip, made once: prompts of ``lengths`` (evaluation, neutral,
+    format-matched) through every block plus last-token logits, discovery prompts through blocks 0..``deepest``."""
+    discovery = sum(model_block_flops(model, int(T)) for T in discovery_lengths)
+    return prompts_flop_floor(model, 0, 1, lengths) + (deepest + 1) * discovery
+
+
 def sweep_unit_flops(model, layer: int, n_pairs: int, eval_lengths: Sequence[int], neutral_lengths: Sequence[int],
-                     format_lengths: Sequence[int] = (), n_tasks: int = 1, n_steer: int = 0) -> float:
+                     format_lengths: Sequence[int] = (), n_tasks: int = 1, n_steer: int = 0,
+                     n_arms: int = 3) -> float:
     """FLOP floor of one (task, layer) unit of ``run_sweep`` with ``n_pairs`` (k, m) pairs, every arm it computes.
 
-    The three arms (SNA, control, control_b) on the task's evaluation prompts; SNA on the held-out neutral
-    prompts and on the task's held-out format-matched ones; the two controls on the neutral prompts, which are
-    computed once per layer and shared by the ``n_tasks`` tasks of the sweep (so counted 1 / n_tasks here);
-    ``n_steer`` steering-vector configurations on the evaluation prompts (the baselines; temperature is free).
+    The ``n_arms`` arms (SNA, control and, unless lean, control_b) on the task's evaluation prompts; SNA on the
+    held-out neutral prompts and on the task's held-out format-matched ones (none: no formats KL); the controls
+    on the neutral prompts, which are computed once per layer and shared by the ``n_tasks`` tasks of the sweep
+    (so counted 1 / n_tasks here); ``n_steer`` steering-vector configurations on the evaluation prompts (the
+    baselines; temperature is free).
     """
-    return (prompts_flop_floor(model, layer, 3 * n_pairs + n_steer, eval_lengths)
+    return (prompts_flop_floor(model, layer, n_arms * n_pairs + n_steer, eval_lengths)
             + prompts_flop_floor(model, layer, n_pairs, [*neutral_lengths, *format_lengths])
-            + prompts_flop_floor(model, layer, 2 * n_pairs, neutral_lengths) / n_tasks)
+            + prompts_flop_floor(model, layer, (n_arms - 1) * n_pairs, neutral_lengths) / n_tasks)

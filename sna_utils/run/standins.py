@@ -42,6 +42,20 @@ STANDINS: dict[str, tuple[str, dict, float]] = {
                                       num_key_value_heads=8, intermediate_size=8192, max_position_embeddings=2048,
                                       vocab_size=50257, tie_word_embeddings=True, bos_token_id=50256,
                                       eos_token_id=50256, pad_token_id=50256), 0.02),
+    # Qwen2.5-0.5B's shape (24 layers, d 896, 14 query / 2 key-value heads, MLP 4864) on GPT-2's vocabulary.
+    "random:qwen2-0.5b": ("qwen2", dict(hidden_size=896, num_hidden_layers=24, num_attention_heads=14,
+                                        num_key_value_heads=2, intermediate_size=4864, max_position_embeddings=2048,
+                                        vocab_size=50257, tie_word_embeddings=True, bos_token_id=50256,
+                                        eos_token_id=50256, pad_token_id=50256), 0.02),
+    # Gemma-2-2B's shape (26 layers, d 2304, 8 query / 4 key-value heads of 256, MLP 9216, soft-capping, sliding
+    # and global layers alternating) on GPT-2's vocabulary.
+    "random:gemma2-2b": ("gemma2", dict(hidden_size=2304, num_hidden_layers=26, num_attention_heads=8,
+                                        num_key_value_heads=4, head_dim=256, query_pre_attn_scalar=256,
+                                        intermediate_size=9216, attn_logit_softcapping=50.0,
+                                        final_logit_softcapping=30.0, sliding_window=4096,
+                                        layer_types=["sliding_attention", "full_attention"] * 13,
+                                        max_position_embeddings=8192, vocab_size=50257, tie_word_embeddings=True,
+                                        bos_token_id=50256, eos_token_id=50256, pad_token_id=50256), 0.02),
     "tiny": ("gpt2", dict(n_layer=3, n_embd=64, n_head=4, n_positions=256), 0.2),
     "tiny-pythia": ("gpt_neox", _pythia(64, 3, 4, 256), 0.2),
     "tiny-llama": ("llama", _tiny(), 0.2),
