@@ -5,8 +5,10 @@ One task x all layers x the paper's 56 (k, multiplier) pairs on an offline stand
 shape). ``--reduced`` is the small CPU grid for ~1B models: three layers, k in {1, 10, 100},
 multipliers {2, 5, 10}, 8 discovery prompts of each kind, 4 evaluation, 4 neutral and 4 format-matched
 prompts, 6 plain-loop samples, float32 only.
-Prints times and, at the end, each ratio against its reference in one block (engine vs plain loop,
-engine vs FLOP floor, positions="last" vs "all"); it is not a test.
+Prints times, where the engine's time goes (the configurations, the baselines and each unmodified run:
+discovery, the states at layer L, the baselines and KL references from L), and, at the end, each ratio against
+its reference in one block (engine vs plain loop, engine vs FLOP floor, also with one unmodified pass of every
+prompt set counted in the floor, positions="last" vs "all"); it is not a test.
 
     python scripts/benchmark_sweep.py [--model random:gpt2-small] [--device cpu] [--plain-sample 24]
         [--layers 0,6,11] [--n-eval 10] [--n-neutral 20] [--precisions float32,bfloat16] [--max-tokens N]
@@ -28,9 +30,11 @@ engine vs FLOP floor, positions="last" vs "all"); it is not a test.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import random
 import time
+from typing import Iterator
 
 import torch
 
@@ -81,14 +85,67 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def time_engine(model, task, neutral, formats, layers, ks, ms, positions, precision, max_tokens, device) -> float:
-    """Seconds for ``su.run_sweep`` on the whole grid (discovery and baselines included)."""
-    sync(device)
-    t0 = time.perf_counter()
-    su.run_sweep(model, [task], layers, ks, ms, positions, neutral=neutral, progress=False, precision=precision,
-                 max_tokens=max_tokens, formats=formats)
-    sync(device)
-    return time.perf_counter() - t0
+# Where the engine's time goes: each of these names, as ``run_sweep``'s module calls it, is timed (its own time,
+# less the named calls inside it), the rest is the sweep's Python and tables.
+STAGES = {"engine_metrics": "configurations (SNA and controls)",
+          "baseline_prompt_rows": "the field's baselines (steering rows)",
+          "last_token_captures": "unmodified: discovery captures",
+          "layer_state": "unmodified: states at layer L (blocks 0..L)",
+          "engine_baseline": "unmodified: baselines from L",
+          "reference": "unmodified: KL references from L"}
+
+
+@contextlib.contextmanager
+def stage_times(module, names) -> Iterator[dict[str, float]]:
+    """Seconds spent in each of ``module``'s functions ``names`` while inside, each net of the others it calls."""
+    times, stack = dict.fromkeys(names, 0.0), []
+    originals = {n: getattr(module, n) for n in names}
+
+    def timed(name, f):
+        def run(*args, **kwargs):
+            stack.append(0.0)
+            t = time.perf_counter()
+            try:
+                return f(*args, **kwargs)
+            finally:
+                dt, inner = time.perf_counter() - t, stack.pop()
+                times[name] += dt - inner
+                if stack:
+                    stack[-1] += dt
+        return run
+
+    for n, f in originals.items():
+        setattr(module, n, timed(n, f))
+    try:
+        yield times
+    finally:
+        for n, f in originals.items():
+            setattr(module, n, f)
+
+
+def time_engine(model, task, neutral, formats, layers, ks, ms, positions, precision, max_tokens,
+                device) -> tuple[float, dict[str, float]]:
+    """Seconds for ``su.run_sweep`` on the whole grid (discovery and baselines included), and per ``STAGES``."""
+    with stage_times(su.run.sweep, STAGES) as stages:
+        sync(device)
+        t0 = time.perf_counter()
+        su.run_sweep(model, [task], layers, ks, ms, positions, neutral=neutral, progress=False, precision=precision,
+                     max_tokens=max_tokens, formats=formats)
+        sync(device)
+        total = time.perf_counter() - t0
+    return total, dict(stages)
+
+
+def stages_section(precision: str, total: float, stages: dict[str, float], floor: float, unmodified: float) -> str:
+    """Where the engine's time went, and the configurations' own time against their FLOP floor."""
+    lines = [f"[{precision}] where the time goes (positions 'all', {total:.1f} s):"]
+    lines += [f"    {STAGES[n]:45s} {t:7.2f} s" for n, t in stages.items()]
+    lines.append(f"    {'the rest (the sweep in Python, its tables)':45s} {total - sum(stages.values()):7.2f} s")
+    own = stages["engine_metrics"] + stages["baseline_prompt_rows"]
+    lines.append(f"[{precision}] configurations and baselines alone / FLOP floor: {own / floor:5.2f}x; the unmodified "
+                 f"runs {sum(t for n, t in stages.items() if STAGES[n].startswith('unmodified')):.1f} s against a "
+                 f"floor of {unmodified:.1f} s for one unmodified pass of every prompt set")
+    return "\n".join(lines)
 
 
 def plain_section(per_cfg: float, n_grid: int, engine: float) -> str:
@@ -97,9 +154,11 @@ def plain_section(per_cfg: float, n_grid: int, engine: float) -> str:
     return f"engine vs plain loop      : {plain / engine:6.2f}x faster (plain {plain:.1f} s, scaled up)"
 
 
-def floor_section(engine: float, floor: float) -> str:
-    """The engine against the FLOP floor at this machine's measured matmul rate (1.00x: no overhead at all)."""
-    return f"engine / FLOP floor       : {engine / floor:6.2f}x (floor {floor:.1f} s)"
+def floor_section(engine: float, floor: float, unmodified: float) -> str:
+    """The engine against the FLOP floor at this machine's measured matmul rate (1.00x: no overhead at all), also
+    with the one unmodified pass of every prompt set counted in the floor."""
+    return (f"engine / FLOP floor       : {engine / floor:6.2f}x (floor {floor:.1f} s); with one unmodified pass of "
+            f"every prompt set in the floor: {engine / (floor + unmodified):4.2f}x")
 
 
 def last_section(last: float, engine: float) -> str:
@@ -111,11 +170,11 @@ def last_section(last: float, engine: float) -> str:
 # timed whole, by ``compare_options`` below.
 
 
-def ratios(precision: str, plain: tuple[float, int] | None, engine: float, floor: float,
+def ratios(precision: str, plain: tuple[float, int] | None, engine: float, floor: float, unmodified: float,
            last: float | None) -> list[str]:
     """Every ratio of one precision against its reference, one line each."""
     lines = [plain_section(*plain, engine)] if plain else []
-    lines.append(floor_section(engine, floor))
+    lines.append(floor_section(engine, floor, unmodified))
     if last is not None:
         lines.append(last_section(last, engine))
     return [f"[{precision}] {line}" for line in lines]
@@ -251,23 +310,27 @@ def main() -> None:
         print(f"plain loop : {plain:9.2f} s  (float32; timed {n_sampled} random configurations, seed {args.seed}, "
               f"{per_cfg:.3f} s each, scaled to {n_grid})")
     lengths = {name: (su.encode_prompts(model, prompts).last + 1).tolist() for name, prompts in
-               (("eval", [i.prompt for i in task.evaluation]), ("neutral", neutral.heldout), ("formats", formats))}
+               (("eval", [i.prompt for i in task.evaluation]), ("neutral", neutral.heldout), ("formats", formats),
+                ("discovery", [*[i.prompt for i in task.discovery], *neutral.discovery]))}
     summary = []
     for precision in precisions:
         su.run_sweep(model, [task], [layers[-1]], [1], [2.0], neutral=neutral, progress=False, formats=raw_formats,
                      precision=precision)  # warm-up (and the weights cast to this precision)
-        engine = time_engine(model, task, neutral, raw_formats, layers, ks, ms, "all", precision,
-                             args.max_tokens or None, args.device)
+        engine, stages = time_engine(model, task, neutral, raw_formats, layers, ks, ms, "all", precision,
+                                     args.max_tokens or None, args.device)
         rate = su.matmul_rate(args.device, n=2048 if cuda else 1024, precision=precision)
         flops, floor = floor_seconds(model, layers, len(ks) * len(ms), lengths, rate)
+        unmodified = su.run.flops.unmodified_flop_floor(
+            model, [*lengths["eval"], *lengths["neutral"], *lengths["formats"]], lengths["discovery"], max(layers)) / rate
         print(f"[{precision}] engine {engine:9.2f} s ({engine / n_grid * 1e3:.1f} ms per configuration); "
               f"FLOP floor {floor:8.2f} s ({flops / 1e12:.2f} TFLOP at a measured {rate / 1e9:.0f} GFLOP/s)")
+        print(stages_section(precision, engine, stages, floor, unmodified))
         last = None
         if not args.no_last:
-            last = time_engine(model, task, neutral, raw_formats, layers, ks, ms, "last", precision,
-                               args.max_tokens or None, args.device)
+            last, _ = time_engine(model, task, neutral, raw_formats, layers, ks, ms, "last", precision,
+                                  args.max_tokens or None, args.device)
             print(f"[{precision}] positions='last' {last:9.2f} s")
-        summary += ratios(precision, plain_timing, engine, floor, last)
+        summary += ratios(precision, plain_timing, engine, floor, unmodified, last)
     print(f"Ratios on {args.model} ({args.device}, {torch.get_num_threads()} CPU threads), each against its reference:")
     print("\n".join(summary))
     if not args.no_options:
