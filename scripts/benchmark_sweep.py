@@ -85,8 +85,9 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-# Where the engine's time goes: each of these names, as ``run_sweep``'s module calls it, is timed (its own time,
-# less the named calls inside it), the rest is the sweep's Python and tables.
+# Where the engine's time goes: each of these names, as ``run_sweep``'s module calls it, is timed where it is the
+# outermost of them (``engine_baseline``'s own ``engine_metrics`` call counts as the baseline's); the rest is the
+# sweep's Python and tables.
 STAGES = {"engine_metrics": "configurations (SNA and controls)",
           "baseline_prompt_rows": "the field's baselines (steering rows)",
           "last_token_captures": "unmodified: discovery captures",
@@ -97,21 +98,20 @@ STAGES = {"engine_metrics": "configurations (SNA and controls)",
 
 @contextlib.contextmanager
 def stage_times(module, names) -> Iterator[dict[str, float]]:
-    """Seconds spent in each of ``module``'s functions ``names`` while inside, each net of the others it calls."""
-    times, stack = dict.fromkeys(names, 0.0), []
+    """Seconds spent in each of ``module``'s functions ``names`` while inside, where it is the outermost of them."""
+    times, depth = dict.fromkeys(names, 0.0), [0]
     originals = {n: getattr(module, n) for n in names}
 
     def timed(name, f):
         def run(*args, **kwargs):
-            stack.append(0.0)
+            depth[0] += 1
             t = time.perf_counter()
             try:
                 return f(*args, **kwargs)
             finally:
-                dt, inner = time.perf_counter() - t, stack.pop()
-                times[name] += dt - inner
-                if stack:
-                    stack[-1] += dt
+                depth[0] -= 1
+                if not depth[0]:
+                    times[name] += time.perf_counter() - t
         return run
 
     for n, f in originals.items():
