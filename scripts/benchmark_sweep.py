@@ -91,7 +91,7 @@ def sync(device: str) -> None:
 STAGES = {"engine_metrics": "configurations (SNA and controls)",
           "baseline_prompt_rows": "the field's baselines (steering rows)",
           "last_token_captures": "unmodified: discovery captures",
-          "layer_state": "unmodified: states at layer L (blocks 0..L)",
+          "_state_at": "unmodified: states at layer L (a run a prompt set)",
           "engine_baseline": "unmodified: baselines from L",
           "reference": "unmodified: KL references from L"}
 

@@ -51,7 +51,7 @@ LAYERS = [
     {"run.families"},
     {"core"},
     {"run.engine", "run.store", "show.explore", "judge.analysis", "judge.stats", "show.style"},
-    {"run.flops", "run.baselines", "judge.sst2_heldout", "judge.choices"},
+    {"run.flops", "run.baselines", "run.prompt_run", "judge.sst2_heldout", "judge.choices"},
     {"run.sweep", "sst2", "show.plots", "run.profiles", "judge.saturation"},
     {"run.preflight", "judge.nulls", "judge.baselines", "run.provenance"},
     {"judge.verdict"},

@@ -21,6 +21,15 @@ def test_table_records_settings_and_zone(tiny, tasks, neutral, tmp_path):
     assert len(on_disk) == len(df)
 
 
+def assert_same_sweep(got: pd.DataFrame, want: pd.DataFrame) -> None:
+    """Two sweeps' rows agree to the engine's 1e-4, a layer's state taken from the bridge in one and from a shared
+    run (``PromptRun``) in the other: float32 rounding (~1e-6 of a probability), which a percentage near 0 turns
+    into up to 1.2e-4 percentage points (measured), so percentages also get an absolute 1e-3."""
+    pct = [c for c in want.columns if "_pct" in c]
+    pd.testing.assert_frame_equal(got.drop(columns=pct), want.drop(columns=pct), check_exact=False, rtol=1e-4)
+    pd.testing.assert_frame_equal(got[pct], want[pct], check_exact=False, rtol=1e-4, atol=1e-3)
+
+
 def test_interrupted_sweep_resumes_without_recomputing(tiny, tasks, neutral, tmp_path, monkeypatch):
     small, neu = trim(tasks, neutral, n_tasks=2)
     out = tmp_path / "sweep.parquet"
@@ -45,8 +54,8 @@ def test_interrupted_sweep_resumes_without_recomputing(tiny, tasks, neutral, tmp
     calls["n"] = -100  # count the chunks the rerun computes
     resumed = su.run_sweep(tiny, small, out=out, neutral=neu, progress=False, **grid)
     assert calls["n"] == -100 + 3, "the rerun computes only the 3 missing (task, layer) chunks"
-    pd.testing.assert_frame_equal(resumed.drop(columns="settings_id"), full.drop(columns="settings_id"),
-                                  check_exact=False, rtol=1e-6)
+    # the uninterrupted sweep took layers 1 and 2 from its one shared run, the resumed one from the bridge at layer 1
+    assert_same_sweep(resumed.drop(columns="settings_id"), full.drop(columns="settings_id"))
     key = su.run.store.PROMPT_KEY[2:]  # the per-prompt rows resume too: each unit's file is there, once
     got, want = (su.read_prompt_table(p).sort_values(key, ignore_index=True) for p in (out, tmp_path / "ref.parquet"))
     pd.testing.assert_frame_equal(got[key], want[key])
@@ -186,8 +195,8 @@ def test_units_computed_one_by_one_equal_the_sweep(tiny, small, sweep):
                               settings, None, frozenset(), dict(max_tokens=16384), fmt)
     units = [su.run.sweep.run_unit(tiny, plan, x.name, L, {}) for L in (2, 0) for x in t[::-1]]
     got = pd.concat(units).sort_values(["task", "layer", "k", "multiplier"], ignore_index=True)
-    expected = sweep[sweep["layer"].isin([0, 2])].reset_index(drop=True)
-    pd.testing.assert_frame_equal(got, expected, check_exact=False, rtol=1e-5)
+    expected = sweep[sweep["layer"].isin([0, 2])].reset_index(drop=True)  # the sweep's layer 2: its shared run
+    assert_same_sweep(got, expected)
 
 
 # --- issue 15: selection/test parts, the second control, per-prompt results, format-matched prompts ---------

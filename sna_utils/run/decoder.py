@@ -204,23 +204,47 @@ def _rope(dec: Decoder, x: torch.Tensor, ids: torch.Tensor):
     return None if dec.rotary is None else dec.rotary(x, ids)
 
 
+def _causal_masks(dec: Decoder, layers: range, pos: torch.Tensor, dtype: torch.dtype) -> dict:
+    """Each layer's mask for every position ``pos`` ``[T]`` seeing the earlier ones (``_masks``)."""
+    return _masks(dec, layers, dtype, lambda window, fused: None if window is None and fused
+                  else _mask(window, pos, pos, 0, dtype))
+
+
 def run_all(dec: Decoder, x: torch.Tensor, layer: int, keep: dict | None = None,
-            last: torch.Tensor | None = None) -> torch.Tensor:
+            last: torch.Tensor | None = None, entering: dict | None = None) -> torch.Tensor:
     """Layers ``layer+1..`` on residuals ``[B, T, d]`` (every position changed; right padding is never seen by a
     real position); each row's position ``last`` ``[B]`` (None: T-1) ``[B, d]``. Records the keys and values of
-    positions < T-1 per layer into ``keep`` if given."""
-    T = x.shape[1]
-    pos = torch.arange(T, device=x.device)
+    positions < T-1 per layer into ``keep`` if given, and the residual entering each layer named in
+    ``entering``'s keys there."""
+    pos = torch.arange(x.shape[1], device=x.device)
     cache = _KeysValues() if keep is not None else None
     layers = range(layer + 1, len(dec.layers))
-    masks = _masks(dec, layers, x.dtype, lambda window, fused: None if window is None and fused
-                   else _mask(window, pos, pos, 0, x.dtype))
+    masks = _causal_masks(dec, layers, pos, x.dtype)
     rope = _rope(dec, x, pos[None])
     for L in layers:
+        if entering is not None and L in entering:
+            entering[L] = x
         x = _layer(dec, L, x, pos[None], masks[L], cache, rope)
     if keep is not None:
         keep.update(cache.stored)
     return x[:, -1] if last is None else x[torch.arange(len(x), device=x.device), last]
+
+
+def layer_and_acts(dec: Decoder, layer: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Layer ``layer`` on residuals ``[B, T, d]``: its output ``[B, T, d]`` and its neurons' activations
+    (``hook_post``, the input of its MLP's output projection) ``[B, T, d_mlp]`` (needs the model's own dtype:
+    a cast copy's projection is another module)."""
+    pos = torch.arange(x.shape[1], device=x.device)
+    acts: list = []
+    hook = dec.down[layer].register_forward_pre_hook(lambda module, args: acts.append(args[0]))
+    try:
+        out = _layer(dec, layer, x, pos[None], _causal_masks(dec, range(layer, layer + 1), pos, x.dtype)[layer],
+                     None, _rope(dec, x, pos[None]))
+    finally:
+        hook.remove()
+    if len(acts) != 1:
+        raise SNAError(f"Layer {layer}'s MLP output projection ran {len(acts)} times in one layer call.")
+    return out, acts[0]
 
 
 def run_last(dec: Decoder, x: torch.Tensor, layer: int, kv: dict, last: torch.Tensor | None = None) -> torch.Tensor:

@@ -1,16 +1,17 @@
 """The sweep engine: the same numbers as the plain hooked loop, with far less arithmetic.
 
 The plain way runs the whole hooked model once per configuration. The engine instead
-(i) runs the unmodified model once per prompt set and layer, keeping the residual stream after
-block L and the neuron activations of layer L; (ii) adds each configuration's change,
+(i) runs the unmodified model once per prompt set (``prompt_run`` shares that one run across a sweep's
+layers), keeping the residual stream after block L and the neuron activations of layer L; (ii) adds each configuration's change,
 ``(m - 1) * act[S] @ W_out[S]``, to that residual (the only thing an MLP-neuron multiplier changes
 in block L); (iii) runs blocks L+1.. for many configurations stacked along the batch, the final
 block for the last real token only; with ``positions="last"`` only the last token at all, over the
 unmodified run's keys and values of the earlier positions, every prompt of the set in one batch (keys
 padded to the longest prompt and masked); (iv) unembeds only that token and reduces the logits on the
 device to the target probability, top-1 and KL. It groups prompts by length, so no padding is computed
-with ``positions="all"``. The unmodified run from block L is computed once per prompt set, layer and
-dtype and serves the reference distribution, the baseline and the keys and values ``"last"`` reuses.
+with ``positions="all"``. The unmodified run from block L is computed once per prompt set and arithmetic
+(in a sweep, once for all its layers) and serves the reference distribution, the baseline and the keys and
+values ``"last"`` reuses.
 ``tests/test_engine.py`` checks it against the plain loop.
 
 Holds the choice of path (GPT-2's hand-written kernels in ``handwritten``, every other family's own
@@ -137,10 +138,11 @@ def logit_rows(eng: Weights, device: torch.device) -> int:
 # The kernels: blocks L+1.. on many configurations at once
 # ---------------------------------------------------------------------------
 
-def _run_all(eng: Weights, x: torch.Tensor, layer: int, keep=None, last: torch.Tensor | None = None) -> torch.Tensor:
+def _run_all(eng: Weights, x: torch.Tensor, layer: int, keep=None, last: torch.Tensor | None = None,
+             entering: dict | None = None) -> torch.Tensor:
     """Blocks ``layer+1..`` on residuals ``[B, T, d]``; position ``last`` ``[B]`` (None: T-1) ``[B, d]`` (keys and
-    values of positions < T-1 into ``keep``)."""
-    return (decoder.run_all if isinstance(eng, Decoder) else handwritten.run_all)(eng, x, layer, keep, last)
+    values of positions < T-1 into ``keep``, the residual entering each block of ``entering``'s keys there)."""
+    return (decoder.run_all if isinstance(eng, Decoder) else handwritten.run_all)(eng, x, layer, keep, last, entering)
 
 
 def _run_last(eng: Weights, x: torch.Tensor, layer: int, kv) -> torch.Tensor:
@@ -177,8 +179,8 @@ class LayerState:
 
     n_prompts: int
     groups: list[LengthGroup]
-    last: dict = field(default_factory=dict)  # dtype -> every prompt's last position as one group (``_last_group``)
-    base: dict = field(default_factory=dict)  # dtype -> the unmodified run from block L (``_unmodified``)
+    last: dict = field(default_factory=dict)  # arithmetic -> every prompt's last position as one group (``_last_group``)
+    base: dict = field(default_factory=dict)  # arithmetic -> the unmodified run from block L (``_unmodified``)
 
 
 @torch.no_grad()
@@ -186,33 +188,70 @@ def layer_state(model, batch: Batch, layer: int, batch_size: int = 32) -> LayerS
     """Run the unmodified model once over the (right-padded) prompts, ``batch_size`` at a time, and keep what the
     engine needs at ``layer``, grouped by prompt length (a causal model's real positions never see the padding)."""
     dev = model_device(model)
-    lengths, T = batch.last + 1, int(batch.last.max()) + 1
+    T = int(batch.last.max()) + 1
     names = [hook_name(layer), resid_hook(layer)]
-    runs = [run_and_capture(model, batch.tokens[sl, :T].to(dev), names) for sl in chunk_slices(len(lengths), batch_size)]
+    runs = [run_and_capture(model, batch.tokens[sl, :T].to(dev), names)
+            for sl in chunk_slices(len(batch.last), batch_size)]
     resid, act = (torch.cat([r[n] for r in runs]) for n in (resid_hook(layer), hook_name(layer)))
-    groups = []
-    for t in sorted(set(lengths.tolist())):
-        index = (lengths == t).nonzero().squeeze(1).to(dev)
-        groups.append(LengthGroup(index, resid[index, :t], act[index, :t]))
+    return grouped_state(batch.last + 1, resid, act)
+
+
+def _by_length(lengths: torch.Tensor, device) -> list[tuple[torch.Tensor, int]]:
+    """Prompts grouped by token length, shortest first: (where they sit in the set ``[n_g]``, length)."""
+    return [((lengths == t).nonzero().squeeze(1).to(device), t) for t in sorted(set(lengths.tolist()))]
+
+
+def grouped_state(lengths: torch.Tensor, resid: torch.Tensor, act: torch.Tensor,
+                  in_group_order: bool = False) -> LayerState:
+    """A ``LayerState`` of right-padded ``resid`` ``[n, T, d]`` and ``act`` ``[n, T, d_mlp]`` of prompts of
+    ``lengths`` ``[n]``, rows in the set's order (or, ``in_group_order``, already in the groups' order)."""
+    groups, start = [], 0
+    for index, t in _by_length(lengths, resid.device):
+        rows = slice(start, start + len(index)) if in_group_order else index
+        groups.append(LengthGroup(index, resid[rows, :t], act[rows, :t]))
+        start += len(index)
     return LayerState(len(lengths), groups)
 
 
-def _unmodified(eng: Weights, state: LayerState, layer: int, max_tokens: int) -> tuple[torch.Tensor, PrefixKV]:
+def arithmetic(dtype: torch.dtype) -> tuple:
+    """What an unmodified run's rounding depends on: its dtype and whether CUDA multiplies in TF32 now."""
+    return dtype, torch.backends.cuda.matmul.allow_tf32
+
+
+def padded_residuals(state: LayerState) -> tuple[torch.Tensor, torch.Tensor]:
+    """The state's residuals right-padded to the longest prompt in the groups' order ``[n, T, d]``, and each
+    prompt's last position ``[n]``."""
+    T = max(g.resid_after.shape[1] for g in state.groups)
+    x = torch.cat([F.pad(g.resid_after, (0, 0, 0, T - g.resid_after.shape[1])) for g in state.groups])
+    last = torch.cat([torch.full((len(g.index),), g.resid_after.shape[1] - 1, device=x.device) for g in state.groups])
+    return x, last
+
+
+def run_unmodified(eng: Weights, x: torch.Tensor, last: torch.Tensor, layer: int, max_tokens: int, need_kv: bool,
+                   entering: Sequence[int] = ()) -> tuple[torch.Tensor, PrefixKV | None, dict]:
+    """Blocks ``layer+1..`` on right-padded residuals ``x`` ``[n, T, d]``, ``max_tokens`` at a time: the residual
+    before ``ln_f`` at positions ``last`` ``[n, d]``, the keys and values of the earlier positions (if
+    ``need_kv``) and the residual entering each block of ``entering`` ``{block: [n, T, d]}``."""
+    outs, keeps, snaps = [], [], []
+    for sl in chunk_slices(len(x), max(1, max_tokens // x.shape[1])):
+        keeps.append(({} if isinstance(eng, Decoder) else []) if need_kv else None)
+        snaps.append(dict.fromkeys(entering))
+        outs.append(_run_all(eng, x[sl], layer, keeps[-1], last[sl], snaps[-1]))
+    kv = PrefixKV(_joined(keeps), last) if need_kv else None
+    return torch.cat(outs), kv, {L: torch.cat([s[L] for s in snaps]) for L in entering}
+
+
+def _unmodified(eng: Weights, state: LayerState, layer: int, max_tokens: int,
+                need_kv: bool = False) -> tuple[torch.Tensor, PrefixKV | None]:
     """The unmodified run of blocks L+1.. over every prompt of ``state``, right-padded to the longest and
-    ``max_tokens`` at a time (computed once per dtype): the residual before ``ln_f`` at each prompt's last
-    position ``[n, d]`` and the keys and values of the earlier positions (``PrefixKV``), both in the groups' order."""
-    dtype = eng.w_u.dtype
-    if dtype not in state.base:
-        gs = state.groups
-        T = max(g.resid_after.shape[1] for g in gs)
-        x = torch.cat([F.pad(g.resid_after, (0, 0, 0, T - g.resid_after.shape[1])) for g in gs]).to(dtype)
-        last = torch.cat([torch.full((len(g.index),), g.resid_after.shape[1] - 1, device=x.device) for g in gs])
-        outs, keeps = [], []
-        for sl in chunk_slices(len(x), max(1, max_tokens // T)):
-            keeps.append({} if isinstance(eng, Decoder) else [])
-            outs.append(_run_all(eng, x[sl], layer, keeps[-1], last[sl]))
-        state.base[dtype] = torch.cat(outs), PrefixKV(_joined(keeps), last)
-    return state.base[dtype]
+    ``max_tokens`` at a time (computed once per ``arithmetic``, or given by ``prompt_run.PromptRun``): the residual
+    before ``ln_f`` at each prompt's last position ``[n, d]`` and, if ``need_kv``, the keys and values of the
+    earlier positions (``PrefixKV``), both in the groups' order."""
+    key = arithmetic(eng.w_u.dtype)
+    if key not in state.base or (need_kv and state.base[key][1] is None):
+        x, last = padded_residuals(state)
+        state.base[key] = run_unmodified(eng, x.to(eng.w_u.dtype), last, layer, max_tokens, need_kv)[:2]
+    return state.base[key]
 
 
 def _joined(keeps: list) -> list | dict:
@@ -225,13 +264,13 @@ def _joined(keeps: list) -> list | dict:
 def _last_group(eng: Weights, state: LayerState, layer: int, max_tokens: int) -> tuple[LengthGroup, PrefixKV]:
     """Every prompt of ``state`` at its last position as one group ``[n, 1, ...]``, with the unmodified run's keys
     and values of the earlier positions (``_unmodified``), so ``positions="last"`` runs all prompts in one batch."""
-    dtype = eng.w_u.dtype
-    if dtype not in state.last:
+    key = arithmetic(eng.w_u.dtype)
+    if key not in state.last:
         gs = state.groups
         merged = LengthGroup(torch.cat([g.index for g in gs]), torch.cat([g.resid_after[:, -1:] for g in gs]),
                              torch.cat([g.act[:, -1:] for g in gs]))
-        state.last[dtype] = merged, _unmodified(eng, state, layer, max_tokens)[1]
-    return state.last[dtype]
+        state.last[key] = merged, _unmodified(eng, state, layer, max_tokens, need_kv=True)[1]
+    return state.last[key]
 
 
 def _change(eng: Weights, layer: int, act: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:

@@ -90,20 +90,26 @@ def _qkv(eng: EngineWeights, w: BlockWeights, h: torch.Tensor):
     return (t.view(B, S, eng.n_heads, d // eng.n_heads).transpose(1, 2) for t in (q, k, v))
 
 
-def _mlp(eng: EngineWeights, w: BlockWeights, h: torch.Tensor) -> torch.Tensor:
-    return _affine(eng.act(_affine(h, w.w_in, w.b_in)), w.w_out, w.b_out)
+def _mlp(eng: EngineWeights, w: BlockWeights, h: torch.Tensor, acts: list | None = None) -> torch.Tensor:
+    """The MLP of normalised ``h``; its neurons' activations (``hook_post``) appended to ``acts`` if given."""
+    a = eng.act(_affine(h, w.w_in, w.b_in))
+    if acts is not None:
+        acts.append(a)
+    return _affine(a, w.w_out, w.b_out)
 
 
-def _residual(eng: EngineWeights, w: BlockWeights, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+def _residual(eng: EngineWeights, w: BlockWeights, x: torch.Tensor, z: torch.Tensor,
+              acts: list | None = None) -> torch.Tensor:
     """The block's output from its input ``x`` and the heads' mixed values ``z`` (same leading shape)."""
     mid = x + _affine(z, w.w_o, w.b_o)
-    return mid + _mlp(eng, w, layer_norm(mid, w.ln2, eng.eps))
+    return mid + _mlp(eng, w, layer_norm(mid, w.ln2, eng.eps), acts)
 
 
 def _block(eng: EngineWeights, layer: int, x: torch.Tensor, last_only: bool, keep: list | None,
-           last: torch.Tensor | None = None) -> torch.Tensor:
+           last: torch.Tensor | None = None, acts: list | None = None) -> torch.Tensor:
     """One block on ``x`` ``[B, T, d]``; ``[B, T, d]``, or ``[B, d]`` at each row's position ``last`` ``[B]`` (None:
-    T-1) if ``last_only``. Appends the keys and values of positions ``0..T-2`` to ``keep`` if given."""
+    T-1) if ``last_only``. Appends the keys and values of positions ``0..T-2`` to ``keep`` if given, and the
+    MLP neurons' activations to ``acts``."""
     w = eng.blocks[layer]
     B, T, d = x.shape
     q, k, v = _qkv(eng, w, layer_norm(x, w.ln1, eng.eps))
@@ -118,15 +124,25 @@ def _block(eng: EngineWeights, layer: int, x: torch.Tensor, last_only: bool, kee
         z = F.scaled_dot_product_attention(q[rows, :, last][:, :, None], k, v, attn_mask=seen)
         return _residual(eng, w, x[rows, last], z.reshape(B, d))
     z = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-    return _residual(eng, w, x, z.transpose(1, 2).reshape(B, T, d))
+    return _residual(eng, w, x, z.transpose(1, 2).reshape(B, T, d), acts)
+
+
+def block_and_acts(eng: EngineWeights, layer: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Block ``layer`` on residuals ``[B, T, d]``: its output ``[B, T, d]`` and its neurons' activations
+    (``hook_post``) ``[B, T, d_mlp]``."""
+    acts: list = []
+    return _block(eng, layer, x, False, None, acts=acts), acts[0]
 
 
 def run_all(eng: EngineWeights, x: torch.Tensor, layer: int, keep: list | None = None,
-            last: torch.Tensor | None = None) -> torch.Tensor:
+            last: torch.Tensor | None = None, entering: dict | None = None) -> torch.Tensor:
     """Blocks ``layer+1..`` on residuals ``[B, T, d]`` (every position changed; right padding is never seen by a
-    real position); each row's position ``last`` ``[B]`` (None: T-1) ``[B, d]``."""
+    real position); each row's position ``last`` ``[B]`` (None: T-1) ``[B, d]``. Records the residual entering
+    each block named in ``entering``'s keys there."""
     n = len(eng.blocks)
     for L in range(layer + 1, n):
+        if entering is not None and L in entering:
+            entering[L] = x
         x = _block(eng, L, x, L == n - 1, keep, last)
     return x if layer < n - 1 else (x[:, -1] if last is None else x[torch.arange(len(x), device=x.device), last])
 

@@ -24,13 +24,14 @@ import torch
 from .baselines import (LEAN, STEER_ALPHAS, TEMPERATURES, SteerInputs, baseline_grids, baseline_prompt_rows,
                         check_lean, check_same_options, dropped_options, steering_vector)
 from .cluster import RayExecutor, as_executor
-from ..core import (Baseline, NeutralSet, Positions, Task, check_k, check_layer, check_multiplier, check_positions,
+from ..core import (Baseline, Batch, NeutralSet, Positions, Task, check_k, check_layer, check_multiplier, check_positions,
                    check_prompts, check_score_method, d_mlp, encode_prompts, hook_name, last_token_activations,
                    last_token_captures, load_neutral, load_tasks, model_device, model_name, outcome_from,
                    random_neurons, rank_neurons, resid_hook, scores_from_activations, split_neutral,
                    split_selection_test, target_token_ids, top_neurons, zone_of)
 from .engine import (IDENTITY, Config, LayerState, Metrics, Reference, check_precision, engine_metrics,
                      layer_state, reference)
+from .prompt_run import PROMPT_RUN_BYTES, PromptRun
 from ..errors import SNAError
 from ..show.explore import load_neutral_formats, neuron_overlap
 from ..judge.heldout import ARMS, PARTS, arm_column, part_column
@@ -214,6 +215,17 @@ def _discovery_captures(model, plan: "SweepPlan", task: Task, cache: dict) -> tu
     return cache["discovery", task.name], cache[key]
 
 
+def _state_at(model, plan: "SweepPlan", cache: dict, key, batch: Batch, layer: int) -> LayerState:
+    """The state at ``layer`` of the prompt set ``key`` (encoded as ``batch``), served by that set's ``PromptRun``
+    (kept in ``cache``: units go layer by layer); the sweep's prompt sets share ``PROMPT_RUN_BYTES``."""
+    runs = cache.setdefault("runs", {})
+    if key not in runs:
+        n_sets = 1 + len(plan.tasks) * (2 if plan.formats and plan.options.get("formats_kl", True) else 1)
+        runs[key] = PromptRun(model, batch, plan.layers, need_kv=plan.positions == "last",
+                              max_bytes=PROMPT_RUN_BYTES // n_sets)
+    return runs[key].at(layer)
+
+
 @torch.no_grad()
 def run_unit(model, plan: SweepPlan, task_name: str, layer: int, cache: dict) -> pd.DataFrame:
     """One unit of work, (task, layer): discovery ranking, layer state, baseline, the grid's rows, its files
@@ -235,7 +247,7 @@ def run_unit(model, plan: SweepPlan, task_name: str, layer: int, cache: dict) ->
         resid = acts[resid_hook(L)]
         steer = SteerInputs(steering_vector(resid, ref[resid_hook(L)]).to(resid.dtype), acts[hook_name(L)])
     if cache.get("layer", (None,))[0] != L:  # the neutral state of one layer at a time bounds memory
-        neutral_state = layer_state(model, cache["neutral_batch"], L)
+        neutral_state = _state_at(model, plan, cache, "neutral", cache["neutral_batch"], L)
         cache["layer"] = (L, neutral_state, reference(model, neutral_state, L, precision), {})
     _, neutral_state, neutral_base, control_cache = cache["layer"]
     if ("eval", t.name) not in cache:
@@ -245,10 +257,10 @@ def run_unit(model, plan: SweepPlan, task_name: str, layer: int, cache: dict) ->
     if t.name in plan.formats and plan.options.get("formats_kl", True):
         if ("formats", t.name) not in cache:
             cache["formats", t.name] = encode_prompts(model, plan.formats[t.name].heldout)
-        fstate = layer_state(model, cache["formats", t.name], L)
+        fstate = _state_at(model, plan, cache, ("formats", t.name), cache["formats", t.name], L)
         formats = (fstate, reference(model, fstate, L, precision))
     ids, batch = cache["eval", t.name]
-    state = layer_state(model, batch, L)
+    state = _state_at(model, plan, cache, ("eval", t.name), batch, L)
     base = engine_baseline(model, state, L, ids, precision)
     rows, prompts = _sweep_rows(model, t, L, cache["ranking", t.name][L], plan.ks, plan.ms, plan.positions, base,
                                 state, neutral_base, neutral_state, control_cache, plan.seed, formats=formats,
