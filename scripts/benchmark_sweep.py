@@ -25,7 +25,7 @@ prompt set counted in the floor, positions="last" vs "all"); it is not a test.
   (``su.LEAN``) over SNA plus one control through the engine alone (``--options-only``: only these).
 * FLOP floor: the matrix-multiply FLOPs the grid strictly needs (``su.run.flops.sweep_unit_flops``: blocks L..
   for every arm, configuration and prompt at its real length, plus last-token logits) divided by this
-  machine's measured matmul rate at that precision.
+  machine's measured matmul rate at that precision (the faster of two measurements, before and after the run).
 """
 from __future__ import annotations
 
@@ -316,14 +316,17 @@ def main() -> None:
     for precision in precisions:
         su.run_sweep(model, [task], [layers[-1]], [1], [2.0], neutral=neutral, progress=False, formats=raw_formats,
                      precision=precision)  # warm-up (and the weights cast to this precision)
+        rates = [su.matmul_rate(args.device, n=2048 if cuda else 1024, precision=precision)]
         engine, stages = time_engine(model, task, neutral, raw_formats, layers, ks, ms, "all", precision,
                                      args.max_tokens or None, args.device)
-        rate = su.matmul_rate(args.device, n=2048 if cuda else 1024, precision=precision)
+        rates.append(su.matmul_rate(args.device, n=2048 if cuda else 1024, precision=precision))
+        rate = max(rates)  # the faster of before and after the run: a CPU's clock drifts, and the floor stays a floor
         flops, floor = floor_seconds(model, layers, len(ks) * len(ms), lengths, rate)
         unmodified = su.run.flops.unmodified_flop_floor(
             model, [*lengths["eval"], *lengths["neutral"], *lengths["formats"]], lengths["discovery"], max(layers)) / rate
         print(f"[{precision}] engine {engine:9.2f} s ({engine / n_grid * 1e3:.1f} ms per configuration); "
-              f"FLOP floor {floor:8.2f} s ({flops / 1e12:.2f} TFLOP at a measured {rate / 1e9:.0f} GFLOP/s)")
+              f"FLOP floor {floor:8.2f} s ({flops / 1e12:.2f} TFLOP at a measured {rate / 1e9:.0f} GFLOP/s; "
+              f"{rates[0] / 1e9:.0f} before the run, {rates[1] / 1e9:.0f} after)")
         print(stages_section(precision, engine, stages, floor, unmodified))
         last = None
         if not args.no_last:

@@ -128,9 +128,15 @@ def test_prompt_run_states_equal_the_bridges(family, tasks, max_bytes):
             # float64 models; where the bridge's attention and the engine's layer differ at all (Pythia, Phi-3) it is
             # by float32-softmax rounding (measured up to 3e-7), far inside the engine's 1e-4 agreement
             assert _off(g.resid_after, w.resid_after) < 1e-6 and _off(g.act, w.act) < 1e-6
+        shared = got.base[E.arithmetic(eng.w_u.dtype)]
+        within = max_bytes > 1 or layer == E.n_blocks(eng) - 1  # the last block's are none: they always fit
+        assert shared[0] is run.out and (shared[1] is not None) == within, "the run is shared, its keys and \
+            values only within budget"
         out, kv = E._unmodified(eng, got, layer, 1 << 12, need_kv=True)
         fresh_out, fresh_kv = E.run_unmodified(eng, *E.padded_residuals(want), layer, 1 << 12, need_kv=True)[:2]
         assert _off(out, fresh_out) < 1e-6
+        if isinstance(kv.kv, dict):
+            assert list(kv.kv) == list(fresh_kv.kv) == list(range(layer + 1, E.n_blocks(eng)))
         pairs = list(zip(kv.kv.values(), fresh_kv.kv.values()) if isinstance(kv.kv, dict) else zip(kv.kv, fresh_kv.kv))
         assert len(pairs) == E.n_blocks(eng) - 1 - layer
         for (k, v), (k0, v0) in pairs:

@@ -185,7 +185,7 @@ def test_unknown_option_is_refused_before_work(tiny, tasks, neutral, tmp_path):
 
 
 def test_units_computed_one_by_one_equal_the_sweep(tiny, small, sweep):
-    """run_unit (what a Ray task runs) in a fresh process cache gives the sweep's rows, unit by unit."""
+    """run_unit (what a Ray task runs) in one worker's cache, units out of order, gives the sweep's rows."""
     t, neu = small
     fmt = {x.name: f for x in t for n, f in su.run.sweep.format_sets(None, 0).items() if n == x.name}
     settings = su.run.store.SweepSettings("tiny", "all", "mean_diff", 0, su.run.store.data_fingerprint(t, neu, fmt),
@@ -193,10 +193,26 @@ def test_units_computed_one_by_one_equal_the_sweep(tiny, small, sweep):
                                           baseline_grids=su.run.baselines.baseline_grids({}))
     plan = su.run.sweep.SweepPlan({x.name: x for x in t}, (0, 1, 2), (1, 5), (2.0, 5.0), "all", neu, "mean_diff", 0,
                               settings, None, frozenset(), dict(max_tokens=16384), fmt)
-    units = [su.run.sweep.run_unit(tiny, plan, x.name, L, {}) for L in (2, 0) for x in t[::-1]]
+    cache: dict = {}  # one worker's cache across units, out of the sweep's order (a shared run falls back)
+    units = [su.run.sweep.run_unit(tiny, plan, x.name, L, cache) for L in (2, 0) for x in t[::-1]]
     got = pd.concat(units).sort_values(["task", "layer", "k", "multiplier"], ignore_index=True)
     expected = sweep[sweep["layer"].isin([0, 2])].reset_index(drop=True)  # the sweep's layer 2: its shared run
     assert_same_sweep(got, expected)
+
+
+def test_a_last_position_sweep_on_the_general_path_equals_its_units_from_the_bridge(tiny_pythia, small):
+    """positions="last" on the general path (float32, fused attention): the sweep, whose layers 1 and 2 come from one
+    shared run a prompt set (states, final residual, keys and values), equals each unit computed alone from the
+    bridge's states."""
+    t, neu = small
+    grid = dict(layers=[0, 1, 2], ks=[1, 5], multipliers=[2.0, 5.0], positions="last", neutral=neu, progress=False)
+    swept = su.run_sweep(tiny_pythia, t[:2], **grid)
+    alone = [su.run_sweep(tiny_pythia, [x], [L], **{k: v for k, v in grid.items() if k != "layers"})
+             for x in t[:2] for L in (1, 2)]
+    per_run = ["settings_id", "data_sha"]  # the runs' task sets differ, so their fingerprints do
+    got = swept[swept["layer"] > 0].drop(columns=per_run).reset_index(drop=True)
+    want = pd.concat(alone).sort_values(["task", "layer", "k", "multiplier"], ignore_index=True)
+    assert_same_sweep(got, want.drop(columns=per_run))
 
 
 # --- issue 15: selection/test parts, the second control, per-prompt results, format-matched prompts ---------

@@ -25,9 +25,10 @@ PROMPT_RUN_BYTES = 2 << 30  # residuals entering later layers that a sweep's pro
 
 
 class PromptRun:
-    """One prompt set's unmodified run, served a layer at a time (``at``); keeps at most ``max_bytes`` of the
-    residuals entering later layers of ``layers`` (past that, and for a layer behind the last one served, it
-    starts again from the bridge at the layer asked). Runs in the model's own dtype."""
+    """One prompt set's unmodified run, served a layer at a time (``at``); keeps at most ``max_bytes`` of the keys
+    and values of later blocks (``need_kv``) and the residuals entering later layers of ``layers`` (past that,
+    and for a layer behind the last one served, it starts again from the bridge at the layer asked). Runs in
+    the model's own dtype: its final residual and keys and values serve an engine of that dtype (no TF32)."""
 
     def __init__(self, model, batch: Batch, layers: Sequence[int], need_kv: bool = False,
                  max_bytes: int = PROMPT_RUN_BYTES):
@@ -58,14 +59,21 @@ class PromptRun:
         return state
 
     def _run_from(self, state: LayerState, layer: int) -> None:
-        """The unmodified run of blocks ``layer+1..`` of ``state``, keeping what later layers' states need."""
+        """The unmodified run of blocks ``layer+1..`` of ``state``, keeping what later layers' states need within
+        ``max_bytes``: the keys and values first (if they do not fit, none: the engine recomputes them a layer
+        at a time), then the residuals entering the next layers."""
         own = engine_weights(self.model)
         x, last = padded_residuals(state)
-        fits = self.max_bytes // max(1, x.numel() * x.element_size())
-        later = [L for L in self.layers if L > layer][:fits]
+        per_layer = max(1, x.numel() * x.element_size())
+        later = [L for L in self.layers if L > layer][:self.max_bytes // per_layer]
         self.key, self.first = arithmetic(own.w_u.dtype), layer
         self.out, self.kv, self.entering = run_unmodified(own, x, last, layer, chunk_tokens(own, x.device, x.dtype),
                                                           self.need_kv, later)
+        left = self.max_bytes - (_nbytes(self.kv.kv) if self.kv is not None else 0)
+        if left < 0:
+            self.kv, left = None, self.max_bytes
+        for L in later[max(0, left) // per_layer:]:
+            del self.entering[L]
         state.base[self.key] = self.out, self.kv
 
 
@@ -73,3 +81,8 @@ def _kv_after(kv: list | dict, first: int, layer: int) -> list | dict:
     """The keys and values of blocks ``layer+1..`` of a run that started after block ``first`` (per block: a
     dict by block on the general path, a list from block ``first + 1`` on GPT-2's)."""
     return {L: t for L, t in kv.items() if L > layer} if isinstance(kv, dict) else kv[layer - first:]
+
+
+def _nbytes(kv: list | dict) -> int:
+    """Bytes of per-block (keys, values) pairs."""
+    return sum(t.numel() * t.element_size() for pair in (kv.values() if isinstance(kv, dict) else kv) for t in pair)

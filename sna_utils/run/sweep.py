@@ -29,8 +29,8 @@ from ..core import (Baseline, Batch, NeutralSet, Positions, Task, check_k, check
                    last_token_captures, load_neutral, load_tasks, model_device, model_name, outcome_from,
                    random_neurons, rank_neurons, resid_hook, scores_from_activations, split_neutral,
                    split_selection_test, target_token_ids, top_neurons, zone_of)
-from .engine import (IDENTITY, Config, LayerState, Metrics, Reference, check_precision, engine_metrics,
-                     layer_state, reference)
+from .engine import (IDENTITY, Config, LayerState, Metrics, Reference, check_precision, compute_dtype,
+                     engine_metrics, layer_state, reference)
 from .prompt_run import PROMPT_RUN_BYTES, PromptRun
 from ..errors import SNAError
 from ..show.explore import load_neutral_formats, neuron_overlap
@@ -221,7 +221,12 @@ def _state_at(model, plan: "SweepPlan", cache: dict, key, batch: Batch, layer: i
     runs = cache.setdefault("runs", {})
     if key not in runs:
         n_sets = 1 + len(plan.tasks) * (2 if plan.formats and plan.options.get("formats_kl", True) else 1)
-        runs[key] = PromptRun(model, batch, plan.layers, need_kv=plan.positions == "last",
+        precision = plan.options.get("precision") or check_precision(model, None)
+        same = compute_dtype(precision) == model.cfg.dtype and precision != "tf32"  # else the engine runs its own
+        tasks = plan.tasks if key == "neutral" else [key[1]]  # a resumed sweep keeps nothing for finished units
+        to_do = [L for L in plan.layers if any((t, L, k, m) not in plan.done for t in tasks for k in plan.ks
+                                               for m in plan.ms)]
+        runs[key] = PromptRun(model, batch, to_do, need_kv=plan.positions == "last" and same,
                               max_bytes=PROMPT_RUN_BYTES // n_sets)
     return runs[key].at(layer)
 
