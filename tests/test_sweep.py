@@ -4,6 +4,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 import sna_utils as su
 from helpers import trim
@@ -213,6 +214,17 @@ def test_a_last_position_sweep_on_the_general_path_equals_its_units_from_the_bri
     got = swept[swept["layer"] > 0].drop(columns=per_run).reset_index(drop=True)
     want = pd.concat(alone).sort_values(["task", "layer", "k", "multiplier"], ignore_index=True)
     assert_same_sweep(got, want.drop(columns=per_run))
+
+
+def test_a_bfloat16_model_takes_every_layer_from_the_bridge(small):
+    """A 16-bit model's own blocks round unlike the bridge's (1.5e-2 of a probability), so its sweep shares no
+    states across layers: its numbers equal each unit computed alone, to the bit, whatever the order units ran in."""
+    model = su.load_model("tiny-pythia", device="cpu", dtype=torch.bfloat16)
+    t, neu = small
+    grid = dict(ks=[1, 5], multipliers=[2.0, 5.0], neutral=neu, progress=False)
+    swept = su.run_sweep(model, t[:1], [0, 1, 2], **grid)
+    alone = pd.concat([su.run_sweep(model, t[:1], [L], **grid) for L in (1, 2)], ignore_index=True)
+    pd.testing.assert_frame_equal(swept[swept["layer"] > 0].reset_index(drop=True), alone, check_exact=True)
 
 
 # --- issue 15: selection/test parts, the second control, per-prompt results, format-matched prompts ---------

@@ -21,7 +21,7 @@ from ..core import Batch, chunk_slices
 from .engine import (EngineWeights, LayerState, PrefixKV, arithmetic, chunk_tokens, engine_weights, grouped_state,
                      layer_state, padded_residuals, run_unmodified)
 
-PROMPT_RUN_BYTES = 2 << 30  # residuals entering later layers that a sweep's prompt runs keep, all together
+PROMPT_RUN_BYTES = 2 << 30  # what a sweep's prompt runs keep, all together: keys and values, residuals entering layers
 
 
 class PromptRun:
