@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import sna_utils as su
-from helpers import trim
+from helpers import assert_same_sweep, trim
 
 
 def test_table_records_settings_and_zone(tiny, tasks, neutral, tmp_path):
@@ -20,15 +20,6 @@ def test_table_records_settings_and_zone(tiny, tasks, neutral, tmp_path):
     assert all(df["zone"] == [su.zone_of(p) for p in df["p_base"]])
     on_disk = su.read_table(tmp_path / "s.csv")
     assert len(on_disk) == len(df)
-
-
-def assert_same_sweep(got: pd.DataFrame, want: pd.DataFrame) -> None:
-    """Two sweeps' rows agree to the engine's 1e-4, a layer's state taken from the bridge in one and from a shared
-    run (``PromptRun``) in the other: float32 rounding (~1e-6 of a probability), which a percentage near 0 turns
-    into up to 1.2e-4 percentage points (measured), so percentages also get an absolute 1e-3."""
-    pct = [c for c in want.columns if "_pct" in c]
-    pd.testing.assert_frame_equal(got.drop(columns=pct), want.drop(columns=pct), check_exact=False, rtol=1e-4)
-    pd.testing.assert_frame_equal(got[pct], want[pct], check_exact=False, rtol=1e-4, atol=1e-3)
 
 
 def test_interrupted_sweep_resumes_without_recomputing(tiny, tasks, neutral, tmp_path, monkeypatch):
