@@ -316,10 +316,13 @@ def main() -> None:
     for precision in precisions:
         su.run_sweep(model, [task], [layers[-1]], [1], [2.0], neutral=neutral, progress=False, formats=raw_formats,
                      precision=precision)  # warm-up (and the weights cast to this precision)
-        rates = [su.matmul_rate(args.device, n=2048 if cuda else 1024, precision=precision)]
+        def measured_rate() -> float:
+            return su.matmul_rate(args.device, n=2048 if cuda else 1024, precision=precision)
+
+        rates = [measured_rate()]
         engine, stages = time_engine(model, task, neutral, raw_formats, layers, ks, ms, "all", precision,
                                      args.max_tokens or None, args.device)
-        rates.append(su.matmul_rate(args.device, n=2048 if cuda else 1024, precision=precision))
+        rates.append(measured_rate())
         rate = max(rates)  # the faster of before and after the run: a CPU's clock drifts, and the floor stays a floor
         flops, floor = floor_seconds(model, layers, len(ks) * len(ms), lengths, rate)
         unmodified = su.run.flops.unmodified_flop_floor(

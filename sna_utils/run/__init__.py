@@ -8,7 +8,7 @@
 ``decoder``      the engine's general path: any family's own Hugging Face decoder layers from layer L
 ``handwritten``  the engine's hand-written GPT-2 path: its blocks as plain matrix products from layer L
 ``engine``       the fast forward from layer L for many configurations at once, metrics on the device
-``prompt_run``   one prompt set's unmodified run, shared by every layer a sweep visits (about one forward pass)
+``prompt_run``   one prompt set's unmodified run, shared by every layer a sweep visits (about one pass)
 ``baselines``    the field's baselines in the engine (a steering vector, a temperature) and the lean options
 ``flops``        the FLOP model: a grid's floor, the measured matmul rate, the engine's overhead
 ``store``        the results dataset: one file per unit, the settings that must not mix, safe writes
@@ -23,5 +23,5 @@ Every fast path here equals ``core``'s plain hooked computation (``tests/test_en
 ``tests/test_families.py``).
 """
 
-MODULES = ("hub", "families", "standins", "decoder", "handwritten", "engine", "prompt_run", "baselines", "flops", "store",
-           "cluster", "sweep", "profiles", "preflight", "provenance")
+MODULES = ("hub", "families", "standins", "decoder", "handwritten", "engine", "prompt_run", "baselines", "flops",
+           "store", "cluster", "sweep", "profiles", "preflight", "provenance")

@@ -2,9 +2,9 @@
 
 The plain way runs the whole hooked model once per configuration. The engine instead
 (i) runs the unmodified model once per prompt set (``prompt_run`` shares that one run across a sweep's
-layers), keeping the residual stream after block L and the neuron activations of layer L; (ii) adds each configuration's change,
-``(m - 1) * act[S] @ W_out[S]``, to that residual (the only thing an MLP-neuron multiplier changes
-in block L); (iii) runs blocks L+1.. for many configurations stacked along the batch, the final
+layers), keeping the residual stream after block L and the neuron activations of layer L; (ii) adds each
+configuration's change, ``(m - 1) * act[S] @ W_out[S]``, to that residual (the only thing an MLP-neuron
+multiplier changes in block L); (iii) runs blocks L+1.. for many configurations stacked along the batch, the final
 block for the last real token only; with ``positions="last"`` only the last token at all, over the
 unmodified run's keys and values of the earlier positions, every prompt of the set in one batch (keys
 padded to the longest prompt and masked); (iv) unembeds only that token and reduces the logits on the
@@ -179,7 +179,7 @@ class LayerState:
 
     n_prompts: int
     groups: list[LengthGroup]
-    last: dict = field(default_factory=dict)  # arithmetic -> every prompt's last position as one group (``_last_group``)
+    last: dict = field(default_factory=dict)  # arithmetic -> every prompt's last position as one group (_last_group)
     base: dict = field(default_factory=dict)  # arithmetic -> the unmodified run from block L (``_unmodified``)
 
 

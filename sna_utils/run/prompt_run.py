@@ -22,18 +22,22 @@ from .engine import (EngineWeights, LayerState, PrefixKV, arithmetic, chunk_toke
                      layer_state, padded_residuals, run_unmodified)
 
 PROMPT_RUN_BYTES = 2 << 30  # what a sweep's prompt runs keep, all together: keys and values, residuals entering layers
+SHARED_STATE_DTYPES = (torch.float32, torch.float64)  # models whose later layers' states come from the one run
 
 
 class PromptRun:
     """One prompt set's unmodified run, served a layer at a time (``at``); keeps at most ``max_bytes`` of the keys
     and values of later blocks (``need_kv``) and the residuals entering later layers of ``layers`` (past that,
     and for a layer behind the last one served, it starts again from the bridge at the layer asked). Runs in
-    the model's own dtype: its final residual and keys and values serve an engine of that dtype (no TF32)."""
+    the model's own dtype: its final residual and keys and values serve an engine of that dtype (no TF32). A model
+    of another dtype (bfloat16) takes every layer's state from the bridge, so its numbers never depend on the order
+    layers are asked in: its own blocks would differ from the bridge's by up to 1.5e-2 of a probability (measured
+    on ``tiny-pythia``), not float32's 1e-6."""
 
     def __init__(self, model, batch: Batch, layers: Sequence[int], need_kv: bool = False,
                  max_bytes: int = PROMPT_RUN_BYTES):
         self.model, self.batch, self.need_kv, self.max_bytes = model, batch, need_kv, max_bytes
-        self.layers = sorted(set(layers))
+        self.layers = sorted(set(layers)) if model.cfg.dtype in SHARED_STATE_DTYPES else []
         self.entering: dict[int, torch.Tensor] = {}  # layer ahead -> the residual entering its block [n, T, d]
 
     @torch.no_grad()

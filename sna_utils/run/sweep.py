@@ -24,10 +24,10 @@ import torch
 from .baselines import (LEAN, STEER_ALPHAS, TEMPERATURES, SteerInputs, baseline_grids, baseline_prompt_rows,
                         check_lean, check_same_options, dropped_options, steering_vector)
 from .cluster import RayExecutor, as_executor
-from ..core import (Baseline, Batch, NeutralSet, Positions, Task, check_k, check_layer, check_multiplier, check_positions,
-                   check_prompts, check_score_method, d_mlp, encode_prompts, hook_name, last_token_activations,
-                   last_token_captures, load_neutral, load_tasks, model_device, model_name, outcome_from,
-                   random_neurons, rank_neurons, resid_hook, scores_from_activations, split_neutral,
+from ..core import (Baseline, Batch, NeutralSet, Positions, Task, check_k, check_layer, check_multiplier,
+                   check_positions, check_prompts, check_score_method, d_mlp, encode_prompts, hook_name,
+                   last_token_activations, last_token_captures, load_neutral, load_tasks, model_device, model_name,
+                   outcome_from, random_neurons, rank_neurons, resid_hook, scores_from_activations, split_neutral,
                    split_selection_test, target_token_ids, top_neurons, zone_of)
 from .engine import (IDENTITY, Config, LayerState, Metrics, Reference, check_precision, compute_dtype,
                      engine_metrics, layer_state, reference)
@@ -215,15 +215,9 @@ def _discovery_captures(model, plan: "SweepPlan", task: Task, cache: dict) -> tu
     return cache["discovery", task.name], cache[key]
 
 
-SHARED_STATE_DTYPES = (torch.float32, torch.float64)  # models whose later layers' states come from one shared run
-
-
 def _state_at(model, plan: "SweepPlan", cache: dict, key, batch: Batch, layer: int) -> LayerState:
     """The state at ``layer`` of the prompt set ``key`` (encoded as ``batch``), served by that set's ``PromptRun``
-    (kept in ``cache``: units go layer by layer); the sweep's prompt sets share ``PROMPT_RUN_BYTES``. A model of
-    another dtype (bfloat16) takes every layer's state from the bridge, so its numbers never depend on the order
-    units ran in: its own blocks would differ from the bridge's by up to 1.5e-2 of a probability (measured on
-    ``tiny-pythia``), not float32's 1e-6."""
+    (kept in ``cache``: units go layer by layer); the sweep's prompt sets share ``PROMPT_RUN_BYTES``."""
     runs = cache.setdefault("runs", {})
     if key not in runs:
         n_sets = 1 + len(plan.tasks) * (2 if plan.formats and plan.options.get("formats_kl", True) else 1)
@@ -232,8 +226,6 @@ def _state_at(model, plan: "SweepPlan", cache: dict, key, batch: Batch, layer: i
         tasks = plan.tasks if key == "neutral" else [key[1]]  # a resumed sweep keeps nothing for finished units
         to_do = [L for L in plan.layers if any((t, L, k, m) not in plan.done for t in tasks for k in plan.ks
                                                for m in plan.ms)]
-        if model.cfg.dtype not in SHARED_STATE_DTYPES:  # a 16-bit model's own blocks round unlike the bridge's
-            to_do = []
         runs[key] = PromptRun(model, batch, to_do, need_kv=plan.positions == "last" and same,
                               max_bytes=PROMPT_RUN_BYTES // n_sets)
     return runs[key].at(layer)
