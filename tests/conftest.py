@@ -35,6 +35,29 @@ def any_tiny(request, tiny, tiny_pythia):
 
 
 @pytest.fixture(scope="session")
+def real_model():
+    """``real_model(name)``: packaged pretrained model ``name`` (``su.run.packaged``) in the bridge on the CPU, loaded
+    once per session (from the kit's cache after the very first load). Skips, naming the pip command, when its
+    packages are not installed; fails instead where ``SNA_REQUIRE_PACKAGED_MODELS=1`` (CI installs them)."""
+    from sna_utils.run.packaged import part_paths
+
+    loaded = {}
+
+    def get(name: str):
+        if name not in loaded:
+            try:
+                part_paths(name)
+            except su.SNAError as e:
+                if os.environ.get("SNA_REQUIRE_PACKAGED_MODELS") == "1":
+                    pytest.fail(f"SNA_REQUIRE_PACKAGED_MODELS=1 but: {e}")
+                pytest.skip(f"packaged model {name} not installed: {e}")
+            loaded[name] = su.load_model(name, device="cpu")
+        return loaded[name]
+
+    return get
+
+
+@pytest.fixture(scope="session")
 def tasks():
     return su.load_tasks()
 

@@ -67,6 +67,10 @@ def require_hub(hub_id: str, filename: str, what: str, fix: str, repo_type: str 
 #     resolve_revision("openai-community/gpt2-medium") returning for "main".
 #   Qwen2.5-0.5B: public code on GitHub pinning revision= (one project's set-up notes, another's model table).
 #   Llama-3.2-1B (gated): public code on GitHub pinning revision= (one data-preparation script, in two copies).
+#   SmolLM2-135M-Instruct and gemma-3-270m (gated), the originals of the kit's packaged GGUF models (run.packaged):
+#     public code on GitHub pinning revision= (SmolLM2: a test of a numpy Llama that loads it by revision, several
+#     projects' model tables and CI notes; gemma-3-270m: a fine-tuning script's MODEL_REVISION and several
+#     projects' pinned model records).
 PINNED_REVISIONS = {
     "openai-community/gpt2": "607a30d783dfa663caf39e06633721c8d4cfcd7e",
     "openai-community/gpt2-medium": "6dcaa7a952f72f9298047fd5137cd6e4f05f41da",
@@ -74,6 +78,8 @@ PINNED_REVISIONS = {
     "Qwen/Qwen2.5-0.5B": "060db6499f32faf8b98477b0a26969ef7d8b9987",
     "allenai/OLMo-1B-hf": "8e995430edd24416ccfa98b5b283fa07b0c9f1a9",
     "meta-llama/Llama-3.2-1B": "4e20de362430cd3b72f300e6b0f18e50e7166e08",
+    "HuggingFaceTB/SmolLM2-135M-Instruct": "12fd25f77366fa6b3b4b768ec3050bf629380bac",
+    "google/gemma-3-270m": "9b0cfec892e2bc2afd938c98eabe4e4a7b1e0ca1",
 }
 COMMIT = re.compile(r"[0-9a-f]{40}")
 NOT_RECORDED = "not recorded"

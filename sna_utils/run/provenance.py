@@ -4,9 +4,10 @@
 torch, transformers and TransformerLens versions, the device, the profile, the SHA-256 of every data file the run
 reads (the tasks, the neutral prompts, the format-matched neutral prompts, the SST-2 files), where the GPT-2
 tokenizer came from, the pinned Hub revisions, the settings each sweep table records (model, revision, precision,
-seed) and the start and end times. :func:`write_provenance` writes it atomically as ``provenance.json`` in the
+seed), for each packaged pretrained model the run used (``run.packaged``) its package, file, SHA-256, quantization
+and licence, and the start and end times. :func:`write_provenance` writes it atomically as ``provenance.json`` in the
 profile's results folder (``results/<profile>/``, beside the tables). Imports ``core``, ``errors``, ``run.hub``,
-``run.store`` and ``run.profiles``.
+``run.packaged``, ``run.store`` and ``run.profiles``.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import pandas as pd
 from ..core import DATA_DIR, GPT2_TOKENIZER_HUB_ID, KIT_ROOT, KIT_VERSION
 from ..errors import SNAError
 from .hub import NOT_RECORDED, PINNED_REVISIONS, hub_reachable, revision_to_load
+from .packaged import PACKAGED_MODELS, packaged_record
 from .profiles import get_profile
 from .store import read_table, write_text_atomic
 
@@ -137,10 +139,18 @@ def recorded_settings(results: str | os.PathLike) -> list[dict]:
     return found
 
 
+def packaged_records(models: list[str] | tuple[str, ...]) -> dict[str, dict]:
+    """:func:`run.packaged.packaged_record` of each packaged model among ``models`` (kit names), by name."""
+    return {m: packaged_record(m) for m in dict.fromkeys(map(str, models)) if m in PACKAGED_MODELS}
+
+
 def collect_provenance(profile: str, started: str, ended: str | None = None,
-                       results: str | os.PathLike | None = None, device: str | None = None) -> dict:
-    """Everything :mod:`provenance` records about one run of ``profile`` (times as :func:`now_utc` gives them)."""
+                       results: str | os.PathLike | None = None, device: str | None = None,
+                       models: list[str] | tuple[str, ...] = ()) -> dict:
+    """Everything :mod:`provenance` records about one run of ``profile`` (times as :func:`now_utc` gives them);
+    ``models``: names the run uses beyond those its tables record (their packaged records are kept too)."""
     get_profile(profile)  # an unknown profile raises here
+    tables = recorded_settings(results) if results is not None else []
     return {
         "kit_version": KIT_VERSION,
         "git": git_state(),
@@ -155,7 +165,8 @@ def collect_provenance(profile: str, started: str, ended: str | None = None,
         "pinned_revisions": dict(PINNED_REVISIONS),
         "tokenizer": tokenizer_source(),
         "data_sha256": data_hashes(data_files()),
-        "tables": recorded_settings(results) if results is not None else [],
+        "tables": tables,
+        "packaged_models": packaged_records([*models, *(t["model"] for t in tables)]),
     }
 
 

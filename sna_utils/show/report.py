@@ -5,9 +5,12 @@
 (``paper_comparison.csv``), the per-task summary of each saved sweep table, the key figures (PNG files,
 embedded as data URIs) and the provenance record (``provenance.json``). It writes ``report.html`` (no
 network request: every image is inline and a Content-Security-Policy forbids anything else) and
-``report.md`` to ``runs/<profile>/``. A banner tops both whenever a number comes from random weights.
-The pages are Jinja2 templates in ``templates/``. Imports ``core``, ``errors``, ``run.standins``, ``run.store``,
-``run.profiles``, ``run.provenance``, ``judge.rules``, ``judge.analysis`` and ``show.style``.
+``report.md`` to ``runs/<profile>/``. A red banner tops both whenever a number comes from random weights; when
+none does and the models include packaged ones (``run.packaged``), a banner says the weights are real pretrained
+ones, quantized GGUF dequantized to float32, and the provenance section lists each one's package, file, SHA-256,
+quantization and licence. The pages are Jinja2 templates in ``templates/``. Imports ``core``, ``errors``,
+``run.standins``, ``run.packaged``, ``run.store``, ``run.profiles``, ``run.provenance``, ``judge.rules``,
+``judge.analysis`` and ``show.style``.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from ..judge.analysis import task_summary
 from ..judge.rules import VERDICT_COLUMNS
 from ..core import KIT_ROOT
 from ..run.profiles import results_dir
+from ..run.packaged import DEQUANTIZED, PACKAGED_MODELS
 from ..run.provenance import models_and_revisions, read_provenance
 from ..run.standins import RANDOM_FLAG, is_random_model
 from ..run.store import read_table, write_text_atomic
@@ -37,15 +41,20 @@ TASK_COLUMNS = ["model", "task", "category", "p_base", "zone", "best_improvement
                 "best_multiplier", "gain_over_control_pct", "mean_improvement_pct"]
 TASK_TABLES = ("sweep_", "pythia.parquet", "beyond_")  # notebook 01's validation grid repeats GPT-2 Small: left out
 SECTIONS = ("verdict", "tasks", "figures", "provenance")  # the id of each section of the HTML page
+REAL_WEIGHTS = f"real pretrained weights (quantized GGUF, {DEQUANTIZED})"  # the banner of packaged models
+PACKAGED_COLUMNS = ["model", "hub_id", "package", "version", "installed", "file", "size", "sha256", "quantization",
+                    "weights", "licence", "notice"]
 
 
 @dataclass(frozen=True)
 class Report:
-    """The two files :func:`build_report` wrote, and whether any of its numbers come from random weights."""
+    """The two files :func:`build_report` wrote, whether any of its numbers come from random weights, and the
+    packaged pretrained models (quantized GGUF) they come from."""
 
     html: Path
     markdown: Path
     random_models: tuple[str, ...]
+    packaged_models: tuple[str, ...] = ()
 
 
 def report_dir(profile: str) -> Path:
@@ -113,6 +122,26 @@ def random_models(*tables: pd.DataFrame | None) -> tuple[str, ...]:
     return tuple(sorted(found))
 
 
+def packaged_models(*tables: pd.DataFrame | None) -> tuple[str, ...]:
+    """The packaged pretrained models (``run.packaged``) among the ``model`` values of ``tables``, or whose
+    recorded ``revision`` says dequantized GGUF."""
+    found = set()
+    for t in tables:
+        if t is None or t.empty or "model" not in t:
+            continue
+        found |= {str(m) for m in t["model"].dropna() if str(m) in PACKAGED_MODELS}
+        if "revision" in t:
+            found |= {str(m) for m, r in zip(t["model"], t["revision"]) if DEQUANTIZED in str(r)}
+    return tuple(sorted(found))
+
+
+def packaged_table(record: dict | None) -> pd.DataFrame | None:
+    """One row per packaged model of a provenance record (its ``packaged_models``), or None."""
+    rows = list(((record or {}).get("packaged_models") or {}).values())
+    rows = [{k: ", ".join(map(str, v)) if isinstance(v, list) else v for k, v in r.items()} for r in rows]
+    return pd.DataFrame(rows) if rows else None
+
+
 def provenance_items(record: dict | None) -> list[tuple[str, str]]:
     """The provenance record as (label, text) pairs for the page (nested values flattened as 'a: b; c: d')."""
     if not record:
@@ -123,7 +152,7 @@ def provenance_items(record: dict | None) -> list[tuple[str, str]]:
         if isinstance(v, list):
             return f"{len(v)} entries (below)" if v and isinstance(v[0], dict) else ", ".join(map(str, v))
         return cell(v) if v is not None else "not recorded"
-    return [(k.replace("_", " "), text(v)) for k, v in record.items() if k != "tables"]
+    return [(k.replace("_", " "), text(v)) for k, v in record.items() if k not in ("tables", "packaged_models")]
 
 
 def report_context(profile: str, results: Path, figures: Path) -> dict:
@@ -134,9 +163,12 @@ def report_context(profile: str, results: Path, figures: Path) -> dict:
     record = read_provenance(results)
     models = models_and_revisions(record)
     figs = figure_files(figures)
+    packaged = packaged_table(record)
     return dict(
         profile=profile, results=str(results), figures_dir=str(figures), flag=RANDOM_FLAG,
-        random_models=random_models(verdict, tasks, models),
+        random_models=random_models(verdict, tasks, models), real_weights=REAL_WEIGHTS,
+        packaged_models=packaged_models(verdict, tasks, models, packaged),
+        packaged=table_rows(packaged, PACKAGED_COLUMNS),
         verdict=table_rows(verdict, VERDICT_COLUMNS),
         comparison=table_rows(comparison, []),
         tasks=table_rows(tasks, TASK_COLUMNS),
@@ -171,4 +203,4 @@ def build_report(profile: str, results_root: str | os.PathLike | None = None,
     html, md = out / "report.html", out / "report.md"
     write_text_atomic(env.get_template("report.html.j2").render(**context), html)
     write_text_atomic(env.get_template("report.md.j2").render(**context), md)
-    return Report(html, md, context["random_models"])
+    return Report(html, md, context["random_models"], context["packaged_models"])
