@@ -41,8 +41,9 @@ import pandas as pd
 import torch
 
 from .errors import SNAError
-from .run.families import SUPPORTED, check_decoder_only, checkpoint_source, load_checkpoint
-from .run.hub import OFFLINE_HINT, random_weights_revision, require_hub, revision_to_load
+from .run.families import (BOS_PREPENDED, BRIDGE_NAMES, SUPPORTED, TOKENIZER_OWN, check_decoder_only,  # noqa: F401
+                           checkpoint_source, load_checkpoint, prompt_convention_of)
+from .run.hub import GPT2_TOKENIZER_HUB_ID, gpt2_tokenizer, random_weights_revision  # noqa: F401 (su's names)
 from .run.packaged import PACKAGED_MODELS, load_packaged
 from .run.standins import STANDINS, build_random_hf_model
 
@@ -57,13 +58,9 @@ Positions = Literal["all", "last"]
 # 1. Loading
 # ---------------------------------------------------------------------------
 
-HUB_MODELS = {  # kit name -> Hugging Face Hub id (METHOD, "Models")
-    "gpt2-small": "openai-community/gpt2",
-    "gpt2-medium": "openai-community/gpt2-medium",
-    "pythia-160m": "EleutherAI/pythia-160m",
-}
+HUB_MODELS = {"gpt2-small": "openai-community/gpt2", "gpt2-medium": "openai-community/gpt2-medium",  # METHOD, "Models"
+              "pythia-160m": "EleutherAI/pythia-160m"}  # kit name -> Hugging Face Hub id
 HUB_ALIASES = {"gpt2": "gpt2-small", **{hub_id: kit for kit, hub_id in HUB_MODELS.items()}}  # Hub's names
-GPT2_TOKENIZER_HUB_ID = "openai-community/gpt2"
 MODEL_NAMES = [*HUB_MODELS, *PACKAGED_MODELS, *STANDINS]
 
 
@@ -77,33 +74,6 @@ def kit_model_name(name: str) -> str:
 def default_device() -> str:
     """'cuda' when a GPU is visible, else 'cpu'."""
     return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def gpt2_tokenizer(path: str | os.PathLike | None = None):
-    """The GPT-2 BPE tokenizer from ``path``, ``$SNA_GPT2_TOKENIZER`` or the Hub (prepends BOS)."""
-    from transformers import GPT2TokenizerFast
-
-    path = path or os.environ.get("SNA_GPT2_TOKENIZER")
-    if path:
-        path = Path(path)
-        if not (path / "vocab.json").is_file() or not (path / "merges.txt").is_file():
-            raise SNAError(f"GPT-2 tokenizer folder {path} must contain vocab.json and merges.txt. {OFFLINE_HINT}")
-        return GPT2TokenizerFast.from_pretrained(str(path), add_bos_token=True)
-    require_hub(GPT2_TOKENIZER_HUB_ID, "vocab.json", "the GPT-2 tokenizer",
-                 "Set SNA_GPT2_TOKENIZER to a folder with vocab.json and merges.txt.")
-    return GPT2TokenizerFast.from_pretrained(GPT2_TOKENIZER_HUB_ID, revision=revision_to_load(GPT2_TOKENIZER_HUB_ID),
-                                             add_bos_token=True)
-
-
-BRIDGE_NAMES = {"gpt_neox": "EleutherAI/pythia-160m"}  # model_type -> the name the bridge boots it under
-
-# Prompt conventions. GPT-2 and Pythia get a BOS token prepended to every prompt, as the paper's TransformerLens runs
-# had it (GPT-2's tokenizer adds none by itself); every other family reads prompts as its own tokenizer writes them,
-# special tokens included where the tokenizer adds them (Gemma-3: its <bos>; SmolLM2: none, its BOS is the chat token
-# <|im_start|>, which its tokenizer never puts before plain text).
-PAPER_BOS_MODEL_TYPES = ("gpt2", "gpt_neox")
-BOS_PREPENDED = "BOS prepended (the paper's convention)"
-TOKENIZER_OWN = "the tokenizer's own special tokens"
 
 
 def prompt_convention(model) -> str:
@@ -128,7 +98,7 @@ def wrap_hf_model(hf, tokenizer, name: str, device: str | None = None, dtype: to
                        f"projection SNA can scale (a mixture of experts?). The kit runs {SUPPORTED}.")
     model.eval()
     model.sna_name, model.sna_revision = name, revision
-    model.sna_prompt_convention = BOS_PREPENDED if hf.config.model_type in PAPER_BOS_MODEL_TYPES else TOKENIZER_OWN
+    model.sna_prompt_convention = prompt_convention_of(hf.config.model_type)
     model.sna_tokenizer = tokenizer  # the model's own: the bridge's model.tokenizer always prepends BOS
     return model
 

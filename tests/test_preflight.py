@@ -173,3 +173,23 @@ def test_the_benchmark_times_and_counts_every_arm_the_sweep_runs(tiny, small, mo
     monkeypatch.setattr(su, "load_model", lambda *a, **kw: pytest.fail("a model loaded before the checks"))
     with pytest.raises(SystemExit):  # argparse's error: a negative count is refused before any work
         bench.main()
+
+
+def test_the_local_profile_plan_names_its_real_models_and_what_it_leaves_out():
+    """local: both packaged models said to come from their PyPI packages, offline; Gemma-3's sweep at depth-matched
+    layers; no Pythia part (notebook 05 left out) and no second Gemma-3 sweep for notebook 07 (it reads 03's)."""
+    prof = su.get_profile("local")
+    p = pf.plan("local", device="cpu", rate=1e11)
+    text = "\n".join(p.lines())
+    for name in ("smollm2-135m", "gemma3-270m"):
+        m = su.run.packaged.PACKAGED_MODELS[name]
+        assert f"{name} ({m.hub_id}): real pretrained weights, {m.file}" in text and m.package in text
+    assert [(x.notebook[:2], x.model) for x in p.parts] == [("01", "smollm2-135m"), ("03", "smollm2-135m"),
+                                                              ("03", "gemma3-270m")]
+    validation, smol, gemma = p.parts
+    assert validation.configurations == 12 * len(prof.validation_layers)
+    assert smol.configurations == gemma.configurations == 12 * 2 * 1 * 2
+    assert su.depth_matched_layers(prof, "gemma3-270m") == [5, 11]
+    assert prof.skip_reason("05_pythia_160m") and prof.skip_reason("03_gpt2_medium_sweep") is None
+    assert prof.beyond_table("gemma3-270m") == su.sweep_table_name("gemma3-270m")
+    assert su.get_profile("quick").beyond_table("Qwen/Qwen2.5-0.5B").startswith("beyond_")

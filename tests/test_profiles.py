@@ -71,3 +71,31 @@ def test_hub_config_offline_is_none(monkeypatch):
     """Offline (HF_HUB_OFFLINE=1) and never downloaded: no config, no network call, no crash."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert su.run.profiles.hub_config("org/never-downloaded-model") is None
+
+
+def test_the_local_profile_is_make_runs_default_everywhere():
+    """`make run` with no PROFILE, the runner's --profile default, notebooks opened by hand: all `local`."""
+    import re
+    import sys
+
+    sys.path.insert(0, str(su.KIT_ROOT / "scripts"))
+    import run_notebooks as rn
+
+    assert su.run.profiles.DEFAULT_PROFILE == "local"
+    assert re.search(r"^PROFILE \?= local$", (su.KIT_ROOT / "Makefile").read_text(), re.M)
+    assert set(rn.PROFILES) == set(su.run.profiles.PROFILES)
+    assert 'ap.add_argument("--profile", default="local"' in (su.KIT_ROOT / "scripts" / "run_notebooks.py").read_text()
+    for path in sorted((su.KIT_ROOT / "notebooks").glob("0*.ipynb")):
+        assert 'os.environ.get(\\"SNA_PROFILE\\", \\"local\\")' in path.read_text(), path.name
+
+
+@pytest.mark.parametrize("name", ["smollm2-135m", "gemma3-270m"])
+def test_the_packaged_models_shapes_are_their_configs(name):
+    """The shapes the pre-flight prices (no weights loaded) are the GGUF files' own configs."""
+    from sna_utils.run.packaged import packaged_config, part_paths
+
+    try:
+        part_paths(name)
+    except su.SNAError as e:
+        pytest.skip(str(e))
+    assert su.run.profiles.model_shape(name) == su.run.profiles.shape_from_config(packaged_config(name))

@@ -16,8 +16,24 @@ from pathlib import Path
 from ..errors import SNAError
 from .hub import COMMIT, record_revision, require_hub, revision_to_load
 
+BRIDGE_NAMES = {"gpt_neox": "EleutherAI/pythia-160m"}  # model_type -> the name the bridge boots it under
+
+# Prompt conventions. GPT-2 and Pythia get a BOS token prepended to every prompt, as the paper's TransformerLens runs
+# had it (GPT-2's tokenizer adds none by itself); every other family reads prompts as its own tokenizer writes them,
+# special tokens included where the tokenizer adds them (Gemma-3: its <bos>; SmolLM2: none, its BOS is the chat token
+# <|im_start|>, which its tokenizer never puts before plain text).
+PAPER_BOS_MODEL_TYPES = ("gpt2", "gpt_neox")
+BOS_PREPENDED = "BOS prepended (the paper's convention)"
+TOKENIZER_OWN = "the tokenizer's own special tokens"
+
+
+def prompt_convention_of(model_type: str) -> str:
+    """How a model of Hugging Face ``model_type`` reads its prompts: :data:`BOS_PREPENDED` or :data:`TOKENIZER_OWN`."""
+    return BOS_PREPENDED if model_type in PAPER_BOS_MODEL_TYPES else TOKENIZER_OWN
+
+
 # Tested offline on random stand-ins (tests/test_families.py); the bridge wraps many more.
-TESTED_FAMILIES = ("GPT-2", "GPT-NeoX (Pythia)", "Llama", "Qwen2", "Gemma-2", "Mistral", "Phi-3", "OLMo")
+TESTED_FAMILIES = ("GPT-2", "GPT-NeoX (Pythia)", "Llama", "Qwen2", "Gemma-2", "Gemma-3", "Mistral", "Phi-3", "OLMo")
 SUPPORTED = ("decoder-only causal language models that TransformerLens' TransformerBridge supports "
              f"(tested: {', '.join(TESTED_FAMILIES)})")
 

@@ -1,4 +1,5 @@
-"""Is the Hugging Face Hub reachable, or the file already cached? And which commit of each model the kit loads.
+"""Is the Hugging Face Hub reachable, or the file already cached? Which commit of each model the kit loads, and
+the GPT-2 tokenizer (from a local folder or the Hub).
 
 Loading (``core``) and SST-2 (``sst2``) call :func:`require_hub` so that an offline machine gets one
 clear error within seconds instead of minutes of retries. :data:`PINNED_REVISIONS` is the one table of the
@@ -14,7 +15,7 @@ import socket
 import warnings
 from pathlib import Path
 
-from ..errors import ModelUnavailableError
+from ..errors import ModelUnavailableError, SNAError
 
 OFFLINE_HINT = ("Offline quick-start (README): SNA_GPT2_TOKENIZER=<folder with vocab.json and merges.txt> "
                 "SNA_SST2_DIR=<folder with dev.tsv and train.tsv> make run PROFILE=smoke.")
@@ -135,3 +136,22 @@ def model_revision(model) -> str:
     """The revision a loaded model records (``core.load_model`` sets it): a Hub commit, 'random weights, seed N',
     'local folder ...'; :data:`NOT_RECORDED` for a model built elsewhere."""
     return str(getattr(model, "sna_revision", "") or NOT_RECORDED)
+
+
+GPT2_TOKENIZER_HUB_ID = "openai-community/gpt2"
+
+
+def gpt2_tokenizer(path: str | os.PathLike | None = None):
+    """The GPT-2 BPE tokenizer from ``path``, ``$SNA_GPT2_TOKENIZER`` or the Hub (prepends BOS)."""
+    from transformers import GPT2TokenizerFast
+
+    path = path or os.environ.get("SNA_GPT2_TOKENIZER")
+    if path:
+        path = Path(path)
+        if not (path / "vocab.json").is_file() or not (path / "merges.txt").is_file():
+            raise SNAError(f"GPT-2 tokenizer folder {path} must contain vocab.json and merges.txt. {OFFLINE_HINT}")
+        return GPT2TokenizerFast.from_pretrained(str(path), add_bos_token=True)
+    require_hub(GPT2_TOKENIZER_HUB_ID, "vocab.json", "the GPT-2 tokenizer",
+                 "Set SNA_GPT2_TOKENIZER to a folder with vocab.json and merges.txt.")
+    return GPT2TokenizerFast.from_pretrained(GPT2_TOKENIZER_HUB_ID, revision=revision_to_load(GPT2_TOKENIZER_HUB_ID),
+                                             add_bos_token=True)
