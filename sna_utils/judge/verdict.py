@@ -8,8 +8,11 @@ the random-neuron control and for the second control (each choosing its own best
 way); ``null_p``, the p-value against the null (Holm-adjusted paired test for the per-task rows, the matched
 null of ``nulls.matched_null`` where given); and a plain-words verdict from :data:`VERDICTS`.
 The rows against the field's baselines (a steering vector, a softmax temperature) come from ``baselines``.
-Works on the saved tables alone (sweep rows, per-prompt rows, the matched null). Imports ``analysis``,
-``baselines``, ``core``, ``errors``, ``heldout``, ``rules``, ``saturation``, ``stats`` and ``store``.
+Every row also says which weights its model ran with (``weights``, :data:`rules.VERDICT_TABLE_COLUMNS`: the
+``revision`` its sweep rows record, :func:`model_weights`), and :func:`weights_line` says it in one line for a
+printed verdict. Works on the saved tables alone (sweep rows, per-prompt rows, the matched null). Imports
+``analysis``, ``baselines``, ``core``, ``errors``, ``heldout``, ``hub``, ``rules``, ``saturation``, ``stats`` and
+``store``.
 """
 
 from __future__ import annotations
@@ -20,12 +23,13 @@ import numpy as np
 import pandas as pd
 
 from .analysis import PAPER_NUMBERS, confidence_gain_correlation, task_summary
+from ..run.hub import COMMIT, NOT_RECORDED
 from ..run.store import check_made_for, check_prompt_table, grid_holes
 from ..core import zone_of
 from ..errors import SNAError
 from .baselines import baseline_claims
 from .heldout import ARMS, arm_column, choose_on_selection
-from .rules import (NOT_MEASURED, VERDICT_COLUMNS, VERDICTS,
+from .rules import (NOT_MEASURED, VERDICT_COLUMNS, VERDICT_TABLE_COLUMNS, VERDICTS, WEIGHTS,
                     count_verdict, gain_verdict, paired_verdict, rho_verdict, share_verdict)
 from .saturation import saturation_claims, zone_share_ci
 from .stats import (Interval, bootstrap_ci, check_probs, grouped_relative_pct, relative_of_means, sna_vs_control,
@@ -34,6 +38,7 @@ from .stats import (Interval, bootstrap_ci, check_probs, grouped_relative_pct, r
 ZONE3_THRESHOLD_PCT = 7.0  # the paper: Zone 3 tasks 'rarely' improve by more than 7 %
 RARELY_SHARE_PCT = 10.0  # our reading of 'rarely': at most 10 % of the Zone-3 configurations
 CONFIG = ["task", "layer", "k", "multiplier"]
+ALL_MODELS = ", "  # joins the model names of the row about every model (the grid's size)
 
 
 # ---------------------------------------------------------------------------
@@ -286,6 +291,51 @@ def _zone3_row(sweep, prompts, zones, model, profile, alpha, n_resamples, seed) 
                 share_verdict(ci.estimate, ci.low, ci.high, RARELY_SHARE_PCT), model, profile)
 
 
+# ---------------------------------------------------------------------------
+# Which weights each model ran with
+# ---------------------------------------------------------------------------
+
+def describe_weights(revision: str) -> str:
+    """A recorded revision as the ``weights`` column says it: 'Hub commit <sha>' for a commit, else as recorded
+    ('random weights, seed 0', a packaged GGUF file 'dequantized to float32', 'local folder ...')."""
+    revision = str(revision)
+    return f"Hub commit {revision}" if COMMIT.fullmatch(revision) else revision
+
+
+def model_weights(sweep: pd.DataFrame, weights: dict[str, str] | None = None) -> dict[str, str]:
+    """Model -> the weights its ``sweep`` rows record (their ``revision``, :func:`describe_weights`; 'not recorded'
+    for a table of an earlier kit version), ``weights`` (model -> text) adding or replacing entries."""
+    found = {}
+    for model, s in sweep.groupby("model", sort=True):
+        revisions = sorted(set(s["revision"].astype(str))) if "revision" in s else [NOT_RECORDED]
+        found[str(model)] = "; ".join(describe_weights(r) for r in revisions)
+    return found | dict(weights or {})
+
+
+def with_weights(table: pd.DataFrame, known: dict[str, str]) -> pd.DataFrame:
+    """``table`` in :data:`VERDICT_TABLE_COLUMNS`: each row's ``weights`` are its model's in ``known`` ('not
+    recorded' for another model); the row about every model names each one's ('tiny: ...; tiny-pythia: ...')."""
+    def of(model: str) -> str:
+        names = str(model).split(ALL_MODELS)
+        if len(names) > 1 and all(n in known for n in names):
+            return "; ".join(f"{n}: {known[n]}" for n in names)
+        return known.get(str(model), NOT_RECORDED)
+
+    return table.assign(**{WEIGHTS: table["model"].map(of)})[VERDICT_TABLE_COLUMNS]
+
+
+def weights_line(table: pd.DataFrame) -> str:
+    """One line naming the models of a verdict ``table`` (or its saved CSV) and the weights each ran with; a table
+    saved before the ``weights`` column says they were not recorded there."""
+    names = sorted(set(table["model"].astype(str)))
+    models = [n for n in names if not (ALL_MODELS in n and set(n.split(ALL_MODELS)) <= set(names))]
+    if WEIGHTS not in table:
+        return (f"Models: {', '.join(models)}; their weights are not recorded in this verdict (saved by an earlier "
+                f"kit version: rerun notebook 06).")
+    weights = dict(zip(table["model"].astype(str), table[WEIGHTS].fillna(NOT_RECORDED).astype(str)))
+    return "Models and weights: " + "; ".join(f"{m} ({weights[m]})" for m in models)
+
+
 def _check(sweep: pd.DataFrame, prompts: pd.DataFrame, extra: Sequence[pd.DataFrame]) -> None:
     """Clear errors for tables the verdict cannot read, before any resampling."""
     if not isinstance(sweep, pd.DataFrame) or not len(sweep):
@@ -308,19 +358,23 @@ def _check(sweep: pd.DataFrame, prompts: pd.DataFrame, extra: Sequence[pd.DataFr
 
 def verdict(sweep: pd.DataFrame, prompts: pd.DataFrame, profile: str, null: pd.DataFrame | None = None,
             extra: Sequence[pd.DataFrame] = (), alpha: float = 0.05, n_resamples: int = 1000,
-            seed: int = 0) -> pd.DataFrame:
-    """Every claim the kit recomputes, one row each (:data:`VERDICT_COLUMNS`), per model of ``sweep``.
+            seed: int = 0, weights: dict[str, str] | None = None) -> pd.DataFrame:
+    """Every claim the kit recomputes, one row each (:data:`VERDICT_TABLE_COLUMNS`), per model of ``sweep``.
 
     ``prompts``: the sweep's per-prompt table (``su.read_prompt_table``); ``null``: the matched-null table
     (``nulls.matched_null``) at the configurations chosen on selection prompts, or None; ``extra``: further
     rows in the same columns (other analyses' claims), appended as they are. Intervals: percentile bootstrap
     over test prompts (within tasks), ``n_resamples`` resamples, ``seed`` fixed, level ``1 - alpha``.
+    Each row's ``weights`` column says which weights its model ran with, as its sweep rows record them
+    (:func:`model_weights`; rows of ``extra`` take those of the sweep's model of the same name); ``weights``
+    (model -> text, e.g. ``su.model_revision(model)``) adds or replaces entries. No claim, number or verdict
+    depends on them.
     """
     extra = list(extra)
     _check(sweep, prompts, extra)
     rows = [_row("configurations in the grid (all models)", PAPER_NUMBERS["configurations"], len(sweep), None,
                  np.nan, np.nan, np.nan, count_verdict(len(sweep), PAPER_NUMBERS["configurations"]),
-                 ", ".join(sorted(sweep["model"].unique())), profile)]
+                 ALL_MODELS.join(sorted(sweep["model"].unique())), profile)]
     for model, s in sweep.groupby("model", sort=True):
         pm = prompts[prompts["model"] == model]
         chosen = chosen_configs(s)
@@ -338,4 +392,5 @@ def verdict(sweep: pd.DataFrame, prompts: pd.DataFrame, profile: str, null: pd.D
     out = pd.DataFrame(rows, columns=VERDICT_COLUMNS)
     saturation = saturation_claims(prompts, sweep, profile, alpha, n_resamples, seed)
     baselines = baseline_claims(prompts, sweep, profile, alpha, n_resamples, seed)
-    return pd.concat([out, saturation, baselines, *[e[VERDICT_COLUMNS] for e in extra]], ignore_index=True)
+    table = pd.concat([out, saturation, baselines, *[e[VERDICT_COLUMNS] for e in extra]], ignore_index=True)
+    return with_weights(table, model_weights(sweep, weights))

@@ -57,6 +57,7 @@ def steering_vector(task_resid: torch.Tensor, reference_resid: torch.Tensor) -> 
     return task_resid.double().mean(0) - reference_resid.double().mean(0)
 
 
+@torch.no_grad()  # the engine's weights are the model's own parameters (GPT-2's hand-written layout too)
 def sna_push(model, layer: int, acts: torch.Tensor, neurons: Sequence[int], multiplier: float) -> float:
     """Mean over prompts of the norm of SNA's change to the residual after block ``layer`` at the last token,
     ``||(m - 1) act[S] @ W_out[S]||`` (through the post-MLP norm where a family has one), from ``acts``
