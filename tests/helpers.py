@@ -1,4 +1,5 @@
-"""Helpers the test modules share: trimmed task sets, the plain per-configuration loop, headless Chromium."""
+"""Helpers the test modules share: trimmed task sets, the plain per-configuration loop, the plain Hugging Face
+reference (a pre-hook on the down projection), headless Chromium."""
 import math
 import os
 import shutil
@@ -6,6 +7,7 @@ import signal
 import subprocess
 
 import pandas as pd
+import torch
 
 import sna_utils as su
 
@@ -19,6 +21,39 @@ def trim(tasks, neutral, n_tasks=3, n_disc=8, n_eval=6):
     small = [su.Task(t.name, t.category, t.description, t.discovery[:n_disc], t.evaluation[:n_eval])
              for t in tasks[:n_tasks]]
     return small, su.NeutralSet(neutral.discovery[:10], neutral.heldout[:6])
+
+
+# Where each family's MLP output projection sits in the plain Hugging Face model (written out, not read
+# from the bridge, so that the reference stays independent of the kit's loading).
+DOWN_PROJ = {"gpt2": "transformer.h.{}.mlp.c_proj", "gpt_neox": "gpt_neox.layers.{}.mlp.dense_4h_to_h"}
+LAYER = {"gpt2": "transformer.h.{}", "gpt_neox": "gpt_neox.layers.{}"}  # each decoder layer (block), likewise
+
+
+@torch.no_grad()
+def hf_target_probs(hf, model, prompts, targets, layer=None, neurons=(), m=1.0, positions="all"):
+    """Target probabilities from the plain HF model, the chosen inputs of layer ``layer``'s down projection
+    multiplied by ``m`` (at every position, or at each prompt's last one). Right padding needs no mask: the
+    model is causal and each prompt is read at its last real token."""
+    path = DOWN_PROJ.get(hf.config.model_type, "model.layers.{}.mlp.down_proj").format(layer or 0)
+    batch = su.encode_prompts(model, prompts)
+    rows, idx = torch.arange(len(prompts)), torch.tensor(list(neurons), dtype=torch.long)
+
+    def scale(module, args):
+        x = args[0].clone()
+        if positions == "all":
+            x[..., idx] *= m
+        else:
+            x[rows[:, None], batch.last[:, None], idx] *= m
+        return (x,)
+
+    handle = hf.get_submodule(path).register_forward_pre_hook(scale) if layer is not None else None
+    try:
+        logits = hf(input_ids=batch.tokens).logits[rows, batch.last].double()
+    finally:
+        if handle is not None:
+            handle.remove()
+    ids = torch.tensor([su.target_tokens(model, t)[0] for t in targets])
+    return logits.softmax(-1)[rows, ids]
 
 
 def plain_rows(model, tasks, neutral, layers, ks, ms, positions, seed=0):

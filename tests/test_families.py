@@ -11,12 +11,9 @@ import pytest
 import torch
 
 import sna_utils as su
-from helpers import trim
+from helpers import DOWN_PROJ, LAYER, hf_target_probs, trim
 
 FAMILIES = su.run.standins.TINY_FAMILIES
-# Where each family's MLP output projection sits in the plain Hugging Face model (written out, not read
-# from the bridge, so that the reference stays independent of the kit's loading).
-DOWN_PROJ = {"gpt2": "transformer.h.{}.mlp.c_proj", "gpt_neox": "gpt_neox.layers.{}.mlp.dense_4h_to_h"}
 
 
 @pytest.fixture(scope="module", params=FAMILIES)
@@ -25,33 +22,6 @@ def family(request):
     name = request.param
     hf = su.build_random_hf_model(name, seed=0).double()
     return su.load_model(name, device="cpu", dtype=torch.float64), hf
-
-
-@torch.no_grad()
-def hf_target_probs(hf, model, prompts, targets, layer=None, neurons=(), m=1.0, positions="all"):
-    """Target probabilities from the plain HF model, the chosen inputs of layer ``layer``'s down projection
-    multiplied by ``m`` (at every position, or at each prompt's last one). Right padding needs no mask: the
-    model is causal and each prompt is read at its last real token."""
-    path = DOWN_PROJ.get(hf.config.model_type, "model.layers.{}.mlp.down_proj").format(layer or 0)
-    batch = su.encode_prompts(model, prompts)
-    rows, idx = torch.arange(len(prompts)), torch.tensor(list(neurons), dtype=torch.long)
-
-    def scale(module, args):
-        x = args[0].clone()
-        if positions == "all":
-            x[..., idx] *= m
-        else:
-            x[rows[:, None], batch.last[:, None], idx] *= m
-        return (x,)
-
-    handle = hf.get_submodule(path).register_forward_pre_hook(scale) if layer is not None else None
-    try:
-        logits = hf(input_ids=batch.tokens).logits[rows, batch.last].double()
-    finally:
-        if handle is not None:
-            handle.remove()
-    ids = torch.tensor([su.target_tokens(model, t)[0] for t in targets])
-    return logits.softmax(-1)[rows, ids]
 
 
 def _rel(a, b):
@@ -102,6 +72,70 @@ def test_sweep_equals_hugging_face(family, tasks, neutral):
             assert abs(row.p_base - float(base)) <= 1e-4 * float(base)
             moved = max(moved, abs(row.p_sna / row.p_base - 1))
     assert moved > 1e-2, "the grid must visibly move the probabilities"
+
+
+def _hf_module(hf, where: dict, default: str, layer: int) -> torch.nn.Module:
+    return hf.get_submodule(where.get(hf.config.model_type, default).format(layer))
+
+
+@torch.no_grad()
+def test_mlp_out_weight_is_the_hugging_face_down_projection(family):
+    """``engine.mlp_out_weight`` is the independent HF copy's down-projection weight as ``[d_mlp, d_model]`` (a
+    Conv1D's own layout, a Linear's transposed) at every layer; a layer that does not exist is one SNAError."""
+    from transformers.pytorch_utils import Conv1D
+
+    model, hf = family
+    for layer in range(su.n_layers(model)):
+        proj = _hf_module(hf, DOWN_PROJ, "model.layers.{}.mlp.down_proj", layer)
+        got = su.run.engine.mlp_out_weight(model, layer)
+        assert got.shape == (su.d_mlp(model), model.cfg.d_model)
+        torch.testing.assert_close(got, proj.weight if isinstance(proj, Conv1D) else proj.weight.t(), rtol=0, atol=0)
+    with pytest.raises(su.SNAError, match="does not exist"):
+        su.run.engine.mlp_out_weight(model, su.n_layers(model))
+
+
+@torch.no_grad()
+def test_neuron_push_is_the_change_hugging_face_measures(family, tasks):
+    """Neurons' push computed from ``mlp_out_weight`` equals what a plain HF pre-hook multiplying those inputs of
+    the down projection at each prompt's last token changes there: the projection's output by
+    ``(m - 1) act[S] @ W_out[S]``, and the residual after the block by ``engine.neuron_push`` (through the post-MLP
+    norm where a family has one, Gemma-2/3)."""
+    model, hf = family
+    batch = su.encode_prompts(model, [i.prompt for i in tasks[0].evaluation[:4]])
+    rows = torch.arange(len(batch.last))
+    for layer in (0, 1):
+        proj = _hf_module(hf, DOWN_PROJ, "model.layers.{}.mlp.down_proj", layer)
+        block = _hf_module(hf, LAYER, "model.layers.{}", layer)
+        w_out = su.run.engine.mlp_out_weight(model, layer).double()
+
+        def run(neurons=(), m=1.0):
+            """(down projection's input, its output, the block's output) at the last tokens, ``neurons`` x ``m``."""
+            seen, idx = {}, torch.tensor(list(neurons), dtype=torch.long)
+
+            def scale(module, args):
+                x = args[0].clone()
+                seen["act"] = x[rows, batch.last]
+                x[rows[:, None], batch.last[:, None], idx] *= m
+                return (x,)
+
+            handles = [proj.register_forward_pre_hook(scale),
+                       proj.register_forward_hook(lambda mod, a, out: seen.update(out=out[rows, batch.last])),
+                       block.register_forward_hook(lambda mod, a, out: seen.update(
+                           resid=(out[0] if isinstance(out, tuple) else out)[rows, batch.last]))]
+            try:
+                hf(input_ids=batch.tokens)
+            finally:
+                for h in handles:
+                    h.remove()
+            return seen["act"], seen["out"], seen["resid"]
+
+        act, out0, resid0 = run()
+        for neurons, m in (([5], 4.0), ([1, 9, 17, 33], 0.0)):
+            _, out, resid = run(neurons, m)
+            assert _off(out - out0, (m - 1) * act[:, neurons] @ w_out[neurons]) < 1e-9
+            change = resid - resid0
+            assert float(change.norm(dim=-1).max()) > 1e-3 * float(resid0.norm(dim=-1).max()), "a visible push"
+            assert _off(su.run.engine.neuron_push(model, layer, act, neurons, m), change) < 1e-5
 
 
 @pytest.mark.parametrize("max_bytes", [1 << 30, 1], ids=["kept", "over-budget"])

@@ -36,10 +36,14 @@ def test_matched_draws_fall_back_when_a_cell_is_empty_and_refuse_bad_input():
         matched_draws(act, norm, [9], 3, n_bins=0)
 
 
-def test_push_norm_is_the_added_residual():
-    acts, w = torch.tensor([[1.0, 2.0, 0.0]]), torch.tensor([[3.0, 0.0], [0.0, 4.0], [5.0, 5.0]])
-    assert push_norm(acts, w, [0, 1], 3.0) == pytest.approx(2 * np.hypot(3.0, 8.0))
-    assert push_norm(acts, w, [0, 1], 1.0) == 0.0
+def test_push_norm_is_the_added_residual(tiny):
+    """GPT-2 (no post-MLP norm): the mean norm of ``(m - 1) act[S] @ W_out[S]``, W_out read from the HF module."""
+    acts = torch.zeros(2, su.d_mlp(tiny))
+    acts[0, 0], acts[0, 1], acts[1, 1], acts[1, 2] = 1.0, 2.0, -1.0, 7.0  # neuron 2 is not amplified
+    w = tiny.original_model.transformer.h[1].mlp.c_proj.weight.detach().double()  # Conv1D: [d_mlp, d_model]
+    want = (2.0 * acts[:, :2].double() @ w[:2]).norm(dim=1).mean()
+    assert push_norm(tiny, 1, acts, [0, 1], 3.0) == pytest.approx(float(want), rel=1e-12)
+    assert push_norm(tiny, 1, acts, [0, 1], 1.0) == 0.0
 
 
 @pytest.fixture(scope="module")
@@ -108,3 +112,31 @@ def test_reference_overlap_is_the_jaccard_of_two_discoveries(tiny, small):
         assert row["jaccard"] == pytest.approx(len(set(a) & set(b)) / len(set(a) | set(b)))
     with pytest.raises(su.SNAError, match="format-matched"):
         reference_overlap(tiny, t, 2, 10, neutral=neu, formats={})
+
+
+@pytest.mark.parametrize("name", su.run.standins.TINY_FAMILIES)
+def test_matched_null_runs_on_every_family(name, small):
+    """The matched null (two tasks, the minimum 100 draws) on every tested family, any MLP layout: a draw's and
+    another task's per-prompt p equal the plain hooked loop's, every push is positive and finite."""
+    import pandas as pd
+
+    model = su.load_model(name, device="cpu")
+    t, neu = small
+    chosen = pd.DataFrame(dict(task=[t[0].name, t[1].name], layer=[1, 1], k=[3, 2], multiplier=[4.0, 0.0]))
+    res = matched_null(model, t, chosen, n_draws=100, seed=0, neutral=neu)
+    assert res.table.groupby("task")["draw"].nunique().tolist() == [100, 100]
+    push = res.push[["push_sna", "push_matched", "push_control"]].to_numpy()
+    assert np.isfinite(push).all() and (push > 0).all()
+    x, L, k, m = t[0], 1, 3, 4.0
+    scores = su.neuron_scores(model, [i.prompt for i in x.discovery], neu.discovery, L)
+    act, norm = neuron_profile(model, [i.prompt for i in x.discovery], L)
+    draw = matched_draws(act, norm, su.top_neurons(scores, k), 100, seed=0)[7]
+    _, test = su.split_selection_test(x, 0)
+    texts, targets = [i.prompt for i in test], [i.target for i in test]
+    want = su.target_probs(model, texts, targets, su.Intervention(L, draw, m, "all")).double().numpy()
+    got = res.table[(res.table["task"] == x.name) & (res.table["draw"] == 7)].sort_values("prompt_id")
+    np.testing.assert_allclose(got["p"], want, rtol=1e-4, atol=1e-10)
+    other = su.top_neurons(su.neuron_scores(model, [i.prompt for i in t[2].discovery], neu.discovery, L), k)
+    want = su.target_probs(model, texts, targets, su.Intervention(L, other, m, "all")).double().numpy()
+    got = res.other_tasks[(res.other_tasks["task"] == x.name) & (res.other_tasks["source_task"] == t[2].name)]
+    np.testing.assert_allclose(got.sort_values("prompt_id")["p"], want, rtol=1e-4, atol=1e-10)

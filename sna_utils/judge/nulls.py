@@ -1,14 +1,14 @@
 """The matched null: many random neuron sets like SNA's, at each task's configuration chosen on selection prompts.
 
 SNA picks neurons that fire strongly on the task's prompts, so amplifying them pushes the residual stream
-harder, ``||(m - 1) act W_out||``, than amplifying a uniformly random set does. The matched null replaces each
-SNA neuron by a random neuron from the same cell of a joint quantile grid (``n_bins`` quantiles of the mean
-last-token activation on the task's discovery prompts x ``n_bins`` quantiles of the output-weight norm
-``||W_out[i]||``), ``n_draws`` times, and measures every draw at the task's configuration chosen on selection
-prompts (``heldout.choose_on_selection``) on its test prompts (the held-out part). A second
-control amplifies the other tasks' top-k neurons at the same configuration. Neither uses an evaluation prompt
-to pick neurons or a configuration. :func:`reference_overlap` says how much the chosen neurons change when
-discovery contrasts against the task's format-matched neutral prompts instead of neutral prose.
+harder, ``||(m - 1) act W_out||`` (through the post-MLP norm where a family has one), than amplifying a uniformly
+random set does. The matched null replaces each SNA neuron by a random neuron from the same cell of a joint
+quantile grid (``n_bins`` quantiles of the mean last-token activation on the task's discovery prompts x
+``n_bins`` quantiles of the output-weight norm ``||W_out[i]||``), ``n_draws`` times, and measures every draw at
+the task's configuration chosen on selection prompts (``heldout.choose_on_selection``) on its test prompts (the
+held-out part). A second control amplifies the other tasks' top-k neurons at the same configuration. Neither
+uses an evaluation prompt to pick neurons or a configuration. :func:`reference_overlap` says how much the chosen
+neurons change when discovery contrasts against the task's format-matched neutral prompts instead of neutral prose.
 Imports ``core``, ``engine``, ``explore``, ``stats`` and ``sweep``.
 """
 
@@ -24,7 +24,7 @@ import torch
 from ..core import (NeutralSet, Task, check_k, check_layer, check_multiplier, check_score_method, d_mlp,
                    encode_prompts, last_token_activations, load_neutral, model_name, random_neurons,
                    scores_from_activations, split_neutral, target_token_ids, top_neurons)
-from ..run.engine import Config, engine_metrics, engine_weights, layer_state
+from ..run.engine import Config, engine_metrics, layer_state, mlp_out_weight, neuron_push
 from ..errors import SNAError
 from ..show.explore import neuron_overlap
 from .stats import grouped_relative_pct
@@ -36,7 +36,7 @@ NULL_COLUMNS = ["model", "settings_id", "task", "layer", "k", "multiplier", "dra
 def neuron_profile(model, prompts: Sequence[str], layer: int) -> tuple[np.ndarray, np.ndarray]:
     """Every neuron of ``layer``: mean last-token activation over ``prompts`` and output-weight norm ``[d_mlp]``."""
     acts = last_token_activations(model, list(prompts), [layer])[layer].double()
-    w_out = engine_weights(model).blocks[layer].w_out.detach().double().cpu()
+    w_out = mlp_out_weight(model, layer).detach().double().cpu()
     return acts.mean(0).numpy(), w_out.norm(dim=1).numpy()
 
 
@@ -79,11 +79,11 @@ def matched_draws(mean_act: np.ndarray, w_norm: np.ndarray, neurons: Sequence[in
     return draws
 
 
-def push_norm(acts: torch.Tensor, w_out: torch.Tensor, neurons: Sequence[int], multiplier: float) -> float:
-    """Mean over prompts of ``||(m - 1) act[S] @ W_out[S]||``: what amplifying ``neurons`` adds to the residual
-    stream at the last token (``acts [n, d_mlp]``, ``w_out [d_mlp, d_model]``), in the residual's units."""
-    idx = torch.tensor(list(neurons), dtype=torch.long)
-    return float(((multiplier - 1.0) * acts[:, idx] @ w_out[idx]).norm(dim=1).mean())
+def push_norm(model, layer: int, acts: torch.Tensor, neurons: Sequence[int], multiplier: float) -> float:
+    """Mean over prompts of ``||(m - 1) act[S] @ W_out[S]||``: what amplifying ``neurons`` of ``layer`` adds to the
+    residual stream at the last token (``acts [n, d_mlp]``; through the post-MLP norm where a family has one,
+    ``engine.neuron_push``), in the residual's units."""
+    return float(neuron_push(model, layer, acts, neurons, multiplier).norm(dim=-1).mean())
 
 
 @dataclass
@@ -161,11 +161,10 @@ def matched_null(model, tasks: Sequence[Task], chosen: pd.DataFrame, n_draws: in
         tables.append(_per_prompt(name, t, cfg, test, base, got[:n_draws], "draw", range(n_draws)))
         others.append(_per_prompt(name, t, cfg, test, base, got[n_draws:], "source_task", list(other)))
         acts = last_token_activations(model, [i.prompt for i in items], [L])[L].double()
-        w_out = engine_weights(model).blocks[L].w_out.detach().double().cpu()
         control = random_neurons(d_mlp(model), k, seed, L)
-        row = dict(model=name, task=t.name, **cfg, push_sna=push_norm(acts, w_out, sna, m),
-                   push_matched=float(np.mean([push_norm(acts, w_out, d, m) for d in draws])),
-                   push_control=push_norm(acts, w_out, control, m),
+        row = dict(model=name, task=t.name, **cfg, push_sna=push_norm(model, L, acts, sna, m),
+                   push_matched=float(np.mean([push_norm(model, L, acts, d, m) for d in draws])),
+                   push_control=push_norm(model, L, acts, control, m),
                    mean_act_sna=float(mean_act[sna].mean()),
                    mean_act_matched=float(np.mean([mean_act[list(d)].mean() for d in draws])),
                    mean_act_control=float(mean_act[control].mean()))

@@ -7,14 +7,16 @@ soft-capping. Two mask shapes cover METHOD's positions: ``run_all`` runs every p
 configurations stacked along the batch; ``run_last`` runs C configurations of each of n prompts as C
 queries at each prompt's last position, each seeing the unmodified run's keys and values of its prompt's
 positions < T-1 (padded to the longest prompt; a duck-typed cache hands them to the attention) and its own
-key only. Per run, not per layer: the rotary position embeddings, and one mask per window kind. Attention
-runs fused (PyTorch's scaled-dot-product kernel) wherever the model's own attention allows it (not with
-attention-score soft-capping, Gemma-2). Imports only ``errors``.
+key only. Per run, not per layer: the rotary position embeddings (one per layer type where the model's rotary
+module computes one per type, as Gemma-3's does: its local sliding-window layers and global ones have their own
+rope theta), and one mask per window kind. Attention runs fused (PyTorch's scaled-dot-product kernel) wherever
+the model's own attention allows it (not with attention-score soft-capping, Gemma-2). Imports only ``errors``.
 """
 
 from __future__ import annotations
 
 import copy
+import inspect
 from dataclasses import dataclass, field
 
 import torch
@@ -65,7 +67,7 @@ class _KeysValues:
 
 @dataclass
 class Decoder:
-    """A model's decoder layers, final norm, unembedding, rotary module and per-layer sliding windows."""
+    """A model's decoder layers, final norm, unembedding, rotary module, per-layer sliding windows and rotary kinds."""
 
     layers: list  # Hugging Face decoder layers, bridge hooks removed
     norm: torch.nn.Module
@@ -75,6 +77,7 @@ class Decoder:
     softcap: float | None  # final logit soft-capping (Gemma-2)
     down: list  # per layer: the MLP's output projection
     post_mlp: list  # per layer: a norm applied to the MLP's output before the residual add, or None
+    rope_kinds: list  # per layer: the layer type its rotary embedding is computed for (Gemma-3), or None (one for all)
     w_u: torch.Tensor = field(init=False)
     fused: list = field(init=False)  # per layer: the layer on the fused attention kernel where it allows it
 
@@ -87,6 +90,18 @@ def _runs(dec: Decoder, L: int, dtype: torch.dtype) -> torch.nn.Module:
     """The module layer ``L`` runs as in ``dtype``: the fused-attention copy, or the model's own attention in
     float64 (PyTorch's fused CPU kernel departs from it by ~5e-7 relative there, far above float64 rounding)."""
     return dec.layers[L] if dtype == torch.float64 else dec.fused[L]
+
+
+def _rope_kinds(rotary: torch.nn.Module | None, config, n: int) -> list:
+    """Each layer's rotary kind: its layer type where the rotary module computes one embedding per type (its
+    ``forward`` takes ``layer_type``: Gemma-3), else None (one embedding for every layer)."""
+    if rotary is None or "layer_type" not in inspect.signature(rotary.forward).parameters:
+        return [None] * n
+    types = getattr(config, "layer_types", None)
+    if types is None or len(types) < n:
+        raise SNAError(f"{type(rotary).__name__} computes one rotary embedding per layer type, but the config names "
+                       f"{'no' if types is None else len(types)} layer types for {n} layers.")
+    return list(types[:n])
 
 
 def _windows(config, n: int) -> list:
@@ -136,14 +151,14 @@ def decoder_of(model) -> Decoder:
     hf = model.original_model
     n = len(model.blocks)
     rotary = getattr(model, "rotary_emb", None)
+    rotary = None if rotary is None else unwrapped(rotary)
     layers = [unwrapped(b) for b in model.blocks]
     for L in layers:
         if not hasattr(L, "forward"):
             raise SNAError(f"{type(L).__name__} cannot be run layer by layer.")
-    return Decoder(layers, unwrapped(model.ln_final), unwrapped(model.unembed),
-                   None if rotary is None else unwrapped(rotary), _windows(hf.config, n),
+    return Decoder(layers, unwrapped(model.ln_final), unwrapped(model.unembed), rotary, _windows(hf.config, n),
                    getattr(hf.config, "final_logit_softcapping", None), [down_projection(model, i) for i in range(n)],
-                   [getattr(L, "post_feedforward_layernorm", None) for L in layers])
+                   [getattr(L, "post_feedforward_layernorm", None) for L in layers], _rope_kinds(rotary, hf.config, n))
 
 
 def cast(dec: Decoder, dtype: torch.dtype) -> Decoder:
@@ -153,7 +168,8 @@ def cast(dec: Decoder, dtype: torch.dtype) -> Decoder:
 
     layers = [to(L) for L in dec.layers]
     return Decoder(layers, to(dec.norm), to(dec.lm_head), dec.rotary, dec.windows, dec.softcap,
-                   [to(m) for m in dec.down], [getattr(L, "post_feedforward_layernorm", None) for L in layers])
+                   [to(m) for m in dec.down], [getattr(L, "post_feedforward_layernorm", None) for L in layers],
+                   dec.rope_kinds)
 
 
 def _mask(window: int | None, q_pos: torch.Tensor, k_pos: torch.Tensor, own: int, dtype,
@@ -189,19 +205,23 @@ def _masks(dec: Decoder, layers: range, dtype: torch.dtype, make) -> dict[int, t
 
 
 def _layer(dec: Decoder, L: int, x: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor | None, cache,
-           rope) -> torch.Tensor:
+           rope: dict) -> torch.Tensor:
     """Decoder layer ``L`` on ``x`` ``[B, S, d]`` at positions ``ids`` ``[1 or B, S]`` (``rope``: the position
-    embeddings of those positions, computed once per run)."""
+    embeddings of those positions per rotary kind, computed once per run; the layer gets its own kind's)."""
     kw = dict(attention_mask=mask, position_ids=ids, past_key_values=cache, layer_past=cache, use_cache=False)
-    if rope is not None:
-        kw["position_embeddings"] = rope
+    if rope:
+        kw["position_embeddings"] = rope[dec.rope_kinds[L]]
     out = _runs(dec, L, x.dtype)(x, **kw)
     return out[0] if isinstance(out, tuple) else out
 
 
-def _rope(dec: Decoder, x: torch.Tensor, ids: torch.Tensor):
-    """The rotary position embeddings of positions ``ids`` in ``x``'s dtype (None without a rotary module)."""
-    return None if dec.rotary is None else dec.rotary(x, ids)
+def _rope(dec: Decoder, x: torch.Tensor, ids: torch.Tensor, layers: range) -> dict:
+    """The rotary position embeddings (cos, sin) of positions ``ids`` in ``x``'s dtype, per rotary kind of
+    ``layers`` (a layer type, or None where one serves every layer); empty without a rotary module."""
+    if dec.rotary is None:
+        return {}
+    kinds = dict.fromkeys(dec.rope_kinds[L] for L in layers)
+    return {kind: dec.rotary(x, ids) if kind is None else dec.rotary(x, ids, layer_type=kind) for kind in kinds}
 
 
 def _causal_masks(dec: Decoder, layers: range, pos: torch.Tensor, dtype: torch.dtype) -> dict:
@@ -220,7 +240,7 @@ def run_all(dec: Decoder, x: torch.Tensor, layer: int, keep: dict | None = None,
     cache = _KeysValues() if keep is not None else None
     layers = range(layer + 1, len(dec.layers))
     masks = _causal_masks(dec, layers, pos, x.dtype)
-    rope = _rope(dec, x, pos[None])
+    rope = _rope(dec, x, pos[None], layers)
     for L in layers:
         if entering is not None and L in entering:
             entering[L] = x
@@ -239,7 +259,7 @@ def layer_and_acts(dec: Decoder, layer: int, x: torch.Tensor) -> tuple[torch.Ten
     hook = dec.down[layer].register_forward_pre_hook(lambda module, args: acts.append(args[0]))
     try:
         out = _layer(dec, layer, x, pos[None], _causal_masks(dec, range(layer, layer + 1), pos, x.dtype)[layer],
-                     None, _rope(dec, x, pos[None]))
+                     None, _rope(dec, x, pos[None], range(layer, layer + 1)))
     finally:
         hook.remove()
     if len(acts) != 1:
@@ -260,7 +280,7 @@ def run_last(dec: Decoder, x: torch.Tensor, layer: int, kv: dict, last: torch.Te
     cache = _KeysValues(kv)
     layers = range(layer + 1, len(dec.layers))
     masks = _masks(dec, layers, x.dtype, lambda window, fused: _mask(window, q_pos, k_pos, C, x.dtype, last))
-    rope = _rope(dec, x, q_pos)
+    rope = _rope(dec, x, q_pos, layers)
     for L in layers:
         x = _layer(dec, L, x, q_pos, masks[L], cache, rope)
     return x

@@ -16,7 +16,9 @@ values ``"last"`` reuses.
 
 Holds the choice of path (GPT-2's hand-written kernels in ``handwritten``, every other family's own
 layers in ``decoder``), their weights read once per model and cast once per precision, the per-layer
-state and chunk sizes (the FLOP model is in ``flops``). Imports ``core``, ``decoder`` and ``handwritten``.
+state and chunk sizes (the FLOP model is in ``flops``), and the public face other modules read a layer's MLP
+through (``mlp_out_weight``, ``neuron_push``: any family, either path). Imports ``core``, ``decoder`` and
+``handwritten``.
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ import torch
 import torch.nn.functional as F
 
 from . import decoder, handwritten
-from ..core import (Batch, Positions, chunk_slices, hook_name, model_device, resid_hook, run_and_capture)
+from ..core import (Batch, Positions, check_layer, check_neurons, chunk_slices, hook_name, model_device, resid_hook,
+                    run_and_capture)
 from .decoder import Decoder, down_weight
 from .handwritten import BlockWeights, EngineWeights
 from ..errors import SNAError
@@ -73,6 +76,25 @@ def n_blocks(eng: Weights) -> int:
 def _w_out(eng: Weights, layer: int) -> torch.Tensor:
     """Layer ``layer``'s output projection ``[d_mlp, d_model]``: row i is what neuron i writes."""
     return down_weight(eng.down[layer]) if isinstance(eng, Decoder) else eng.blocks[layer].w_out
+
+
+def mlp_out_weight(model, layer: int) -> torch.Tensor:
+    """Layer ``layer``'s MLP output (down) projection weight ``[d_mlp, d_model]``, any family, a detached view of the
+    model's own tensor: row i is what neuron i writes (before a post-MLP norm where a family has one, Gemma-2/3)."""
+    return _w_out(engine_weights(model), check_layer(model, layer)).detach()
+
+
+@torch.no_grad()
+def neuron_push(model, layer: int, acts: torch.Tensor, neurons: Sequence[int], multiplier: float) -> torch.Tensor:
+    """What multiplying ``neurons`` by ``multiplier`` adds to the residual stream after block ``layer``, from the
+    layer's activations ``acts`` ``[..., d_mlp]`` (all of them: a post-MLP norm needs the MLP's whole output):
+    ``(m - 1) act[S] @ W_out[S]``, through the post-MLP norm where a family has one; ``[..., d_model]`` float64
+    (CPU)."""
+    w_out = mlp_out_weight(model, layer)
+    idx = torch.tensor(check_neurons(model, neurons), dtype=torch.long, device=w_out.device)
+    act = acts.to(w_out.device)
+    delta = (multiplier - 1.0) * act[..., idx].double() @ w_out[idx].double()
+    return _change(engine_weights(model), layer, act.to(w_out.dtype))(delta).double().cpu()
 
 
 # ---------------------------------------------------------------------------

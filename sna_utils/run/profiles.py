@@ -67,6 +67,7 @@ class Profile:
     temperatures: tuple[float, ...] = TEMPERATURES  # the temperature baseline's grid (T < 1 sharpens, > 1 flattens)
     lean: tuple[str, ...] = ()  # run.baselines.LEAN's options turned off (the verdict needs every one on)
     validation_layers: tuple[int, ...] | None = None  # notebook 01's layers (None: every layer of the model)
+    validation_lean: tuple[str, ...] = ()  # LEAN options notebook 01 turns off (its figures need SNA and control only)
     skipped: tuple[tuple[str, str], ...] = ()  # (notebook stem, why) the series leaves out in this profile
     why_models: str = ""  # which model takes GPT-2's, Pythia's and Qwen's place, and why (printed by notebooks)
 
@@ -83,13 +84,19 @@ class Profile:
         """Why this profile leaves ``notebook`` (a stem) out of the series; None when it runs."""
         return dict(self.skipped).get(notebook)
 
-    def sweep_options(self) -> dict:
-        """The sweep's baseline grids and lean options for ``run_sweep(..., **profile.sweep_options())``."""
-        unknown = sorted(set(self.lean) - set(LEAN))
+    def sweep_options(self, lean: tuple[str, ...] | None = None) -> dict:
+        """The sweep's baseline grids and lean options (default: the profile's ``lean``) for
+        ``run_sweep(..., **profile.sweep_options())``."""
+        lean = self.lean if lean is None else lean
+        unknown = sorted(set(lean) - set(LEAN))
         if unknown:
             raise SNAError(f"Profile {self.name!r}: lean={unknown} are not sweep options; choose from {sorted(LEAN)}.")
         return dict(steer_alphas=self.steer_alphas, temperatures=self.temperatures,
-                    **{name: name not in self.lean for name in LEAN})
+                    **{name: name not in lean for name in LEAN})
+
+    def validation_options(self) -> dict:
+        """Notebook 01's sweep options: :meth:`sweep_options` with ``validation_lean`` turned off."""
+        return self.sweep_options(self.validation_lean)
 
 
 # The offline default: two real pretrained models that ship inside PyPI packages (run.packaged). SmolLM2-135M takes
@@ -110,7 +117,7 @@ PROFILES = {
                      (10,), (3.0,), sst2_model="smollm2-135m", sst2_layer=18, sst2_k=20, sst2_n_train=64,
                      sst2_layers=(9, 18), sst2_ks=(20,), sst2_multipliers=(2.0, 5.0), sst2_limit=200,
                      pythia_model="", beyond_model="gemma3-270m", null_draws=100,
-                     steer_alphas=(1.0, 4.0), validation_layers=(5, 9, 14, 18, 23, 27),
+                     steer_alphas=(1.0, 4.0), validation_layers=(9, 18, 27), validation_lean=tuple(LEAN),
                      skipped=(("05_pythia_160m", NO_ARITHMETIC),), why_models=LOCAL_WHY,
                      description="two real pretrained models, offline (SmolLM2-135M-Instruct and Gemma-3-270M, "
                                  "quantized GGUF dequantized to float32), a small grid: a first real verdict on a "

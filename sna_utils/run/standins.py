@@ -32,6 +32,13 @@ def _tiny(**extra) -> dict:
 _GEMMA2 = dict(head_dim=16, query_pre_attn_scalar=16, attn_logit_softcapping=50.0, final_logit_softcapping=30.0,
                sliding_window=4, layer_types=["sliding_attention", "full_attention", "sliding_attention"])
 
+# Gemma-3's own choices: no soft-capping, RMS-normed queries and keys, a rotary embedding per layer type (local
+# sliding-window layers at theta 1e4, global ones at 1e6), four norms a block, the embedding scaled by sqrt(d).
+_GEMMA3_ROPE = {"sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+                "full_attention": {"rope_type": "default", "rope_theta": 1000000.0}}
+_GEMMA3 = dict(head_dim=16, query_pre_attn_scalar=16, sliding_window=4, rope_parameters=_GEMMA3_ROPE,
+               layer_types=["sliding_attention", "sliding_attention", "full_attention"])
+
 # name -> (Hugging Face model_type, config overrides, default initializer_range); tiny ones are for tests.
 STANDINS: dict[str, tuple[str, dict, float]] = {
     "random:gpt2-small": ("gpt2", dict(n_layer=12, n_embd=768, n_head=12, n_positions=1024), 0.02),
@@ -56,11 +63,28 @@ STANDINS: dict[str, tuple[str, dict, float]] = {
                                         layer_types=["sliding_attention", "full_attention"] * 13,
                                         max_position_embeddings=8192, vocab_size=50257, tie_word_embeddings=True,
                                         bos_token_id=50256, eos_token_id=50256, pad_token_id=50256), 0.02),
+    # Gemma-3-270M's shape (18 layers, d 640, 4 query / 1 key-value heads of 256, MLP 2048, 512-token sliding window
+    # on five layers of every six, the sixth global) on GPT-2's vocabulary.
+    "random:gemma3-270m": ("gemma3_text", dict(hidden_size=640, num_hidden_layers=18, num_attention_heads=4,
+                                               num_key_value_heads=1, head_dim=256, query_pre_attn_scalar=256,
+                                               intermediate_size=2048, sliding_window=512,
+                                               layer_types=(["sliding_attention"] * 5 + ["full_attention"]) * 3,
+                                               rope_parameters=_GEMMA3_ROPE, max_position_embeddings=32768,
+                                               vocab_size=50257, tie_word_embeddings=True, bos_token_id=50256,
+                                               eos_token_id=50256, pad_token_id=50256), 0.02),
+    # SmolLM2-135M's shape (Llama: 30 layers, d 576, 9 query / 3 key-value heads, MLP 1536, rope theta 1e5, tied
+    # embeddings) on GPT-2's vocabulary.
+    "random:smollm2-135m": ("llama", dict(hidden_size=576, num_hidden_layers=30, num_attention_heads=9,
+                                          num_key_value_heads=3, intermediate_size=1536, max_position_embeddings=8192,
+                                          rope_parameters={"rope_type": "default", "rope_theta": 100000.0},
+                                          rms_norm_eps=1e-5, vocab_size=50257, tie_word_embeddings=True,
+                                          bos_token_id=50256, eos_token_id=50256, pad_token_id=50256), 0.02),
     "tiny": ("gpt2", dict(n_layer=3, n_embd=64, n_head=4, n_positions=256), 0.2),
     "tiny-pythia": ("gpt_neox", _pythia(64, 3, 4, 256), 0.2),
     "tiny-llama": ("llama", _tiny(), 0.2),
     "tiny-qwen2": ("qwen2", _tiny(), 0.2),
     "tiny-gemma2": ("gemma2", _tiny(**_GEMMA2), 0.2),
+    "tiny-gemma3": ("gemma3_text", _tiny(**_GEMMA3), 0.2),
     "tiny-mistral": ("mistral", _tiny(sliding_window=None), 0.2),
     "tiny-mistral-window": ("mistral", _tiny(sliding_window=4), 0.2),
     "tiny-phi3": ("phi3", _tiny(original_max_position_embeddings=256), 0.2),
