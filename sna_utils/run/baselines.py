@@ -26,8 +26,8 @@ import torch
 
 from ..core import (Baseline, NeutralSet, Positions, Task, hook_name, last_token_captures, model_device,
                     resid_hook, scores_from_activations, top_neurons)
-from .engine import (IDENTITY, _change, _final_resid, _logits, _reduce, _w_out, check_precision,
-                     compute_dtype, engine_metrics, engine_weights, precision_mode)
+from .engine import (IDENTITY, _final_resid, _logits, _reduce, check_precision,
+                     compute_dtype, engine_metrics, engine_weights, neuron_push, precision_mode)
 from ..errors import SNAError
 
 STEER_ALPHAS = (0.5, 1.0, 2.0, 4.0)  # multiples of the steering vector v_L itself (alpha = 1: the mean difference)
@@ -60,14 +60,9 @@ def steering_vector(task_resid: torch.Tensor, reference_resid: torch.Tensor) -> 
 @torch.no_grad()  # the engine's weights are the model's own parameters (GPT-2's hand-written layout too)
 def sna_push(model, layer: int, acts: torch.Tensor, neurons: Sequence[int], multiplier: float) -> float:
     """Mean over prompts of the norm of SNA's change to the residual after block ``layer`` at the last token,
-    ``||(m - 1) act[S] @ W_out[S]||`` (through the post-MLP norm where a family has one), from ``acts``
-    ``[n, d_mlp]``, in the residual's units."""
-    own = engine_weights(model)
-    w_out = _w_out(own, layer)
-    act = acts.to(w_out)[:, None]  # [n, 1, d_mlp]
-    idx = torch.tensor(list(neurons), dtype=torch.long, device=w_out.device)
-    delta = _change(own, layer, act)((multiplier - 1.0) * act[..., idx] @ w_out[idx])
-    return float(delta[:, 0].double().norm(dim=-1).mean())
+    ``||(m - 1) act[S] @ W_out[S]||`` (through the post-MLP norm where a family has one; ``engine.neuron_push``),
+    from ``acts`` ``[n, d_mlp]``, in the residual's units."""
+    return float(neuron_push(model, layer, acts, neurons, multiplier).norm(dim=-1).mean())
 
 
 def matched_scale(push: float, vector: torch.Tensor) -> float:

@@ -297,12 +297,13 @@ def _last_group(eng: Weights, state: LayerState, layer: int, max_tokens: int) ->
 
 def _change(eng: Weights, layer: int, act: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
     """Residual change after block ``layer`` from a change of its MLP output projection's output (of activations
-    ``act``): the same for plain blocks; through the post-MLP norm where a family has one (Gemma-2)."""
+    ``act``): the same for plain blocks; through the post-MLP norm where a family has one (Gemma-2, Gemma-3), both
+    terms in the change's dtype (a float64 change of a bfloat16 model is not swamped by bfloat16 rounding)."""
     post = eng.post_mlp[layer] if isinstance(eng, Decoder) else None
     if post is None:
         return lambda delta: delta
     out = eng.down[layer](act)
-    return lambda delta: post(out + delta) - post(out)
+    return lambda delta: post(out.to(delta.dtype) + delta) - post(out.to(delta.dtype))
 
 
 # ---------------------------------------------------------------------------

@@ -66,6 +66,7 @@ class Profile:
     steer_alphas: tuple[float, ...] = STEER_ALPHAS  # the steering baseline's multiples of v (run.baselines)
     temperatures: tuple[float, ...] = TEMPERATURES  # the temperature baseline's grid (T < 1 sharpens, > 1 flattens)
     lean: tuple[str, ...] = ()  # run.baselines.LEAN's options turned off (the verdict needs every one on)
+    positions: str = "all"  # where SNA amplifies: every position (METHOD's default) or the last one only
     validation_layers: tuple[int, ...] | None = None  # notebook 01's layers (None: every layer of the model)
     validation_lean: tuple[str, ...] = ()  # LEAN options notebook 01 turns off (its figures need SNA and control only)
     skipped: tuple[tuple[str, str], ...] = ()  # (notebook stem, why) the series leaves out in this profile
@@ -103,8 +104,10 @@ class Profile:
 # GPT-2 Small's place (01, 02, 04: the cheapest real model, 30 layers); both are swept in 03 so the verdict has two
 # real models; Gemma-3-270M takes Qwen's place in 07. No model here scores the arithmetic targets as one token
 # (both tokenizers split numbers into digits), so notebook 05 (Pythia's arithmetic check) is left out, saying why.
-# The layers sit at the same relative depths on both (about 0.3 and 0.6 of the model); the grid is sized to run the
-# whole series in at most 30 minutes on a 2-core CPU (measured: README, "Profiles").
+# The layers sit at the same relative depths on both (about 0.3 and 0.6 of the model). SNA amplifies at the last
+# position only (METHOD's `last`): measured on this CPU, one SmolLM2 unit at every position took about 20 s with SNA
+# and one control alone, so the matched null's 100 draws a task would take over an hour; `last` reuses the earlier
+# positions' keys and values. The grid is sized to run the whole series in about half an hour on a 2-core CPU.
 LOCAL_WHY = ("SmolLM2-135M-Instruct takes GPT-2 Small's place and, with Gemma-3-270M, GPT-2 Medium's: the two real "
              "pretrained models that load offline (quantized GGUF files shipped in PyPI packages, dequantized to "
              "float32). Gemma-3-270M also takes Qwen2.5-0.5B's place in notebook 07. Neither is GPT-2: these numbers "
@@ -118,6 +121,7 @@ PROFILES = {
                      sst2_layers=(9, 18), sst2_ks=(20,), sst2_multipliers=(2.0, 5.0), sst2_limit=200,
                      pythia_model="", beyond_model="gemma3-270m", null_draws=100,
                      steer_alphas=(1.0, 4.0), validation_layers=(9, 18, 27), validation_lean=tuple(LEAN),
+                     positions="last",
                      skipped=(("05_pythia_160m", NO_ARITHMETIC),), why_models=LOCAL_WHY,
                      description="two real pretrained models, offline (SmolLM2-135M-Instruct and Gemma-3-270M, "
                                  "quantized GGUF dequantized to float32), a small grid: a first real verdict on a "
