@@ -198,6 +198,11 @@ class Plan:
                    f"floor / measured rate x {ENGINE_OVER_FLOOR}, the engine/floor ratio `make bench` measured "
                    f"on a 2-core CPU{'' if self.seq_counted else '; prompt lengths guessed'}); loading, "
                    f"discovery, SST-2 and downloads come on top")
+        if prof.positions == "last":
+            out.append("  note      the floor counts every position; this profile amplifies at the last one only, so "
+                       "its configurations cost less and the unmodified runs (loading, discovery) take most of it")
+        if prof.measured:
+            out.append(f"  measured  {prof.measured}")
         return out
 
 

@@ -71,6 +71,7 @@ class Profile:
     validation_lean: tuple[str, ...] = ()  # LEAN options notebook 01 turns off (its figures need SNA and control only)
     skipped: tuple[tuple[str, str], ...] = ()  # (notebook stem, why) the series leaves out in this profile
     why_models: str = ""  # which model takes GPT-2's, Pythia's and Qwen's place, and why (printed by notebooks)
+    measured: str = ""  # the whole series' wall time where it was measured (the pre-flight prints it)
 
     def intro(self) -> str:
         """What a notebook prints first: the profile, its description and why its models were chosen."""
