@@ -124,6 +124,8 @@ PROFILES = {
                      steer_alphas=(1.0, 4.0), validation_layers=(9, 18, 27), validation_lean=tuple(LEAN),
                      positions="last",
                      skipped=(("05_pythia_160m", NO_ARITHMETIC),), why_models=LOCAL_WHY,
+                     measured="on the kit's quiet 2-core CPU (float32, 2026-12-08): 01 3.8 min, 02 6.3 min, 03 over "
+                              "30 min alone; the whole series takes longer than the 30-minute goal",
                      description="two real pretrained models, offline (SmolLM2-135M-Instruct and Gemma-3-270M, "
                                  "quantized GGUF dequantized to float32), a small grid: a first real verdict on a "
                                  "CPU"),
