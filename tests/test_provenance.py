@@ -89,7 +89,7 @@ def test_the_gpt2_tokenizer_from_the_hub_loads_at_the_pinned_revision(monkeypatc
 
     asked = []
     monkeypatch.delenv("SNA_GPT2_TOKENIZER", raising=False)
-    monkeypatch.setattr(su.core, "require_hub", lambda *a, **k: None)
+    monkeypatch.setattr(su.run.hub, "require_hub", lambda *a, **k: None)  # gpt2_tokenizer lives in run.hub
     monkeypatch.setattr(GPT2TokenizerFast, "from_pretrained", classmethod(lambda cls, s, **kw: asked.append((s, kw))))
     su.gpt2_tokenizer()
     assert asked == [("openai-community/gpt2", dict(revision=su.PINNED_REVISIONS["openai-community/gpt2"],
