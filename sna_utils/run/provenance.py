@@ -12,7 +12,6 @@ profile's results folder (``results/<profile>/``, beside the tables). Imports ``
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -27,7 +26,7 @@ import pandas as pd
 from ..core import DATA_DIR, GPT2_TOKENIZER_HUB_ID, KIT_ROOT, KIT_VERSION
 from ..errors import SNAError
 from .hub import NOT_RECORDED, PINNED_REVISIONS, hub_reachable, revision_to_load
-from .packaged import PACKAGED_MODELS, packaged_record
+from .packaged import PACKAGED_MODELS, packaged_record, sha256_of
 from .profiles import get_profile
 from .store import read_table, write_text_atomic
 
@@ -42,15 +41,6 @@ SST2_FILES = ("dev.tsv", "train.tsv")
 def now_utc() -> str:
     """The current time, ISO 8601 in UTC to the second ('2026-12-04T19:30:00+00:00')."""
     return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """SHA-256 of a file's bytes, hex."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def data_files(data_dir: str | os.PathLike = DATA_DIR, sst2_dir: str | os.PathLike | None = None) -> list[Path]:
@@ -69,7 +59,7 @@ def data_files(data_dir: str | os.PathLike = DATA_DIR, sst2_dir: str | os.PathLi
 
 def data_hashes(files: list[Path]) -> dict[str, str]:
     """Each file's SHA-256, by its path (relative to the kit when inside it)."""
-    return {_shown(f): file_sha256(f) for f in files}
+    return {_shown(f): sha256_of(f) for f in files}
 
 
 def _shown(path: Path) -> str:
